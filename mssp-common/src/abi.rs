@@ -1,0 +1,358 @@
+//! Map layouts shared by the XDP program and the agent.
+//!
+//! # How the policy sits in the maps
+//!
+//! Every prefix list (infrastructure, customer prefixes, global and per-customer sources) is
+//! compiled by userspace into a *static search tree* over address intervals: the prefixes are
+//! cut into disjoint intervals, each interval carries the value of its most specific covering
+//! prefix (leaf pushing), and a lookup is "find the interval containing the address". That is
+//! exactly longest-prefix match, at the cost of two or three cache lines per lookup instead
+//! of the twenty-odd nodes a kernel LPM trie visits at a million prefixes.
+//!
+//! Trees live in shared arenas ([`Node4`], [`Node6`]); a tree is immutable once published.
+//! A customer's [`Record`] names its trees; the record is published by storing its index in
+//! `CUR[slot]` with one aligned 32-bit store, so a packet sees a customer's old or new policy,
+//! never a mix. Slot 0's record is the *root*: infrastructure, customer prefixes and the global
+//! source list, switched the same way.
+//!
+//! All types are `#[repr(C)]`, `Copy`, without implicit padding.
+
+use crate::reason::{NREASONS, NVERDICTS};
+
+/// Bumped whenever a layout in this file changes incompatibly. Pinned maps made by another
+/// ABI version are never edited: the agent refuses and says how to upgrade.
+pub const ABI_VERSION: u32 = 1;
+
+/// Customer slots, including slot 0 (the root record / the "no customer" counters).
+pub const MAX_SLOTS: u32 = 16_384;
+/// Records: every slot can hold a live and a pending record at once.
+pub const MAX_RECORDS: u32 = 2 * MAX_SLOTS + 64;
+/// IPv4 tree nodes (128 bytes each): about 2M intervals of live policy plus room to build the next.
+pub const MAX_NODES4: u32 = 524_288;
+/// IPv6 tree nodes (128 bytes each).
+pub const MAX_NODES6: u32 = 262_144;
+/// Expiry chains (see [`ChainLink`]).
+pub const MAX_CHAIN: u32 = 65_536;
+/// Source entry ids (hit counters).
+pub const MAX_ENTRY_IDS: u32 = 2_097_152;
+/// `(slot, verdict, reason)` counters.
+pub const MAX_COUNTERS: u32 = MAX_SLOTS * NVERDICTS * NREASONS;
+
+/// An empty tree: every lookup yields value 0.
+pub const TREE_EMPTY: u32 = u32::MAX;
+/// Deepest tree the data path descends (internal levels). 32^5 * 16 IPv4 intervals and
+/// 8^7 * 7 IPv6 intervals are far beyond the node arenas, so this bound is never the limit.
+pub const TREE4_MAX_HEIGHT: u32 = 5;
+pub const TREE6_MAX_HEIGHT: u32 = 7;
+
+/// Index into `CUR` of the root record.
+pub const ROOT_SLOT: u32 = 0;
+
+/// Counter index of `(slot, verdict, reason)`.
+#[inline(always)]
+pub const fn counter_index(slot: u32, verdict: u32, reason: u32) -> u32 {
+    (slot * NVERDICTS + verdict) * NREASONS + reason
+}
+
+/// One search tree: where its root node is and how many internal levels sit above the leaves.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Tree {
+    /// Node index of the root, or [`TREE_EMPTY`].
+    pub root: u32,
+    /// Internal levels above the leaf level (0: the root is a leaf).
+    pub height: u32,
+}
+const _: () = assert!(size_of::<Tree>() == 8);
+
+impl Tree {
+    pub const EMPTY: Tree = Tree {
+        root: TREE_EMPTY,
+        height: 0,
+    };
+}
+
+/// IPv4 tree node, 128 bytes (two cache lines).
+///
+/// Keys are interval starts minus one, so that "interval start <= addr" becomes
+/// "key < addr" and padding with `u32::MAX` can never compare below any address
+/// (an interval may legitimately start at 255.255.255.255).
+///
+/// * internal: `w[0]` = index of the first child; `w[1..32]` = 31 keys; the child taken is
+///   `first_child + #(keys < addr)` (fan-out 32).
+/// * leaf: `w[0..16]` = 16 values; `w[16..31]` = 15 keys; `w[31]` = `u32::MAX`; the value
+///   taken is `w[#(keys < addr)]` (16 intervals per leaf).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Node4 {
+    pub w: [u32; 32],
+}
+const _: () = assert!(size_of::<Node4>() == 128);
+
+pub const NODE4_FANOUT: usize = 32;
+pub const NODE4_KEYS: usize = 31;
+pub const LEAF4_VALUES: usize = 16;
+pub const LEAF4_KEYS: usize = 15;
+
+/// IPv6 tree node, 128 bytes. Keys are `u128` (interval start minus one) stored as
+/// `(high, low)` pairs of `u64`.
+///
+/// * internal: `w[0]` = first child; `w[1]` unused; `w[2..16]` = 7 keys (fan-out 8).
+/// * leaf: `w[0..12]` = 6 keys; `w[12..16]` = 7 values packed two per word, value `i` at
+///   bits `32 * (i % 2)` of `w[12 + i / 2]` (7 intervals per leaf).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Node6 {
+    pub w: [u64; 16],
+}
+const _: () = assert!(size_of::<Node6>() == 128);
+
+pub const NODE6_FANOUT: usize = 8;
+pub const NODE6_KEYS: usize = 7;
+pub const LEAF6_VALUES: usize = 7;
+pub const LEAF6_KEYS: usize = 6;
+
+impl Node4 {
+    pub const PAD: Node4 = Node4 { w: [u32::MAX; 32] };
+}
+
+impl Node6 {
+    pub const PAD: Node6 = Node6 { w: [u64::MAX; 16] };
+
+    #[inline(always)]
+    pub const fn leaf_value(&self, i: usize) -> u32 {
+        (self.w[12 + i / 2] >> (32 * (i % 2))) as u32
+    }
+
+    #[inline(always)]
+    pub const fn set_leaf_value(&mut self, i: usize, v: u32) {
+        let shift = 32 * (i % 2);
+        let word = &mut self.w[12 + i / 2];
+        *word = (*word & !(0xffff_ffffu64 << shift)) | ((v as u64) << shift);
+    }
+}
+
+/// Source-list values (the leaf values of `src4`/`src6` trees).
+///
+/// `0` is "no entry". Otherwise the top two bits are the [`SourceAction`]; if [`VALUE_CHAIN`]
+/// is set the low bits index an expiry chain in `CHAIN`, else they are the entry id that
+/// indexes the hit counters.
+pub mod value {
+    pub const ACTION_SHIFT: u32 = 30;
+    pub const VALUE_CHAIN: u32 = 1 << 29;
+    pub const ID_MASK: u32 = (1 << 29) - 1;
+
+    #[inline(always)]
+    pub const fn entry(action: u32, id: u32) -> u32 {
+        (action << ACTION_SHIFT) | (id & ID_MASK)
+    }
+
+    #[inline(always)]
+    pub const fn chain(action: u32, index: u32) -> u32 {
+        (action << ACTION_SHIFT) | VALUE_CHAIN | (index & ID_MASK)
+    }
+
+    #[inline(always)]
+    pub const fn action(v: u32) -> u32 {
+        v >> ACTION_SHIFT
+    }
+
+    #[inline(always)]
+    pub const fn is_chain(v: u32) -> bool {
+        v & VALUE_CHAIN != 0
+    }
+
+    #[inline(always)]
+    pub const fn id(v: u32) -> u32 {
+        v & ID_MASK
+    }
+}
+
+/// What a source entry does. The numbers are the top bits of a source value.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SourceAction {
+    Drop = 1,
+    Allow = 2,
+    Monitor = 3,
+}
+
+impl SourceAction {
+    pub const fn name(self) -> &'static str {
+        match self {
+            SourceAction::Drop => "drop",
+            SourceAction::Allow => "allow",
+            SourceAction::Monitor => "monitor",
+        }
+    }
+
+    pub const fn from_u32(v: u32) -> Option<SourceAction> {
+        match v {
+            1 => Some(SourceAction::Drop),
+            2 => Some(SourceAction::Allow),
+            3 => Some(SourceAction::Monitor),
+            _ => None,
+        }
+    }
+}
+
+/// One link of an expiry chain. An interval whose most specific entry expires points at a
+/// chain: that entry, then the next less specific covering entry, and so on until an entry
+/// that never expires (or "none", `value == 0`). The data path takes the first link that has
+/// not expired, so an entry stops being enforced at its expiry time even if no agent runs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ChainLink {
+    /// Expiry in `CLOCK_BOOTTIME` nanoseconds (`bpf_ktime_get_boot_ns`); `u64::MAX` = never.
+    pub expires_boot_ns: u64,
+    /// A direct source value (never a chain), or 0.
+    pub value: u32,
+    /// Index of the next link plus one; 0 ends the chain.
+    pub next: u32,
+}
+const _: () = assert!(size_of::<ChainLink>() == 16);
+
+/// Longest expiry chain the data path follows (nesting depth of expiring entries over one
+/// address); the compiler refuses deeper nesting.
+pub const CHAIN_MAX_LINKS: u32 = 8;
+
+/// Record flags.
+pub mod record_flags {
+    /// The record is in use (an all-zero record is never published).
+    pub const LIVE: u32 = 1;
+}
+
+/// A customer's compiled policy (or, in slot 0, the root: infrastructure, customer prefixes
+/// and the global source list). 128 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Record {
+    /// [`ABI_VERSION`] of the agent that wrote it.
+    pub abi: u32,
+    pub flags: u32,
+    pub customer_id: u32,
+    pub slot: u32,
+    /// Source list (customer) or global source list (root).
+    pub src4: Tree,
+    pub src6: Tree,
+    /// Root only: infrastructure prefixes (value 1 inside).
+    pub infra4: Tree,
+    pub infra6: Tree,
+    /// Root only: customer prefixes (value = slot).
+    pub dst4: Tree,
+    pub dst6: Tree,
+    /// Rules: `RULES[rules_off .. rules_off + rules_len]` (first match wins).
+    pub rules_off: u32,
+    pub rules_len: u32,
+    /// Clean-pipe limit state index into `LIMITS` (0: none).
+    pub limit_index: u32,
+    pub reserved0: u32,
+    /// Digest of what the record was compiled from, so a restarted agent can tell whether
+    /// what is live already equals what it wants.
+    pub digest: u64,
+    /// The arena ranges this record owns (its trees sit inside them), so a restarted agent
+    /// can rebuild its allocators from the live records alone.
+    pub n4: Span,
+    pub n6: Span,
+    pub chain: Span,
+    pub reserved: [u32; 4],
+}
+
+/// A range `[start, start + len)` of an arena map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Span {
+    pub start: u32,
+    pub len: u32,
+}
+const _: () = assert!(size_of::<Span>() == 8);
+const _: () = assert!(size_of::<Record>() == 128);
+
+impl Record {
+    pub const EMPTY: Record = Record {
+        abi: ABI_VERSION,
+        flags: 0,
+        customer_id: 0,
+        slot: 0,
+        src4: Tree::EMPTY,
+        src6: Tree::EMPTY,
+        infra4: Tree::EMPTY,
+        infra6: Tree::EMPTY,
+        dst4: Tree::EMPTY,
+        dst6: Tree::EMPTY,
+        rules_off: 0,
+        rules_len: 0,
+        limit_index: 0,
+        reserved0: 0,
+        digest: 0,
+        n4: Span { start: 0, len: 0 },
+        n6: Span { start: 0, len: 0 },
+        chain: Span { start: 0, len: 0 },
+        reserved: [0; 4],
+    };
+}
+
+/// A packets-and-bytes counter (per CPU in the maps).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counter {
+    pub packets: u64,
+    pub bytes: u64,
+}
+const _: () = assert!(size_of::<Counter>() == 16);
+
+/// What the program decided for the last packet on this CPU. Written only by a program loaded
+/// with `TRACE = 1` (`mssp simulate`, tests); the production program skips it at load time.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Trace {
+    pub verdict: u32,
+    pub reason: u32,
+    pub slot: u32,
+    pub customer_id: u32,
+    /// Entry id of the source entry that decided (drop/allow), or 0.
+    pub entry: u32,
+    /// Id of the rule that decided, or 0.
+    pub rule: u32,
+    /// Bit 0: a customer matched. Bit 1: a global monitor entry hit. Bit 2: a customer monitor
+    /// entry hit.
+    pub flags: u32,
+    /// Incremented by every traced packet, so a reader can tell a fresh trace from a stale one.
+    pub seq: u32,
+}
+const _: () = assert!(size_of::<Trace>() == 32);
+
+pub mod trace_flags {
+    pub const CUSTOMER: u32 = 1;
+    pub const GLOBAL_MONITOR: u32 = 2;
+    pub const CUSTOMER_MONITOR: u32 = 4;
+}
+
+/// Names of the maps, as the agent pins and finds them.
+pub mod map_names {
+    pub const CUR: &str = "CUR";
+    pub const RECORDS: &str = "RECORDS";
+    pub const NODES4: &str = "NODES4";
+    pub const NODES6: &str = "NODES6";
+    pub const CHAIN: &str = "CHAIN";
+    pub const COUNTERS: &str = "COUNTERS";
+    pub const ENTRY_HITS: &str = "ENTRY_HITS";
+    pub const TRACE: &str = "TRACE_OUT";
+    pub const ALL: [&str; 8] = [
+        CUR, RECORDS, NODES4, NODES6, CHAIN, COUNTERS, ENTRY_HITS, TRACE,
+    ];
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: all of these are `#[repr(C)]`, `Copy`, and have no padding (asserted above).
+    unsafe impl aya::Pod for Tree {}
+    unsafe impl aya::Pod for Span {}
+    unsafe impl aya::Pod for Node4 {}
+    unsafe impl aya::Pod for Node6 {}
+    unsafe impl aya::Pod for ChainLink {}
+    unsafe impl aya::Pod for Record {}
+    unsafe impl aya::Pod for Counter {}
+    unsafe impl aya::Pod for Trace {}
+}

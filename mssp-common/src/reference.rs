@@ -1,0 +1,279 @@
+//! The reference classifier: the evaluation contract of the design brief written as plainly as
+//! possible — slices instead of bounded pointer reads, linear scans instead of search trees.
+//! It shares no code with the XDP program or the policy compiler, so when the differential
+//! test finds the two agreeing on random packets and policies, both are likely right.
+
+use alloc::vec::Vec;
+
+use crate::{Reason, Verdict, abi::SourceAction, net::Net, proto::*};
+
+/// A source entry (global or customer list).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefSource {
+    pub net: Net,
+    pub action: SourceAction,
+    /// Not in effect at or after this time (Unix nanoseconds).
+    pub expires_unix_ns: Option<u64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RefCustomer {
+    pub id: u32,
+    pub prefixes: Vec<Net>,
+    pub sources: Vec<RefSource>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RefPolicy {
+    pub infrastructure: Vec<Net>,
+    pub global: Vec<RefSource>,
+    pub customers: Vec<RefCustomer>,
+}
+
+/// Header fields the evaluation looks at.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Parsed {
+    pub v6: bool,
+    pub src: u128,
+    pub dst: u128,
+    pub proto: u8,
+    /// 0 none, 1 first fragment, 2 later fragment.
+    pub frag: u8,
+    pub l4: Option<L4>,
+    pub ip_len: u32,
+    pub ttl: u8,
+    pub dscp: u8,
+    pub vlan: Option<u16>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum L4 {
+    Tcp { sport: u16, dport: u16, flags: u8 },
+    Udp { sport: u16, dport: u16 },
+    Icmp { ty: u8, code: u8 },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefDecision {
+    pub verdict: Verdict,
+    pub reason: Reason,
+    pub customer: Option<u32>,
+}
+
+fn be16(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
+}
+
+fn need(frame: &[u8], off: usize, len: usize) -> Result<(), Reason> {
+    if off + len <= frame.len() {
+        Ok(())
+    } else {
+        Err(Reason::Malformed)
+    }
+}
+
+/// Step 1 of the contract.
+pub fn parse(frame: &[u8]) -> Result<Parsed, Reason> {
+    need(frame, 0, ETH_HLEN)?;
+    let mut ethertype = be16(frame, 12).ok_or(Reason::Malformed)?;
+    let mut off = ETH_HLEN;
+    let mut vlan = None;
+    let mut tags = 0;
+    while ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
+        if tags == VLAN_MAX_DEPTH {
+            return Err(Reason::UnsupportedEncap);
+        }
+        need(frame, off, VLAN_HLEN)?;
+        if tags == 0 {
+            vlan = Some(be16(frame, off).ok_or(Reason::Malformed)? & 0x0fff);
+        }
+        ethertype = be16(frame, off + 2).ok_or(Reason::Malformed)?;
+        off += VLAN_HLEN;
+        tags += 1;
+    }
+    let mut p = Parsed {
+        vlan,
+        ..Parsed::default()
+    };
+    let l4_off;
+    match ethertype {
+        ETH_P_IPV4 => {
+            need(frame, off, IPV4_MIN_HLEN)?;
+            let h = &frame[off..];
+            if h[0] >> 4 != 4 {
+                return Err(Reason::Malformed);
+            }
+            let ihl = (h[0] & 0xf) as usize;
+            if ihl < 5 {
+                return Err(Reason::Malformed);
+            }
+            need(frame, off, ihl * 4)?;
+            p.dscp = h[1] >> 2;
+            p.ip_len = u16::from_be_bytes([h[2], h[3]]) as u32;
+            let fragword = u16::from_be_bytes([h[6], h[7]]);
+            p.frag = if fragword & 0x1fff != 0 {
+                2
+            } else if fragword & 0x2000 != 0 {
+                1
+            } else {
+                0
+            };
+            p.ttl = h[8];
+            p.proto = h[9];
+            p.src = u32::from_be_bytes([h[12], h[13], h[14], h[15]]) as u128;
+            p.dst = u32::from_be_bytes([h[16], h[17], h[18], h[19]]) as u128;
+            l4_off = off + ihl * 4;
+        }
+        ETH_P_IPV6 => {
+            need(frame, off, IPV6_HLEN)?;
+            let h = &frame[off..];
+            if h[0] >> 4 != 6 {
+                return Err(Reason::Malformed);
+            }
+            p.v6 = true;
+            p.dscp = ((h[0] & 0xf) << 2) | (h[1] >> 6);
+            p.ip_len = u16::from_be_bytes([h[4], h[5]]) as u32 + IPV6_HLEN as u32;
+            p.ttl = h[7];
+            let mut src = [0u8; 16];
+            let mut dst = [0u8; 16];
+            src.copy_from_slice(&h[8..24]);
+            dst.copy_from_slice(&h[24..40]);
+            p.src = u128::from_be_bytes(src);
+            p.dst = u128::from_be_bytes(dst);
+            let mut nh = h[6];
+            let mut at = off + IPV6_HLEN;
+            let mut walked = 0;
+            while is_ipv6_ext(nh) {
+                if walked == IPV6_EXT_MAX {
+                    return Err(Reason::UnsupportedEncap);
+                }
+                need(frame, at, IPV6_EXT_MIN_LEN)?;
+                let e = &frame[at..];
+                let len = match nh {
+                    IPPROTO_FRAGMENT => {
+                        let fo = u16::from_be_bytes([e[2], e[3]]);
+                        if fo >> 3 != 0 {
+                            p.frag = 2;
+                        } else if fo & 1 != 0 && p.frag == 0 {
+                            p.frag = 1;
+                        }
+                        8
+                    }
+                    IPPROTO_AH => (e[1] as usize + 2) * 4,
+                    _ => (e[1] as usize + 1) * 8,
+                };
+                need(frame, at, len)?;
+                nh = e[0];
+                at += len;
+                walked += 1;
+            }
+            p.proto = nh;
+            l4_off = at;
+        }
+        _ => return Err(Reason::NonIp),
+    }
+    if p.frag != 2 {
+        let icmp = if p.v6 { IPPROTO_ICMPV6 } else { IPPROTO_ICMP };
+        if p.proto == IPPROTO_TCP {
+            need(frame, l4_off, TCP_MIN_HLEN)?;
+            let t = &frame[l4_off..];
+            let doff = (t[12] >> 4) as usize;
+            if doff < 5 {
+                return Err(Reason::Malformed);
+            }
+            need(frame, l4_off, doff * 4)?;
+            p.l4 = Some(L4::Tcp {
+                sport: u16::from_be_bytes([t[0], t[1]]),
+                dport: u16::from_be_bytes([t[2], t[3]]),
+                flags: t[13],
+            });
+        } else if p.proto == IPPROTO_UDP {
+            need(frame, l4_off, UDP_HLEN)?;
+            let u = &frame[l4_off..];
+            p.l4 = Some(L4::Udp {
+                sport: u16::from_be_bytes([u[0], u[1]]),
+                dport: u16::from_be_bytes([u[2], u[3]]),
+            });
+        } else if p.proto == icmp {
+            need(frame, l4_off, ICMP_HLEN)?;
+            p.l4 = Some(L4::Icmp {
+                ty: frame[l4_off],
+                code: frame[l4_off + 1],
+            });
+        }
+    }
+    Ok(p)
+}
+
+fn in_effect(s: &RefSource, now_unix_ns: u64) -> bool {
+    s.expires_unix_ns.is_none_or(|e| now_unix_ns < e)
+}
+
+/// Longest-prefix match by linear scan.
+fn best_source<'a>(
+    list: &'a [RefSource],
+    v6: bool,
+    addr: u128,
+    now_unix_ns: u64,
+) -> Option<&'a RefSource> {
+    list.iter()
+        .filter(|s| in_effect(s, now_unix_ns) && s.net.contains(v6, addr))
+        .max_by_key(|s| s.net.len)
+}
+
+/// Steps 1-8 of the contract for one frame at time `now_unix_ns`.
+pub fn classify(policy: &RefPolicy, frame: &[u8], now_unix_ns: u64) -> RefDecision {
+    let p = match parse(frame) {
+        Ok(p) => p,
+        Err(reason) => {
+            let verdict = if reason == Reason::NonIp {
+                Verdict::Pass
+            } else {
+                Verdict::Drop
+            };
+            return RefDecision {
+                verdict,
+                reason,
+                customer: None,
+            };
+        }
+    };
+    // Step 3 (also decides which customer an infrastructure packet is counted under).
+    let customer = policy
+        .customers
+        .iter()
+        .flat_map(|c| c.prefixes.iter().map(move |n| (c, n)))
+        .filter(|(_, n)| n.contains(p.v6, p.dst))
+        .max_by_key(|(_, n)| n.len)
+        .map(|(c, _)| c);
+    let decide = |verdict, reason| RefDecision {
+        verdict,
+        reason,
+        customer: customer.map(|c| c.id),
+    };
+    // Step 2.
+    if policy
+        .infrastructure
+        .iter()
+        .any(|n| n.contains(p.v6, p.src) || n.contains(p.v6, p.dst))
+    {
+        return decide(Verdict::Pass, Reason::Infrastructure);
+    }
+    // Step 4.
+    let own = customer.and_then(|c| best_source(&c.sources, p.v6, p.src, now_unix_ns));
+    if own.is_some_and(|s| s.action == SourceAction::Allow) {
+        return decide(Verdict::Pass, Reason::Allowlisted);
+    }
+    // Step 5.
+    if best_source(&policy.global, p.v6, p.src, now_unix_ns)
+        .is_some_and(|s| s.action == SourceAction::Drop)
+    {
+        return decide(Verdict::Drop, Reason::GlobalBlock);
+    }
+    // Step 6.
+    if own.is_some_and(|s| s.action == SourceAction::Drop) {
+        return decide(Verdict::Drop, Reason::CustomerBlock);
+    }
+    // Step 8.
+    decide(Verdict::Pass, Reason::Default)
+}

@@ -1,0 +1,131 @@
+//! Lookups: records by slot, the interval search trees (longest-prefix match, precomputed
+//! by the agent), and expiry chains.
+
+use aya_ebpf::helpers::bpf_ktime_get_boot_ns;
+use mssp_common::abi::{
+    CHAIN_MAX_LINKS, LEAF4_KEYS, LEAF4_VALUES, LEAF6_KEYS, NODE4_KEYS, NODE6_KEYS, Record,
+    TREE_EMPTY, TREE4_MAX_HEIGHT, TREE6_MAX_HEIGHT, Tree, value,
+};
+
+use crate::maps::{CHAIN, CUR, NODES4, NODES6, RECORDS};
+
+/// A map read that cannot fail unless the agent published something inconsistent.
+pub struct Internal;
+
+/// The live record of `slot`, or `None` when the slot has none.
+#[inline(always)]
+pub fn record(slot: u32) -> Result<Option<&'static Record>, Internal> {
+    let cur = CUR.get_ptr(slot).ok_or(Internal)?;
+    // A single aligned 32-bit load: the agent switches a slot with one store.
+    let idx = unsafe { core::ptr::read_volatile(cur) };
+    if idx == 0 {
+        return Ok(None);
+    }
+    let rec = RECORDS.get(idx).ok_or(Internal)?;
+    Ok(Some(rec))
+}
+
+// Key comparisons are branch-free arithmetic. BPF has no conditional move, so a plain `a < b`
+// becomes a branch, and 31 branches per node give the verifier 2^31 paths to walk (it
+// refused the program at a million instructions). The address goes through `black_box` so
+// LLVM cannot turn the arithmetic back into a compare-and-branch.
+
+/// 1 if `k < x`, for `k` < 2^32 and `x` < 2^32 (the difference goes negative exactly then).
+#[inline(always)]
+fn lt32(k: u32, x: u64) -> u32 {
+    ((k as u64).wrapping_sub(x) >> 63) as u32
+}
+
+/// 1 if `a - b - borrow` borrows, i.e. `a < b + borrow`, for any 64-bit `a`, `b` and a
+/// borrow of 0 or 1 (the full-subtractor borrow, Hacker's Delight 2-13).
+#[inline(always)]
+fn borrow64(a: u64, b: u64, borrow: u64) -> u64 {
+    let d = a.wrapping_sub(b).wrapping_sub(borrow);
+    ((!a & b) | (!(a ^ b) & d)) >> 63
+}
+
+/// 1 if the key `(khi, klo)` is below `addr`: the borrow out of a 128-bit subtraction.
+#[inline(always)]
+fn lt128(khi: u64, klo: u64, addr: (u64, u64)) -> u64 {
+    borrow64(khi, addr.0, borrow64(klo, addr.1, 0))
+}
+
+/// The value of the interval containing `addr` (0 outside every prefix).
+#[inline(always)]
+pub fn tree4(tree: &Tree, addr: u32) -> Result<u32, Internal> {
+    if tree.root == TREE_EMPTY {
+        return Ok(0);
+    }
+    let addr = core::hint::black_box(addr as u64);
+    let mut idx = tree.root;
+    let height = tree.height;
+    for level in 0..TREE4_MAX_HEIGHT {
+        if level >= height {
+            break;
+        }
+        let node = NODES4.get(idx).ok_or(Internal)?;
+        let mut c = 0u32;
+        for i in 0..NODE4_KEYS {
+            c += lt32(node.w[1 + i], addr);
+        }
+        idx = node.w[0].wrapping_add(c);
+    }
+    let leaf = NODES4.get(idx).ok_or(Internal)?;
+    let mut c = 0usize;
+    for i in 0..LEAF4_KEYS {
+        c += lt32(leaf.w[LEAF4_VALUES + i], addr) as usize;
+    }
+    Ok(leaf.w[c & (LEAF4_VALUES - 1)])
+}
+
+/// IPv6 version of [`tree4`].
+#[inline(always)]
+pub fn tree6(tree: &Tree, addr: (u64, u64)) -> Result<u32, Internal> {
+    if tree.root == TREE_EMPTY {
+        return Ok(0);
+    }
+    let addr = (core::hint::black_box(addr.0), core::hint::black_box(addr.1));
+    let mut idx = tree.root;
+    let height = tree.height;
+    for level in 0..TREE6_MAX_HEIGHT {
+        if level >= height {
+            break;
+        }
+        let node = NODES6.get(idx).ok_or(Internal)?;
+        let mut c = 0u32;
+        for i in 0..NODE6_KEYS {
+            c += lt128(node.w[2 + 2 * i], node.w[3 + 2 * i], addr) as u32;
+        }
+        idx = (node.w[0] as u32).wrapping_add(c);
+    }
+    let leaf = NODES6.get(idx).ok_or(Internal)?;
+    let mut c = 0usize;
+    for i in 0..LEAF6_KEYS {
+        c += lt128(leaf.w[2 * i], leaf.w[2 * i + 1], addr) as usize;
+    }
+    // c is at most LEAF6_KEYS (6): values sit two per word in w[12..16].
+    let word = leaf.w[12 + ((c >> 1) & 3)];
+    Ok((word >> (32 * (c & 1))) as u32)
+}
+
+/// Follows an expiry chain to the first link that is still in force; plain values pass
+/// through untouched (the clock is read only for chains).
+#[inline(always)]
+pub fn resolve(v: u32) -> Result<u32, Internal> {
+    if !value::is_chain(v) {
+        return Ok(v);
+    }
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    let mut link = value::id(v);
+    for _ in 0..CHAIN_MAX_LINKS {
+        let l = CHAIN.get(link).ok_or(Internal)?;
+        if now < l.expires_boot_ns {
+            return Ok(l.value);
+        }
+        if l.next == 0 {
+            return Ok(0);
+        }
+        link = l.next - 1;
+    }
+    Ok(0)
+}

@@ -1,0 +1,225 @@
+//! mssp's XDP program: finds the customer a packet is for and applies that customer's policy,
+//! in the order the design brief fixes (parse, infrastructure, customer, allowlist, global
+//! list, customer list, rules, default). Every packet leaves through `finish`, which counts it.
+#![no_std]
+#![no_main]
+
+mod lookup;
+mod maps;
+mod parse;
+
+use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use lookup::Internal;
+use mssp_common::{
+    Reason, Verdict,
+    abi::{ROOT_SLOT, SourceAction, Trace, counter_index, trace_flags, value},
+};
+use parse::Packet;
+
+use crate::maps::{COUNTERS, ENTRY_HITS, TRACE_OUT};
+
+/// Set to 1 at load time (`EbpfLoader::override_global`) by `mssp simulate` and the tests:
+/// every decision is then written to `TRACE_OUT`. The verifier prunes the dead branch when 0.
+#[unsafe(no_mangle)]
+static TRACE: u32 = 0;
+
+struct Decision {
+    verdict: Verdict,
+    reason: Reason,
+    slot: u32,
+    customer_id: u32,
+    entry: u32,
+    rule: u32,
+    flags: u32,
+}
+
+impl Decision {
+    const fn early(verdict: Verdict, reason: Reason) -> Decision {
+        Decision {
+            verdict,
+            reason,
+            slot: 0,
+            customer_id: 0,
+            entry: 0,
+            rule: 0,
+            flags: 0,
+        }
+    }
+}
+
+#[xdp]
+pub fn mssp_xdp(ctx: XdpContext) -> u32 {
+    let d = match try_mssp_xdp(&ctx) {
+        Ok(d) => d,
+        // Only an inconsistent map can get here; the packet passes (mssp must never be the
+        // cause of an outage) and is counted as internal_error so it is not lost silently.
+        Err(Internal) => Decision::early(Verdict::Pass, Reason::InternalError),
+    };
+    finish(&ctx, &d)
+}
+
+#[inline(always)]
+fn frame_len(ctx: &XdpContext) -> u64 {
+    (ctx.data_end() - ctx.data()) as u64
+}
+
+#[inline(always)]
+fn count_hit(id: u32, bytes: u64) {
+    if let Some(c) = ENTRY_HITS.get_ptr_mut(id) {
+        unsafe {
+            (*c).packets += 1;
+            (*c).bytes += bytes;
+        }
+    }
+}
+
+#[inline(always)]
+fn finish(ctx: &XdpContext, d: &Decision) -> u32 {
+    let bytes = frame_len(ctx);
+    let idx = counter_index(d.slot, d.verdict as u32, d.reason as u32);
+    if let Some(c) = COUNTERS.get_ptr_mut(idx) {
+        unsafe {
+            (*c).packets += 1;
+            (*c).bytes += bytes;
+        }
+    }
+    if unsafe { core::ptr::read_volatile(&TRACE) } != 0
+        && let Some(t) = TRACE_OUT.get_ptr_mut(0)
+    {
+        unsafe {
+            let seq = (*t).seq.wrapping_add(1);
+            *t = Trace {
+                verdict: d.verdict as u32,
+                reason: d.reason as u32,
+                slot: d.slot,
+                customer_id: d.customer_id,
+                entry: d.entry,
+                rule: d.rule,
+                flags: d.flags,
+                seq,
+            };
+        }
+    }
+    match d.verdict {
+        Verdict::Pass => xdp_action::XDP_PASS,
+        Verdict::Drop => xdp_action::XDP_DROP,
+    }
+}
+
+#[inline(always)]
+fn try_mssp_xdp(ctx: &XdpContext) -> Result<Decision, Internal> {
+    let p = match parse::parse(ctx) {
+        Ok(p) => p,
+        Err(reason) => {
+            let verdict = if reason == Reason::NonIp {
+                Verdict::Pass
+            } else {
+                Verdict::Drop
+            };
+            return Ok(Decision::early(verdict, reason));
+        }
+    };
+    evaluate(&p, frame_len(ctx))
+}
+
+/// Steps 2-8 of the evaluation order.
+#[inline(always)]
+fn evaluate(p: &Packet, bytes: u64) -> Result<Decision, Internal> {
+    let mut d = Decision::early(Verdict::Pass, Reason::Default);
+    let Some(root) = lookup::record(ROOT_SLOT)? else {
+        // No policy published yet: nothing to enforce.
+        return Ok(d);
+    };
+
+    // Step 3 first, for counting only: an infrastructure packet to a customer is counted
+    // under that customer. The verdict order is unchanged.
+    let slot = if p.v6 {
+        lookup::tree6(&root.dst6, p.dst6)?
+    } else {
+        lookup::tree4(&root.dst4, p.dst4)?
+    };
+    let customer = if slot != 0 {
+        lookup::record(slot)?
+    } else {
+        None
+    };
+    if let Some(c) = customer {
+        d.slot = slot;
+        d.customer_id = c.customer_id;
+        d.flags |= trace_flags::CUSTOMER;
+    }
+
+    // Step 2: infrastructure, source or destination. Nothing overrides it.
+    let infra = if p.v6 {
+        lookup::tree6(&root.infra6, p.src6)? != 0 || lookup::tree6(&root.infra6, p.dst6)? != 0
+    } else {
+        lookup::tree4(&root.infra4, p.src4)? != 0 || lookup::tree4(&root.infra4, p.dst4)? != 0
+    };
+    if infra {
+        d.reason = Reason::Infrastructure;
+        return Ok(d);
+    }
+
+    // Step 4: the customer's own source list; allow beats the global list.
+    let cust_v = match customer {
+        Some(c) => lookup::resolve(if p.v6 {
+            lookup::tree6(&c.src6, p.src6)?
+        } else {
+            lookup::tree4(&c.src4, p.src4)?
+        })?,
+        None => 0,
+    };
+    let cust_action = value::action(cust_v);
+    if cust_action == SourceAction::Allow as u32 {
+        count_hit(value::id(cust_v), bytes);
+        d.reason = Reason::Allowlisted;
+        d.entry = value::id(cust_v);
+        return Ok(d);
+    }
+
+    // Step 5: the global list.
+    let glob_v = lookup::resolve(if p.v6 {
+        lookup::tree6(&root.src6, p.src6)?
+    } else {
+        lookup::tree4(&root.src4, p.src4)?
+    })?;
+    let glob_action = value::action(glob_v);
+    if glob_action == SourceAction::Drop as u32 {
+        count_hit(value::id(glob_v), bytes);
+        d.verdict = Verdict::Drop;
+        d.reason = Reason::GlobalBlock;
+        d.entry = value::id(glob_v);
+        return Ok(d);
+    }
+    if glob_action == SourceAction::Monitor as u32 {
+        count_hit(value::id(glob_v), bytes);
+        d.flags |= trace_flags::GLOBAL_MONITOR;
+    }
+
+    // Step 6: the customer's drop and monitor entries.
+    if cust_action == SourceAction::Drop as u32 {
+        count_hit(value::id(cust_v), bytes);
+        d.verdict = Verdict::Drop;
+        d.reason = Reason::CustomerBlock;
+        d.entry = value::id(cust_v);
+        return Ok(d);
+    }
+    if cust_action == SourceAction::Monitor as u32 {
+        count_hit(value::id(cust_v), bytes);
+        d.flags |= trace_flags::CUSTOMER_MONITOR;
+    }
+
+    // Step 7 (customer rules) comes with the rules engine.
+    // Step 8: default.
+    Ok(d)
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,45 @@
+//! Every map of the program, one line each: key -> value, and why its size.
+//! Capacities come from `mssp_common::abi`; the agent can override them at load time.
+
+use aya_ebpf::{
+    bindings::BPF_F_MMAPABLE,
+    macros::map,
+    maps::{Array, PerCpuArray},
+};
+use mssp_common::abi::{
+    ChainLink, Counter, MAX_CHAIN, MAX_COUNTERS, MAX_ENTRY_IDS, MAX_NODES4, MAX_NODES6,
+    MAX_RECORDS, MAX_SLOTS, Node4, Node6, Record, Trace,
+};
+
+/// slot -> index into RECORDS of the slot's live record (0: none). Memory-mapped so the agent
+/// publishes a record with one aligned 32-bit store. One per customer slot plus the root.
+#[map]
+pub static CUR: Array<u32> = Array::with_max_entries(MAX_SLOTS, BPF_F_MMAPABLE);
+
+/// record index -> compiled policy of a customer (or the root). Two per slot: live and next.
+#[map]
+pub static RECORDS: Array<Record> = Array::with_max_entries(MAX_RECORDS, 0);
+
+/// node index -> IPv4 search-tree node. Arena shared by every IPv4 prefix list.
+#[map]
+pub static NODES4: Array<Node4> = Array::with_max_entries(MAX_NODES4, 0);
+
+/// node index -> IPv6 search-tree node. Arena shared by every IPv6 prefix list.
+#[map]
+pub static NODES6: Array<Node6> = Array::with_max_entries(MAX_NODES6, 0);
+
+/// link index -> expiry chain link, for intervals whose most specific entry expires.
+#[map]
+pub static CHAIN: Array<ChainLink> = Array::with_max_entries(MAX_CHAIN, 0);
+
+/// (slot, verdict, reason) -> packets and bytes. Per CPU: no atomics on the hot path.
+#[map]
+pub static COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_COUNTERS, 0);
+
+/// source entry id -> hits (packets and bytes), for drop, allow and monitor entries alike.
+#[map]
+pub static ENTRY_HITS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_ENTRY_IDS, 0);
+
+/// 0 -> the last decision on this CPU; written only when TRACE is set at load time.
+#[map]
+pub static TRACE_OUT: PerCpuArray<Trace> = PerCpuArray::with_max_entries(1, 0);

@@ -1,0 +1,120 @@
+//! The desired state the publisher makes true: infrastructure, customers and their prefixes,
+//! and source entries with their layer, independent of the document they came from.
+
+use mssp_common::{Net, abi::SourceAction};
+use time::OffsetDateTime;
+
+use crate::policy::{Policy, SourceEntry};
+
+/// Where an entry came from. On the same prefix in the same scope, `Local` (the NOC's CLI)
+/// wins over `Central` (the controller's push): an emergency block is never undone by a push.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Layer {
+    Central,
+    Local,
+}
+
+impl Layer {
+    pub fn name(self) -> &'static str {
+        match self {
+            Layer::Central => "central",
+            Layer::Local => "local",
+        }
+    }
+}
+
+/// The list an entry belongs to.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+pub enum Scope {
+    Global,
+    Customer(u32),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DesiredEntry {
+    pub net: Net,
+    pub action: SourceAction,
+    pub expires: Option<OffsetDateTime>,
+    pub layer: Layer,
+}
+
+impl DesiredEntry {
+    fn central(s: &SourceEntry) -> DesiredEntry {
+        DesiredEntry {
+            net: s.net,
+            action: s.action,
+            expires: s.expires,
+            layer: Layer::Central,
+        }
+    }
+
+    pub fn in_effect(&self, now: OffsetDateTime) -> bool {
+        self.expires.is_none_or(|e| now < e)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DesiredCustomer {
+    pub id: u32,
+    pub prefixes: Vec<Net>,
+    pub entries: Vec<DesiredEntry>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Desired {
+    pub infrastructure: Vec<Net>,
+    pub global: Vec<DesiredEntry>,
+    pub customers: Vec<DesiredCustomer>,
+}
+
+impl Desired {
+    /// The central layer of a policy.
+    pub fn from_policy(p: &Policy) -> Desired {
+        Desired {
+            infrastructure: p.infrastructure.clone(),
+            global: p.global.iter().map(DesiredEntry::central).collect(),
+            customers: p
+                .customers
+                .iter()
+                .map(|c| DesiredCustomer {
+                    id: c.id,
+                    prefixes: c.prefixes.clone(),
+                    entries: c.sources.iter().map(DesiredEntry::central).collect(),
+                })
+                .collect(),
+        }
+    }
+
+    /// The entries of a list that are enforced at `now`: one per prefix, the local layer's
+    /// where both layers name the prefix, expired ones left out.
+    pub fn effective(entries: &[DesiredEntry], now: OffsetDateTime) -> Vec<&DesiredEntry> {
+        let mut best: std::collections::HashMap<Net, &DesiredEntry> = Default::default();
+        for e in entries {
+            best.entry(e.net)
+                .and_modify(|cur| {
+                    if e.layer > cur.layer {
+                        *cur = e;
+                    }
+                })
+                .or_insert(e);
+        }
+        let mut out: Vec<&DesiredEntry> = best.into_values().filter(|e| e.in_effect(now)).collect();
+        out.sort_by_key(|e| (e.net.v6, e.net.addr, e.net.len));
+        out
+    }
+
+    /// The earliest expiry still ahead of `now`, when the publisher must run again.
+    pub fn next_expiry(&self, now: OffsetDateTime) -> Option<OffsetDateTime> {
+        self.global
+            .iter()
+            .chain(self.customers.iter().flat_map(|c| c.entries.iter()))
+            .filter_map(|e| e.expires)
+            .filter(|t| *t > now)
+            .min()
+    }
+}

@@ -1,0 +1,599 @@
+//! The publisher: makes a [`Desired`] state true in the maps, customer by customer, so that a
+//! packet always sees a customer's old or new policy and never a mix.
+//!
+//! An apply has three phases:
+//! 1. *prepare* (fallible): compile every changed customer (and the root, if changed) into
+//!    new regions of the arenas and new records. Nothing published refers to them yet, so a
+//!    failure (a full map, say) rolls back the allocations and leaves the old policy wholly
+//!    in force.
+//! 2. *publish*: one atomic store per changed slot, customers first, root last (so the root
+//!    never routes a packet to a customer whose new record is not in place).
+//! 3. *reclaim*, after an RCU barrier: old regions and records, removed customers' slots,
+//!    and the ids of entries that are gone.
+
+pub mod arena;
+pub mod backend;
+pub mod desired;
+pub mod kernel;
+pub mod sys;
+
+use std::{
+    collections::{BTreeSet, HashMap, HashSet},
+    time::{Duration, Instant},
+};
+
+use arena::{Arena, ArenaFull, Span};
+use backend::{MapBackend, MapOpError};
+pub use desired::{Desired, DesiredEntry, Layer, Scope};
+use mssp_common::{
+    Net,
+    abi::{ABI_VERSION, ROOT_SLOT, Record, Tree, record_flags},
+};
+use time::OffsetDateTime;
+
+use crate::compile::{
+    CompileError, Fnv, SourceItem, Unit, compile_sources, compile_values, tree::Built,
+};
+
+/// Wall-clock and boot-clock readings taken together, to turn RFC 3339 expiries into the
+/// `CLOCK_BOOTTIME` nanoseconds the data path compares against.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    pub wall: OffsetDateTime,
+    pub boot_ns: u64,
+}
+
+impl Clock {
+    pub fn now() -> Clock {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes the timespec it is given.
+        unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+        Clock {
+            wall: OffsetDateTime::now_utc(),
+            boot_ns: ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64,
+        }
+    }
+
+    pub fn boot_ns_at(&self, t: OffsetDateTime) -> u64 {
+        let ahead = (t - self.wall).whole_nanoseconds();
+        if ahead <= 0 {
+            self.boot_ns
+        } else {
+            self.boot_ns
+                .saturating_add(ahead.min(u64::MAX as i128) as u64)
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    #[error(transparent)]
+    Full(#[from] ArenaFull),
+    #[error(transparent)]
+    Compile(#[from] CompileError),
+    #[error(transparent)]
+    Map(#[from] MapOpError),
+    #[error("customer slots are full: the maps hold {capacity} customers")]
+    SlotsFull { capacity: u32 },
+    #[error("source entry ids are exhausted: the maps hold {capacity} entries")]
+    IdsFull { capacity: u32 },
+}
+
+/// Identity of a source entry: its hit counter keeps counting while this stays the same.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EntryKey {
+    pub scope: Scope,
+    pub layer: Layer,
+    pub net: Net,
+}
+
+/// What is live in a slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Live {
+    pub record: u32,
+    pub customer_id: u32,
+    /// Digest of what it was compiled from.
+    pub spec: u64,
+    pub n4: Span,
+    pub n6: Span,
+    pub chain: Span,
+}
+
+/// Fill of one map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Fill {
+    pub name: &'static str,
+    pub used: u32,
+    pub capacity: u32,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ApplyStats {
+    pub customers_changed: usize,
+    pub customers_removed: usize,
+    pub root_changed: bool,
+    pub nodes_written: usize,
+    pub elapsed: Duration,
+}
+
+#[derive(Default)]
+struct Tx {
+    spans4: Vec<Span>,
+    spans6: Vec<Span>,
+    chains: Vec<Span>,
+    records: Vec<u32>,
+    new_slots: Vec<(u32, u32)>,
+    new_ids: Vec<EntryKey>,
+    reset_ids: Vec<u32>,
+}
+
+#[derive(Clone, Copy)]
+enum Role {
+    Infra,
+    Dst,
+    Src,
+}
+
+pub struct Dataplane<B: MapBackend> {
+    backend: B,
+    n4: Arena,
+    n6: Arena,
+    chain: Arena,
+    records: Arena,
+    slot_of: HashMap<u32, u32>,
+    free_slots: BTreeSet<u32>,
+    id_of: HashMap<EntryKey, u32>,
+    key_of: HashMap<u32, EntryKey>,
+    recycled_ids: Vec<u32>,
+    next_id: u32,
+    live: HashMap<u32, Live>,
+}
+
+impl<B: MapBackend> Dataplane<B> {
+    /// A publisher over maps that hold nothing yet.
+    pub fn new(backend: B) -> Dataplane<B> {
+        let caps = backend.capacities();
+        Dataplane {
+            n4: Arena::new("NODES4", caps.nodes4, 0),
+            n6: Arena::new("NODES6", caps.nodes6, 0),
+            chain: Arena::new("CHAIN", caps.chain, 0),
+            // Record 0 is never used: CUR[slot] == 0 means "no record".
+            records: Arena::new("RECORDS", caps.records, 1),
+            slot_of: HashMap::new(),
+            free_slots: (1..caps.slots).collect(),
+            id_of: HashMap::new(),
+            key_of: HashMap::new(),
+            recycled_ids: Vec::new(),
+            // Id 0 means "no entry".
+            next_id: 1,
+            live: HashMap::new(),
+            backend,
+        }
+    }
+
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    pub fn backend_mut(&mut self) -> &mut B {
+        &mut self.backend
+    }
+
+    /// The slot of a customer, if it has one.
+    pub fn slot(&self, customer: u32) -> Option<u32> {
+        self.slot_of.get(&customer).copied()
+    }
+
+    /// Customers with a slot, as (customer id, slot), sorted by id.
+    pub fn customers(&self) -> Vec<(u32, u32)> {
+        let mut v: Vec<(u32, u32)> = self.slot_of.iter().map(|(c, s)| (*c, *s)).collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// The hit-counter id of an entry, if it is enforced.
+    pub fn entry_id(&self, key: &EntryKey) -> Option<u32> {
+        self.id_of.get(key).copied()
+    }
+
+    pub fn entry_key(&self, id: u32) -> Option<&EntryKey> {
+        self.key_of.get(&id)
+    }
+
+    /// Every enforced entry and its id.
+    pub fn entries(&self) -> impl Iterator<Item = (&EntryKey, u32)> {
+        self.id_of.iter().map(|(k, v)| (k, *v))
+    }
+
+    pub fn live(&self, slot: u32) -> Option<&Live> {
+        self.live.get(&slot)
+    }
+
+    /// How full each arena map is.
+    pub fn fill(&self) -> Vec<Fill> {
+        let caps = self.backend.capacities();
+        let arenas = [&self.n4, &self.n6, &self.chain, &self.records];
+        let mut v: Vec<Fill> = arenas
+            .iter()
+            .map(|a| Fill {
+                name: a.name(),
+                used: a.used(),
+                capacity: a.capacity(),
+            })
+            .collect();
+        v.push(Fill {
+            name: "CUR",
+            used: self.slot_of.len() as u32 + 1,
+            capacity: caps.slots,
+        });
+        v.push(Fill {
+            name: "ENTRY_HITS",
+            used: self.id_of.len() as u32,
+            capacity: caps.entry_ids,
+        });
+        v
+    }
+
+    /// Makes `desired` live. On error nothing published changed.
+    pub fn apply(
+        &mut self,
+        desired: &Desired,
+        clock: &Clock,
+    ) -> Result<ApplyStats, DataplaneError> {
+        let started = Instant::now();
+        let mut tx = Tx::default();
+        let mut stats = ApplyStats::default();
+        let prepared = self.prepare(desired, clock, &mut tx, &mut stats);
+        match prepared {
+            Ok((pending, root, used)) => {
+                self.commit(desired, pending, root, used, &mut stats)?;
+                stats.elapsed = started.elapsed();
+                Ok(stats)
+            }
+            Err(e) => {
+                self.rollback(tx);
+                Err(e)
+            }
+        }
+    }
+
+    fn id_for(&mut self, key: EntryKey, tx: &mut Tx) -> Result<u32, DataplaneError> {
+        if let Some(id) = self.id_of.get(&key) {
+            return Ok(*id);
+        }
+        let cap = self.backend.capacities().entry_ids;
+        let id = if let Some(id) = self.recycled_ids.pop() {
+            // A recycled id still holds its previous entry's hits.
+            tx.reset_ids.push(id);
+            id
+        } else if self.next_id < cap {
+            self.next_id += 1;
+            self.next_id - 1
+        } else {
+            return Err(DataplaneError::IdsFull { capacity: cap - 1 });
+        };
+        self.id_of.insert(key, id);
+        self.key_of.insert(id, key);
+        tx.new_ids.push(key);
+        Ok(id)
+    }
+
+    /// Source items of one list, with ids, and the digest of what they say.
+    fn items(
+        &mut self,
+        scope: Scope,
+        entries: &[DesiredEntry],
+        clock: &Clock,
+        tx: &mut Tx,
+        used: &mut HashSet<EntryKey>,
+        spec: &mut Fnv,
+    ) -> Result<Vec<SourceItem>, DataplaneError> {
+        let eff: Vec<DesiredEntry> = Desired::effective(entries, clock.wall)
+            .into_iter()
+            .cloned()
+            .collect();
+        let mut out = Vec::with_capacity(eff.len());
+        for e in eff {
+            let key = EntryKey {
+                scope,
+                layer: e.layer,
+                net: e.net,
+            };
+            let id = self.id_for(key, tx)?;
+            used.insert(key);
+            let expires_unix = e.expires.map_or(i128::MAX, |t| t.unix_timestamp_nanos());
+            spec.bytes(&e.net.addr.to_le_bytes());
+            spec.u64(((e.net.len as u64) << 40) | ((e.net.v6 as u64) << 32) | e.action as u64);
+            spec.bytes(&expires_unix.to_le_bytes());
+            spec.u64(id as u64);
+            out.push(SourceItem {
+                net: e.net,
+                action: e.action,
+                expires_boot_ns: e.expires.map(|t| clock.boot_ns_at(t)),
+                id,
+            });
+        }
+        Ok(out)
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn prepare(
+        &mut self,
+        desired: &Desired,
+        clock: &Clock,
+        tx: &mut Tx,
+        stats: &mut ApplyStats,
+    ) -> Result<(Vec<(u32, Live)>, Option<Live>, HashSet<EntryKey>), DataplaneError> {
+        let mut used = HashSet::new();
+        let mut pending = Vec::new();
+        let caps = self.backend.capacities();
+
+        // Slots.
+        let mut slots = Vec::with_capacity(desired.customers.len());
+        for c in &desired.customers {
+            let slot = match self.slot_of.get(&c.id) {
+                Some(s) => *s,
+                None => {
+                    let s = self
+                        .free_slots
+                        .pop_first()
+                        .ok_or(DataplaneError::SlotsFull {
+                            capacity: caps.slots - 1,
+                        })?;
+                    self.slot_of.insert(c.id, s);
+                    tx.new_slots.push((c.id, s));
+                    self.backend.reset_slot_counters(s)?;
+                    s
+                }
+            };
+            slots.push(slot);
+        }
+
+        // Customers.
+        for (c, &slot) in desired.customers.iter().zip(&slots) {
+            let mut spec = Fnv::new();
+            spec.u64(c.id as u64);
+            let items = self.items(
+                Scope::Customer(c.id),
+                &c.entries,
+                clock,
+                tx,
+                &mut used,
+                &mut spec,
+            )?;
+            let spec = spec.finish();
+            if self
+                .live
+                .get(&slot)
+                .is_some_and(|l| l.spec == spec && l.customer_id == c.id)
+            {
+                continue;
+            }
+            let unit = compile_sources(&items)?;
+            let live = self.place(slot, c.id, spec, vec![(Role::Src, unit)], tx, stats)?;
+            pending.push((slot, live));
+        }
+
+        // Root: infrastructure, customer prefixes, global list.
+        let mut spec = Fnv::new();
+        let global = self.items(
+            Scope::Global,
+            &desired.global,
+            clock,
+            tx,
+            &mut used,
+            &mut spec,
+        )?;
+        let mut infra: Vec<(Net, u32)> = desired.infrastructure.iter().map(|n| (*n, 1)).collect();
+        infra.sort_unstable();
+        infra.dedup();
+        let mut dst: Vec<(Net, u32)> = Vec::new();
+        for (c, &slot) in desired.customers.iter().zip(&slots) {
+            dst.extend(c.prefixes.iter().map(|n| (*n, slot)));
+        }
+        dst.sort_unstable();
+        dst.dedup();
+        for (n, v) in infra.iter().chain(dst.iter()) {
+            spec.bytes(&n.addr.to_le_bytes());
+            spec.u64(((n.len as u64) << 40) | ((n.v6 as u64) << 32) | *v as u64);
+        }
+        spec.u64(infra.len() as u64);
+        let spec = spec.finish();
+        let root = if self.live.get(&ROOT_SLOT).is_some_and(|l| l.spec == spec) {
+            None
+        } else {
+            let units = vec![
+                (Role::Infra, compile_values(&infra)),
+                (Role::Dst, compile_values(&dst)),
+                (Role::Src, compile_sources(&global)?),
+            ];
+            Some(self.place(ROOT_SLOT, 0, spec, units, tx, stats)?)
+        };
+        self.backend.reset_entry_hits(&tx.reset_ids)?;
+        Ok((pending, root, used))
+    }
+
+    /// Writes compiled units into fresh regions and a fresh record.
+    fn place(
+        &mut self,
+        slot: u32,
+        customer_id: u32,
+        spec: u64,
+        mut units: Vec<(Role, Unit)>,
+        tx: &mut Tx,
+        stats: &mut ApplyStats,
+    ) -> Result<Live, DataplaneError> {
+        let len4: usize = units.iter().map(|(_, u)| u.t4.nodes.len()).sum();
+        let len6: usize = units.iter().map(|(_, u)| u.t6.nodes.len()).sum();
+        let lenc: usize = units.iter().map(|(_, u)| u.chain.len()).sum();
+        let n4 = self.n4.alloc(len4 as u32)?;
+        tx.spans4.push(n4);
+        let n6 = self.n6.alloc(len6 as u32)?;
+        tx.spans6.push(n6);
+        let chain = self.chain.alloc(lenc as u32)?;
+        tx.chains.push(chain);
+        let record = self.records.alloc(1)?.start;
+        tx.records.push(record);
+
+        let mut rec = Record::EMPTY;
+        rec.abi = ABI_VERSION;
+        rec.flags = record_flags::LIVE;
+        rec.customer_id = customer_id;
+        rec.slot = slot;
+        rec.digest = spec;
+        rec.n4 = n4;
+        rec.n6 = n6;
+        rec.chain = chain;
+        let (mut o4, mut o6, mut oc) = (n4.start, n6.start, chain.start);
+        for (role, u) in &mut units {
+            u.relocate(o4, o6, oc);
+            self.backend.write_nodes4(o4, &u.t4.nodes)?;
+            self.backend.write_nodes6(o6, &u.t6.nodes)?;
+            self.backend.write_chain(oc, &u.chain)?;
+            stats.nodes_written += u.t4.nodes.len() + u.t6.nodes.len();
+            let t4 = tree_at(&u.t4, o4);
+            let t6 = tree_at(&u.t6, o6);
+            match role {
+                Role::Infra => (rec.infra4, rec.infra6) = (t4, t6),
+                Role::Dst => (rec.dst4, rec.dst6) = (t4, t6),
+                Role::Src => (rec.src4, rec.src6) = (t4, t6),
+            }
+            o4 += u.t4.nodes.len() as u32;
+            o6 += u.t6.nodes.len() as u32;
+            oc += u.chain.len() as u32;
+        }
+        self.backend.write_record(record, &rec)?;
+        Ok(Live {
+            record,
+            customer_id,
+            spec,
+            n4,
+            n6,
+            chain,
+        })
+    }
+
+    fn commit(
+        &mut self,
+        desired: &Desired,
+        pending: Vec<(u32, Live)>,
+        root: Option<Live>,
+        used: HashSet<EntryKey>,
+        stats: &mut ApplyStats,
+    ) -> Result<(), DataplaneError> {
+        // Publish: customers first, the root last.
+        for (slot, live) in &pending {
+            self.backend.publish(*slot, live.record)?;
+        }
+        if let Some(r) = &root {
+            self.backend.publish(ROOT_SLOT, r.record)?;
+        }
+        stats.customers_changed = pending.len();
+        stats.root_changed = root.is_some();
+
+        let wanted: HashSet<u32> = desired.customers.iter().map(|c| c.id).collect();
+        let removed: Vec<(u32, u32)> = self
+            .slot_of
+            .iter()
+            .filter(|(c, _)| !wanted.contains(c))
+            .map(|(c, s)| (*c, *s))
+            .collect();
+        let dropped_ids: Vec<EntryKey> = self
+            .id_of
+            .keys()
+            .filter(|k| !used.contains(k))
+            .copied()
+            .collect();
+
+        // Nothing unpublished above is read by any packet after this. Should the barrier
+        // fail, the new policy is live but nothing old is reused: the old regions leak
+        // rather than risk being overwritten under a reader.
+        let barrier = self.backend.barrier();
+        let reclaim = barrier.is_ok();
+
+        for (slot, live) in pending {
+            if let Some(old) = self.live.insert(slot, live)
+                && reclaim
+            {
+                self.release_live(old);
+            }
+        }
+        if let Some(r) = root
+            && let Some(old) = self.live.insert(ROOT_SLOT, r)
+            && reclaim
+        {
+            self.release_live(old);
+        }
+        barrier?;
+        for (c, slot) in &removed {
+            // The new root no longer routes to this slot and the barrier has passed, so no
+            // packet can reach the slot any more.
+            self.backend.publish(*slot, 0)?;
+            if let Some(old) = self.live.remove(slot) {
+                self.release_live(old);
+            }
+            self.slot_of.remove(c);
+            self.free_slots.insert(*slot);
+        }
+        stats.customers_removed = removed.len();
+        for k in dropped_ids {
+            if let Some(id) = self.id_of.remove(&k) {
+                self.key_of.remove(&id);
+                self.recycled_ids.push(id);
+            }
+        }
+        Ok(())
+    }
+
+    fn release_live(&mut self, l: Live) {
+        self.n4.release(l.n4);
+        self.n6.release(l.n6);
+        self.chain.release(l.chain);
+        self.records.release(Span {
+            start: l.record,
+            len: 1,
+        });
+    }
+
+    fn rollback(&mut self, tx: Tx) {
+        for s in tx.spans4 {
+            self.n4.release(s);
+        }
+        for s in tx.spans6 {
+            self.n6.release(s);
+        }
+        for s in tx.chains {
+            self.chain.release(s);
+        }
+        for r in tx.records {
+            self.records.release(Span { start: r, len: 1 });
+        }
+        for (c, s) in tx.new_slots {
+            self.slot_of.remove(&c);
+            self.free_slots.insert(s);
+        }
+        for k in tx.new_ids {
+            if let Some(id) = self.id_of.remove(&k) {
+                self.key_of.remove(&id);
+                self.recycled_ids.push(id);
+            }
+        }
+    }
+}
+
+fn tree_at<N: crate::compile::tree::NodeKind>(t: &Built<N>, at: u32) -> Tree {
+    if t.is_empty() {
+        Tree::EMPTY
+    } else {
+        Tree {
+            root: at,
+            height: t.height,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
