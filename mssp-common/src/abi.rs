@@ -301,8 +301,8 @@ pub struct Counter {
 }
 const _: () = assert!(size_of::<Counter>() == 16);
 
-/// What the program decided for the last packet on this CPU. Written only by a program loaded
-/// with `TRACE = 1` (`mssp simulate`, tests); the production program skips it at load time.
+/// What the program decided for a frame. Only a program loaded with `TRACE = 1` (`mssp
+/// simulate`, tests) writes it, prepended to the frame it returns from BPF_PROG_TEST_RUN.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Trace {
@@ -317,10 +317,12 @@ pub struct Trace {
     /// Bit 0: a customer matched. Bit 1: a global monitor entry hit. Bit 2: a customer monitor
     /// entry hit.
     pub flags: u32,
-    /// Incremented by every traced packet, so a reader can tell a fresh trace from a stale one.
+    /// [`TRACE_MAGIC`], so a reader can tell a trace from frame bytes.
     pub seq: u32,
 }
 const _: () = assert!(size_of::<Trace>() == 32);
+
+pub const TRACE_MAGIC: u32 = 0x6d73_7370;
 
 pub mod trace_flags {
     pub const CUSTOMER: u32 = 1;
@@ -337,10 +339,7 @@ pub mod map_names {
     pub const CHAIN: &str = "CHAIN";
     pub const COUNTERS: &str = "COUNTERS";
     pub const ENTRY_HITS: &str = "ENTRY_HITS";
-    pub const TRACE: &str = "TRACE_OUT";
-    pub const ALL: [&str; 8] = [
-        CUR, RECORDS, NODES4, NODES6, CHAIN, COUNTERS, ENTRY_HITS, TRACE,
-    ];
+    pub const ALL: [&str; 7] = [CUR, RECORDS, NODES4, NODES6, CHAIN, COUNTERS, ENTRY_HITS];
 }
 
 #[cfg(feature = "user")]

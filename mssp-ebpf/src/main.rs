@@ -8,18 +8,21 @@ mod lookup;
 mod maps;
 mod parse;
 
-use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use aya_ebpf::{
+    bindings::xdp_action, helpers::bpf_xdp_adjust_head, macros::xdp, programs::XdpContext,
+};
 use lookup::Internal;
 use mssp_common::{
     Reason, Verdict,
-    abi::{ROOT_SLOT, SourceAction, Trace, counter_index, trace_flags, value},
+    abi::{ROOT_SLOT, SourceAction, TRACE_MAGIC, Trace, counter_index, trace_flags, value},
 };
 use parse::Packet;
 
-use crate::maps::{COUNTERS, ENTRY_HITS, TRACE_OUT};
+use crate::maps::{COUNTERS, ENTRY_HITS};
 
 /// Set to 1 at load time (`EbpfLoader::override_global`) by `mssp simulate` and the tests:
-/// every decision is then written to `TRACE_OUT`. The verifier prunes the dead branch when 0.
+/// every decision is then prepended to the frame (see `trace`). The verifier prunes the dead
+/// branch when 0.
 #[unsafe(no_mangle)]
 static TRACE: u32 = 0;
 
@@ -83,12 +86,33 @@ fn finish(ctx: &XdpContext, d: &Decision) -> u32 {
             (*c).bytes += bytes;
         }
     }
-    if unsafe { core::ptr::read_volatile(&TRACE) } != 0
-        && let Some(t) = TRACE_OUT.get_ptr_mut(0)
-    {
-        unsafe {
-            let seq = (*t).seq.wrapping_add(1);
-            *t = Trace {
+    if unsafe { core::ptr::read_volatile(&TRACE) } != 0 {
+        trace(ctx, d);
+    }
+    match d.verdict {
+        Verdict::Pass => xdp_action::XDP_PASS,
+        Verdict::Drop => xdp_action::XDP_DROP,
+    }
+}
+
+/// Trace mode only: prepends the decision to the frame, so BPF_PROG_TEST_RUN hands it back
+/// in `data_out` — per run, with no shared state between concurrent callers. The verdict is
+/// unchanged; a program with TRACE set is never attached to an interface.
+#[inline(always)]
+fn trace(ctx: &XdpContext, d: &Decision) {
+    let room = size_of::<Trace>() as i32;
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -room) } != 0 {
+        return;
+    }
+    let start = ctx.data();
+    if start + size_of::<Trace>() > ctx.data_end() {
+        return;
+    }
+    let t = start as *mut Trace;
+    unsafe {
+        core::ptr::write_unaligned(
+            t,
+            Trace {
                 verdict: d.verdict as u32,
                 reason: d.reason as u32,
                 slot: d.slot,
@@ -96,13 +120,9 @@ fn finish(ctx: &XdpContext, d: &Decision) -> u32 {
                 entry: d.entry,
                 rule: d.rule,
                 flags: d.flags,
-                seq,
-            };
-        }
-    }
-    match d.verdict {
-        Verdict::Pass => xdp_action::XDP_PASS,
-        Verdict::Drop => xdp_action::XDP_DROP,
+                seq: TRACE_MAGIC,
+            },
+        );
     }
 }
 

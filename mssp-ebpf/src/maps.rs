@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use mssp_common::abi::{
     ChainLink, Counter, MAX_CHAIN, MAX_COUNTERS, MAX_ENTRY_IDS, MAX_NODES4, MAX_NODES6,
-    MAX_RECORDS, MAX_SLOTS, Node4, Node6, Record, Trace,
+    MAX_RECORDS, MAX_SLOTS, Node4, Node6, Record,
 };
 
 /// slot -> index into RECORDS of the slot's live record (0: none). Memory-mapped so the agent
@@ -39,7 +39,3 @@ pub static COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_CO
 /// source entry id -> hits (packets and bytes), for drop, allow and monitor entries alike.
 #[map]
 pub static ENTRY_HITS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_ENTRY_IDS, 0);
-
-/// 0 -> the last decision on this CPU; written only when TRACE is set at load time.
-#[map]
-pub static TRACE_OUT: PerCpuArray<Trace> = PerCpuArray::with_max_entries(1, 0);

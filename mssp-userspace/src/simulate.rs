@@ -11,12 +11,11 @@ use std::{
 use anyhow::{Context as _, bail};
 use aya::{
     Ebpf,
-    maps::{MapData, PerCpuArray},
     programs::{TestRun, TestRunOptions, Xdp},
 };
 use mssp_common::{
     Reason, Verdict,
-    abi::{Trace, map_names},
+    abi::{TRACE_MAGIC, Trace},
     proto::ETH_HLEN,
     reference::{L4, parse},
 };
@@ -40,8 +39,6 @@ use crate::{
 pub struct Simulator {
     ebpf: Ebpf,
     dataplane: Dataplane<KernelBackend>,
-    trace: PerCpuArray<MapData, Trace>,
-    last_seq: Vec<u32>,
 }
 
 /// What the program decided for one frame.
@@ -77,17 +74,7 @@ impl Simulator {
         dataplane
             .apply(&Desired::from_policy(policy), &Clock::now())
             .context("loading the policy into the program's maps")?;
-        let trace_map = ebpf
-            .take_map(map_names::TRACE)
-            .context("the program has no trace map")?;
-        let trace: PerCpuArray<MapData, Trace> = PerCpuArray::try_from(trace_map)?;
-        let last_seq = trace.get(&0, 0)?.iter().map(|t| t.seq).collect();
-        Ok(Simulator {
-            ebpf,
-            dataplane,
-            trace,
-            last_seq,
-        })
+        Ok(Simulator { ebpf, dataplane })
     }
 
     pub fn dataplane(&self) -> &Dataplane<KernelBackend> {
@@ -103,8 +90,8 @@ impl Simulator {
     }
 
     /// Runs one frame through the program; `None` for frames the kernel would never hand to
-    /// XDP (shorter than an Ethernet header).
-    pub fn run(&mut self, frame: &[u8]) -> anyhow::Result<Option<Decision>> {
+    /// XDP (shorter than an Ethernet header). Safe to call from several threads at once.
+    pub fn run(&self, frame: &[u8]) -> anyhow::Result<Option<Decision>> {
         if frame.len() < ETH_HLEN {
             return Ok(None);
         }
@@ -113,21 +100,23 @@ impl Simulator {
             .program(PROGRAM_NAME)
             .context("program missing")?
             .try_into()?;
+        let mut out = vec![0u8; frame.len() + 2 * size_of::<Trace>()];
         let r = prog
             .test_run(TestRunOptions {
                 data_in: Some(frame),
+                data_out: Some(&mut out),
                 ..Default::default()
             })
             .context("BPF_PROG_TEST_RUN")?;
-        let per_cpu = self.trace.get(&0, 0)?;
-        let mut fresh = None;
-        for (cpu, t) in per_cpu.iter().enumerate() {
-            if t.seq != self.last_seq[cpu] {
-                self.last_seq[cpu] = t.seq;
-                fresh = Some(*t);
-            }
-        }
-        let t = fresh.context("the program left no trace for the frame")?;
+        let n = (r.data_size_out as usize).min(out.len());
+        anyhow::ensure!(
+            n >= size_of::<Trace>() + frame.len(),
+            "the program returned no trace ({n} bytes for a {}-byte frame)",
+            frame.len()
+        );
+        // SAFETY: Trace is plain old data and the buffer holds at least one.
+        let t: Trace = unsafe { std::ptr::read_unaligned(out.as_ptr().cast()) };
+        anyhow::ensure!(t.seq == TRACE_MAGIC, "the frame returned carries no trace record");
         let verdict = Verdict::from_u32(t.verdict);
         let action = match r.return_value {
             1 => "drop",
@@ -293,7 +282,7 @@ pub fn run(
     let policy = crate::policy::parse_policy(&bytes, &Capacity::default())
         .map_err(|e| anyhow::anyhow!("{}: {e}", policy_path.display()))?;
     let frames = read_capture(pcap_path)?;
-    let mut sim = Simulator::new(&policy)?;
+    let sim = Simulator::new(&policy)?;
     for (i, frame) in frames.iter().enumerate() {
         let index = i + 1;
         let d = sim.run(frame)?;
