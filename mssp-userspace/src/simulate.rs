@@ -92,33 +92,11 @@ impl Simulator {
     /// Runs one frame through the program; `None` for frames the kernel would never hand to
     /// XDP (shorter than an Ethernet header). Safe to call from several threads at once.
     pub fn run(&self, frame: &[u8]) -> anyhow::Result<Option<Decision>> {
-        if frame.len() < ETH_HLEN {
+        let Some((retval, t)) = trace_run(&self.ebpf, frame)? else {
             return Ok(None);
-        }
-        let prog: &Xdp = self
-            .ebpf
-            .program(PROGRAM_NAME)
-            .context("program missing")?
-            .try_into()?;
-        let mut out = vec![0u8; frame.len() + 2 * size_of::<Trace>()];
-        let r = prog
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut out),
-                ..Default::default()
-            })
-            .context("BPF_PROG_TEST_RUN")?;
-        let n = (r.data_size_out as usize).min(out.len());
-        anyhow::ensure!(
-            n >= size_of::<Trace>() + frame.len(),
-            "the program returned no trace ({n} bytes for a {}-byte frame)",
-            frame.len()
-        );
-        // SAFETY: Trace is plain old data and the buffer holds at least one.
-        let t: Trace = unsafe { std::ptr::read_unaligned(out.as_ptr().cast()) };
-        anyhow::ensure!(t.seq == TRACE_MAGIC, "the frame returned carries no trace record");
+        };
         let verdict = Verdict::from_u32(t.verdict);
-        let action = match r.return_value {
+        let action = match retval {
             1 => "drop",
             2 => "pass",
             0 => "aborted",
@@ -148,6 +126,39 @@ impl Simulator {
             reason_code: Reason::from_u32(t.reason),
         }))
     }
+}
+
+/// Runs `frame` through a program loaded with `TRACE = 1` and returns the XDP action and the
+/// trace record it prepended. `None` for frames shorter than an Ethernet header.
+pub fn trace_run(ebpf: &Ebpf, frame: &[u8]) -> anyhow::Result<Option<(u32, Trace)>> {
+    if frame.len() < ETH_HLEN {
+        return Ok(None);
+    }
+    let prog: &Xdp = ebpf
+        .program(PROGRAM_NAME)
+        .context("program missing")?
+        .try_into()?;
+    let mut out = vec![0u8; frame.len() + 2 * size_of::<Trace>()];
+    let r = prog
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ..Default::default()
+        })
+        .context("BPF_PROG_TEST_RUN")?;
+    let n = (r.data_size_out as usize).min(out.len());
+    anyhow::ensure!(
+        n >= size_of::<Trace>() + frame.len(),
+        "the program returned no trace ({n} bytes for a {}-byte frame)",
+        frame.len()
+    );
+    // SAFETY: Trace is plain old data and the buffer holds at least one.
+    let t: Trace = unsafe { std::ptr::read_unaligned(out.as_ptr().cast()) };
+    anyhow::ensure!(
+        t.seq == TRACE_MAGIC,
+        "the frame returned carries no trace record"
+    );
+    Ok(Some((r.return_value, t)))
 }
 
 /// Frames of a pcap or pcapng capture (Ethernet link type).

@@ -2,6 +2,7 @@
 //! BPF_PROG_TEST_RUN, a packet builder, and network-namespace topologies that clean up after
 //! themselves.
 
+pub mod agent;
 pub mod netns;
 pub mod packet;
 pub mod traffic;
@@ -77,7 +78,9 @@ impl Harness {
         let dp = self.sim.dataplane();
         let slot = match customer {
             None => 0,
-            Some(c) => dp.slot(c).unwrap_or_else(|| panic!("customer {c} has no slot")),
+            Some(c) => dp
+                .slot(c)
+                .unwrap_or_else(|| panic!("customer {c} has no slot")),
         };
         dp.backend()
             .read_counter_at(counter_index(slot, verdict as u32, reason as u32))

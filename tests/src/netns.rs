@@ -98,7 +98,9 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
     }
 }
 
@@ -154,7 +156,18 @@ impl Pair {
             }
             for t in theirs {
                 ns.sh(&["ip", "route", "add", t, "dev", ifname]);
-                ns.sh(&["ip", "neigh", "replace", t, "lladdr", their_mac, "dev", ifname, "nud", "permanent"]);
+                ns.sh(&[
+                    "ip",
+                    "neigh",
+                    "replace",
+                    t,
+                    "lladdr",
+                    their_mac,
+                    "dev",
+                    ifname,
+                    "nud",
+                    "permanent",
+                ]);
             }
         }
     }
@@ -169,7 +182,13 @@ impl Bpffs {
     pub fn new(tag: &str) -> Bpffs {
         let dir = std::env::temp_dir().join(format!("mssp-bpffs-{}", unique(tag)));
         std::fs::create_dir_all(&dir).expect("bpffs dir");
-        sh(&["mount", "-t", "bpf", "bpffs", dir.to_str().expect("utf8 path")]);
+        sh(&[
+            "mount",
+            "-t",
+            "bpf",
+            "bpffs",
+            dir.to_str().expect("utf8 path"),
+        ]);
         Bpffs { dir }
     }
 }

@@ -15,10 +15,27 @@ pub mod ext {
 
 #[derive(Clone, Debug)]
 pub enum L4 {
-    None { proto: u8, payload: usize },
-    Udp { sport: u16, dport: u16, payload: usize },
-    Tcp { sport: u16, dport: u16, flags: u8, doff: u8, payload: usize },
-    Icmp { ty: u8, code: u8, payload: usize },
+    None {
+        proto: u8,
+        payload: usize,
+    },
+    Udp {
+        sport: u16,
+        dport: u16,
+        payload: usize,
+    },
+    Tcp {
+        sport: u16,
+        dport: u16,
+        flags: u8,
+        doff: u8,
+        payload: usize,
+    },
+    Icmp {
+        ty: u8,
+        code: u8,
+        payload: usize,
+    },
 }
 
 #[derive(Clone, Debug)]

@@ -30,7 +30,8 @@ impl UdpSink {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let handle = ns.spawn(move || {
             let sock = UdpSocket::bind(bind).unwrap_or_else(|e| panic!("bind {bind}: {e}"));
-            sock.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+            sock.set_read_timeout(Some(Duration::from_millis(50)))
+                .unwrap();
             ready_tx.send(()).unwrap();
             let mut counts: HashMap<IpAddr, u64> = HashMap::new();
             let mut buf = [0u8; 2048];
@@ -45,7 +46,9 @@ impl UdpSink {
             }
             counts
         });
-        ready_rx.recv_timeout(Duration::from_secs(5)).expect("sink ready");
+        ready_rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("sink ready");
         UdpSink { stop, handle }
     }
 
@@ -101,31 +104,46 @@ pub fn ping(ns: &Netns, src: IpAddr, dst: IpAddr, n: u16, gap: Duration) -> u64 
             (Domain::IPV4, Protocol::ICMPV4)
         };
         let sock = Socket::new(dom, Type::RAW, Some(proto)).expect("raw icmp socket");
-        sock.bind(&SockAddr::from(SocketAddr::new(src, 0))).expect("bind icmp");
-        sock.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+        sock.bind(&SockAddr::from(SocketAddr::new(src, 0)))
+            .expect("bind icmp");
+        sock.set_read_timeout(Some(Duration::from_millis(20)))
+            .unwrap();
         let id = (std::process::id() & 0xffff) as u16 ^ 0x4d53;
         let to = SockAddr::from(SocketAddr::new(dst, 0));
         let mut replies = 0u64;
         let mut buf = [MaybeUninit::<u8>::uninit(); 2048];
         let mut drain = |replies: &mut u64, until: Instant| {
             while Instant::now() < until {
-                let Ok((len, from)) = sock.recv_from(&mut buf) else { continue };
+                let Ok((len, from)) = sock.recv_from(&mut buf) else {
+                    continue;
+                };
                 // SAFETY: recv_from initialised the first `len` bytes.
-                let data: Vec<u8> = buf[..len].iter().map(|b| unsafe { b.assume_init() }).collect();
+                let data: Vec<u8> = buf[..len]
+                    .iter()
+                    .map(|b| unsafe { b.assume_init() })
+                    .collect();
                 let from_ip = from.as_socket().map(|s| s.ip());
                 if from_ip != Some(dst) {
                     continue;
                 }
                 // IPv4 raw sockets include the IP header; IPv6 ones do not.
-                let icmp = if v6 { &data[..] } else { &data[((data[0] & 0xf) as usize) * 4..] };
+                let icmp = if v6 {
+                    &data[..]
+                } else {
+                    &data[((data[0] & 0xf) as usize) * 4..]
+                };
                 let reply_type = if v6 { 129 } else { 0 };
-                if icmp.len() >= 8 && icmp[0] == reply_type && u16::from_be_bytes([icmp[4], icmp[5]]) == id {
+                if icmp.len() >= 8
+                    && icmp[0] == reply_type
+                    && u16::from_be_bytes([icmp[4], icmp[5]]) == id
+                {
                     *replies += 1;
                 }
             }
         };
         for seq in 0..n {
-            sock.send_to(&icmp_echo(id, seq, v6), &to).expect("send echo");
+            sock.send_to(&icmp_echo(id, seq, v6), &to)
+                .expect("send echo");
             drain(&mut replies, Instant::now() + gap);
         }
         drain(&mut replies, Instant::now() + Duration::from_millis(300));

@@ -6,8 +6,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use mssp_common::{Verdict, reference::classify};
 use mssp_tests::{
-    Harness, policy,
+    Harness,
     packet::{Frame, L4, ext, raw},
+    policy,
 };
 use rand::{Rng, SeedableRng, rngs::StdRng, seq::IndexedRandom};
 
@@ -21,7 +22,9 @@ struct Pool {
 
 fn pool(rng: &mut StdRng) -> Pool {
     // 198.18.0.0/15 and 2001:db8::/32 only.
-    let v4 = (0..24).map(|_| 0xc612_0000 | rng.random_range(0..0x2_0000u32)).collect();
+    let v4 = (0..24)
+        .map(|_| 0xc612_0000 | rng.random_range(0..0x2_0000u32))
+        .collect();
     let v6 = (0..24)
         .map(|_| (0x2001_0db8u128 << 96) | (rng.random::<u128>() >> 32))
         .collect();
@@ -36,8 +39,14 @@ fn prefix(rng: &mut StdRng, pool: &Pool) -> String {
         format!("{}/{len}", Ipv4Addr::from(base & mask))
     } else {
         let base = *pool.v6.choose(rng).unwrap();
-        let len = *[32u32, 40, 48, 56, 60, 63, 64, 65, 96, 112, 127, 128].choose(rng).unwrap();
-        let mask = if len == 0 { 0 } else { u128::MAX << (128 - len) };
+        let len = *[32u32, 40, 48, 56, 60, 63, 64, 65, 96, 112, 127, 128]
+            .choose(rng)
+            .unwrap();
+        let mask = if len == 0 {
+            0
+        } else {
+            u128::MAX << (128 - len)
+        };
         format!("{}/{len}", Ipv6Addr::from(base & mask))
     }
 }
@@ -56,15 +65,22 @@ fn entries(rng: &mut StdRng, pool: &Pool, n: usize) -> String {
             1 => r#","expires":"2999-01-01T00:00:00Z""#,
             _ => "",
         };
-        out.push(format!(r#"{{"prefix":"{p}","action":"{action}"{expires}}}"#));
+        out.push(format!(
+            r#"{{"prefix":"{p}","action":"{action}"{expires}}}"#
+        ));
     }
     out.join(",")
 }
 
 fn random_policy(rng: &mut StdRng, pool: &Pool, version: u64) -> String {
-    let infra: Vec<String> = (0..rng.random_range(0..3)).map(|_| format!("\"{}\"", prefix(rng, pool))).collect();
+    let infra: Vec<String> = (0..rng.random_range(0..3))
+        .map(|_| format!("\"{}\"", prefix(rng, pool)))
+        .collect();
     let mut infra_seen = std::collections::HashSet::new();
-    let infra: Vec<String> = infra.into_iter().filter(|p| infra_seen.insert(p.clone())).collect();
+    let infra: Vec<String> = infra
+        .into_iter()
+        .filter(|p| infra_seen.insert(p.clone()))
+        .collect();
     let n = rng.random_range(0..25);
     let global = entries(rng, pool, n);
     let mut claimed = std::collections::HashSet::new();
@@ -93,19 +109,30 @@ fn near(rng: &mut StdRng, pool: &Pool, v6: bool) -> IpAddr {
     if v6 {
         let base = *pool.v6.choose(rng).unwrap();
         let bits = rng.random_range(0..=96u32);
-        let noise = if bits == 0 { 0 } else { rng.random::<u128>() >> (128 - bits) };
+        let noise = if bits == 0 {
+            0
+        } else {
+            rng.random::<u128>() >> (128 - bits)
+        };
         IpAddr::V6(Ipv6Addr::from(base ^ noise))
     } else {
         let base = *pool.v4.choose(rng).unwrap();
         let bits = rng.random_range(0..=17u32);
-        let noise = if bits == 0 { 0 } else { rng.random::<u32>() >> (32 - bits) };
+        let noise = if bits == 0 {
+            0
+        } else {
+            rng.random::<u32>() >> (32 - bits)
+        };
         IpAddr::V4(Ipv4Addr::from(base ^ noise))
     }
 }
 
 fn random_frame(rng: &mut StdRng, pool: &Pool) -> Vec<u8> {
     if rng.random_bool(0.03) {
-        return raw(*[0x0806u16, 0x88cc, 0x8847].choose(rng).unwrap(), rng.random_range(0..60));
+        return raw(
+            *[0x0806u16, 0x88cc, 0x8847].choose(rng).unwrap(),
+            rng.random_range(0..60),
+        );
     }
     let v6 = rng.random_bool(0.5);
     let mut f = Frame::new("198.18.0.1", "198.18.0.2");
@@ -116,13 +143,19 @@ fn random_frame(rng: &mut StdRng, pool: &Pool) -> Vec<u8> {
     f.dst = near(rng, pool, v6);
     let tags = *[0usize, 0, 0, 1, 1, 2, 3].choose(rng).unwrap();
     for _ in 0..tags {
-        f = f.vlan(*[0x8100u16, 0x88a8].choose(rng).unwrap(), rng.random_range(0..4096));
+        f = f.vlan(
+            *[0x8100u16, 0x88a8].choose(rng).unwrap(),
+            rng.random_range(0..4096),
+        );
     }
     f = match rng.random_range(0..5) {
         0 => f.udp(rng.random(), rng.random()),
         1 => f.tcp(rng.random(), rng.random(), rng.random()),
         2 => f.icmp(rng.random(), rng.random()),
-        3 => f.proto(*[47u8, 50, 132, 4, 1, 58].choose(rng).unwrap(), rng.random_range(0..30)),
+        3 => f.proto(
+            *[47u8, 50, 132, 4, 1, 58].choose(rng).unwrap(),
+            rng.random_range(0..30),
+        ),
         _ => f.udp(53, 53),
     };
     if let L4::Tcp { doff, .. } = &mut f.l4
@@ -148,7 +181,9 @@ fn random_frame(rng: &mut StdRng, pool: &Pool) -> Vec<u8> {
         if rng.random_bool(0.15) {
             f.ihl = rng.random_range(0..16);
         }
-        f.frag = *[0u16, 0, 0, 0x2000, 0x0001, 0x20ff, 0x4000].choose(rng).unwrap();
+        f.frag = *[0u16, 0, 0, 0x2000, 0x0001, 0x20ff, 0x4000]
+            .choose(rng)
+            .unwrap();
     }
     if rng.random_bool(0.03) {
         f.version = Some(rng.random_range(0..16));
@@ -200,10 +235,20 @@ fn kernel_and_reference_agree_on_10000_packets() {
     assert_eq!(compared, POLICIES * PACKETS_PER_POLICY);
     // The random inputs must reach every outcome, or agreement would prove little.
     for reason in [
-        "default", "non_ip", "malformed", "unsupported_encap", "infrastructure", "allowlisted",
-        "global_block", "customer_block",
+        "default",
+        "non_ip",
+        "malformed",
+        "unsupported_encap",
+        "infrastructure",
+        "allowlisted",
+        "global_block",
+        "customer_block",
     ] {
-        assert!(seen.get(reason).copied().unwrap_or(0) >= 50, "only {:?} packets with reason {reason}: {seen:?}", seen.get(reason));
+        assert!(
+            seen.get(reason).copied().unwrap_or(0) >= 50,
+            "only {:?} packets with reason {reason}: {seen:?}",
+            seen.get(reason)
+        );
     }
     assert!(compared >= 10_000);
 }

@@ -52,29 +52,213 @@ const C7: Scope = Scope::Customer(7);
 fn cases() -> Vec<Case> {
     use Reason::*;
     vec![
-        Case { what: "infrastructure source beats the global and customer lists", src: "198.18.255.7", dst: "198.19.7.1", action: "pass", reason: Infrastructure, customer: Some(7), hits: &[] },
-        Case { what: "infrastructure destination", src: "198.18.200.1", dst: "198.18.255.1", action: "pass", reason: Infrastructure, customer: None, hits: &[] },
-        Case { what: "infrastructure, IPv6", src: "2001:db8:ffff::1", dst: "2001:db8:7::1", action: "pass", reason: Infrastructure, customer: Some(7), hits: &[] },
-        Case { what: "customer allow beats the global drop", src: "198.18.66.200", dst: "198.19.7.1", action: "pass", reason: Allowlisted, customer: Some(7), hits: &[(C7, "198.18.66.128/25")] },
-        Case { what: "global drop outside the customer allow", src: "198.18.66.1", dst: "198.19.7.1", action: "drop", reason: GlobalBlock, customer: Some(7), hits: &[(G, "198.18.66.0/24")] },
-        Case { what: "global drop with no customer", src: "198.18.201.9", dst: "198.18.50.1", action: "drop", reason: GlobalBlock, customer: None, hits: &[(G, "198.18.200.0/22")] },
-        Case { what: "global monitor counts, customer drop decides", src: "198.18.77.1", dst: "198.19.7.1", action: "drop", reason: CustomerBlock, customer: Some(7), hits: &[(G, "198.18.77.0/24"), (C7, "198.18.77.0/24")] },
-        Case { what: "global monitor alone passes", src: "198.18.77.1", dst: "198.19.9.1", action: "pass", reason: Default, customer: Some(9), hits: &[(G, "198.18.77.0/24")] },
-        Case { what: "customer drop /24", src: "198.18.88.1", dst: "198.19.7.1", action: "drop", reason: CustomerBlock, customer: Some(7), hits: &[(C7, "198.18.88.0/24")] },
-        Case { what: "more specific allow /25 inside the /24 drop", src: "198.18.88.129", dst: "198.19.7.1", action: "pass", reason: Allowlisted, customer: Some(7), hits: &[(C7, "198.18.88.128/25")] },
-        Case { what: "most specific drop /32 inside the /25 allow", src: "198.18.88.200", dst: "198.19.7.1", action: "drop", reason: CustomerBlock, customer: Some(7), hits: &[(C7, "198.18.88.200/32")] },
-        Case { what: "customer monitor passes and counts", src: "198.18.99.5", dst: "198.19.7.1", action: "pass", reason: Default, customer: Some(7), hits: &[(C7, "198.18.99.0/24")] },
-        Case { what: "expired drop is ignored", src: "198.18.11.1", dst: "198.19.7.1", action: "pass", reason: Default, customer: Some(7), hits: &[] },
-        Case { what: "expired allow does not beat the global list", src: "198.18.12.1", dst: "198.19.7.1", action: "pass", reason: Default, customer: Some(7), hits: &[] },
-        Case { what: "another customer's list does not apply", src: "198.18.88.1", dst: "198.19.9.1", action: "pass", reason: Default, customer: Some(9), hits: &[] },
-        Case { what: "overlapping prefixes: the most specific customer (8 holds the /16)", src: "198.18.88.1", dst: "198.19.8.1", action: "pass", reason: Allowlisted, customer: Some(8), hits: &[] },
-        Case { what: "no customer, no entry", src: "198.18.1.1", dst: "198.18.50.2", action: "pass", reason: Default, customer: None, hits: &[] },
-        Case { what: "IPv6 global drop", src: "2001:db8:200:2::1", dst: "2001:db8:7::1", action: "drop", reason: GlobalBlock, customer: Some(7), hits: &[(G, "2001:db8:200::/40")] },
-        Case { what: "IPv6 customer allow beats global drop", src: "2001:db8:200:1::1", dst: "2001:db8:7::1", action: "pass", reason: Allowlisted, customer: Some(7), hits: &[(C7, "2001:db8:200:1::/64")] },
-        Case { what: "IPv6 customer drop /48", src: "2001:db8:66:2::1", dst: "2001:db8:7::1", action: "drop", reason: CustomerBlock, customer: Some(7), hits: &[(C7, "2001:db8:66::/48")] },
-        Case { what: "IPv6 allow /64 inside the drop /48", src: "2001:db8:66:1::2", dst: "2001:db8:7::1", action: "pass", reason: Allowlisted, customer: Some(7), hits: &[(C7, "2001:db8:66:1::/64")] },
-        Case { what: "IPv6 drop /128 inside the allow /64", src: "2001:db8:66:1::1", dst: "2001:db8:7::1", action: "drop", reason: CustomerBlock, customer: Some(7), hits: &[(C7, "2001:db8:66:1::1/128")] },
-        Case { what: "IPv6 overlapping customers (8 holds the /32)", src: "2001:db8:66:1::1", dst: "2001:db8:8::1", action: "pass", reason: Default, customer: Some(8), hits: &[] },
+        Case {
+            what: "infrastructure source beats the global and customer lists",
+            src: "198.18.255.7",
+            dst: "198.19.7.1",
+            action: "pass",
+            reason: Infrastructure,
+            customer: Some(7),
+            hits: &[],
+        },
+        Case {
+            what: "infrastructure destination",
+            src: "198.18.200.1",
+            dst: "198.18.255.1",
+            action: "pass",
+            reason: Infrastructure,
+            customer: None,
+            hits: &[],
+        },
+        Case {
+            what: "infrastructure, IPv6",
+            src: "2001:db8:ffff::1",
+            dst: "2001:db8:7::1",
+            action: "pass",
+            reason: Infrastructure,
+            customer: Some(7),
+            hits: &[],
+        },
+        Case {
+            what: "customer allow beats the global drop",
+            src: "198.18.66.200",
+            dst: "198.19.7.1",
+            action: "pass",
+            reason: Allowlisted,
+            customer: Some(7),
+            hits: &[(C7, "198.18.66.128/25")],
+        },
+        Case {
+            what: "global drop outside the customer allow",
+            src: "198.18.66.1",
+            dst: "198.19.7.1",
+            action: "drop",
+            reason: GlobalBlock,
+            customer: Some(7),
+            hits: &[(G, "198.18.66.0/24")],
+        },
+        Case {
+            what: "global drop with no customer",
+            src: "198.18.201.9",
+            dst: "198.18.50.1",
+            action: "drop",
+            reason: GlobalBlock,
+            customer: None,
+            hits: &[(G, "198.18.200.0/22")],
+        },
+        Case {
+            what: "global monitor counts, customer drop decides",
+            src: "198.18.77.1",
+            dst: "198.19.7.1",
+            action: "drop",
+            reason: CustomerBlock,
+            customer: Some(7),
+            hits: &[(G, "198.18.77.0/24"), (C7, "198.18.77.0/24")],
+        },
+        Case {
+            what: "global monitor alone passes",
+            src: "198.18.77.1",
+            dst: "198.19.9.1",
+            action: "pass",
+            reason: Default,
+            customer: Some(9),
+            hits: &[(G, "198.18.77.0/24")],
+        },
+        Case {
+            what: "customer drop /24",
+            src: "198.18.88.1",
+            dst: "198.19.7.1",
+            action: "drop",
+            reason: CustomerBlock,
+            customer: Some(7),
+            hits: &[(C7, "198.18.88.0/24")],
+        },
+        Case {
+            what: "more specific allow /25 inside the /24 drop",
+            src: "198.18.88.129",
+            dst: "198.19.7.1",
+            action: "pass",
+            reason: Allowlisted,
+            customer: Some(7),
+            hits: &[(C7, "198.18.88.128/25")],
+        },
+        Case {
+            what: "most specific drop /32 inside the /25 allow",
+            src: "198.18.88.200",
+            dst: "198.19.7.1",
+            action: "drop",
+            reason: CustomerBlock,
+            customer: Some(7),
+            hits: &[(C7, "198.18.88.200/32")],
+        },
+        Case {
+            what: "customer monitor passes and counts",
+            src: "198.18.99.5",
+            dst: "198.19.7.1",
+            action: "pass",
+            reason: Default,
+            customer: Some(7),
+            hits: &[(C7, "198.18.99.0/24")],
+        },
+        Case {
+            what: "expired drop is ignored",
+            src: "198.18.11.1",
+            dst: "198.19.7.1",
+            action: "pass",
+            reason: Default,
+            customer: Some(7),
+            hits: &[],
+        },
+        Case {
+            what: "expired allow does not beat the global list",
+            src: "198.18.12.1",
+            dst: "198.19.7.1",
+            action: "pass",
+            reason: Default,
+            customer: Some(7),
+            hits: &[],
+        },
+        Case {
+            what: "another customer's list does not apply",
+            src: "198.18.88.1",
+            dst: "198.19.9.1",
+            action: "pass",
+            reason: Default,
+            customer: Some(9),
+            hits: &[],
+        },
+        Case {
+            what: "overlapping prefixes: the most specific customer (8 holds the /16)",
+            src: "198.18.88.1",
+            dst: "198.19.8.1",
+            action: "pass",
+            reason: Allowlisted,
+            customer: Some(8),
+            hits: &[],
+        },
+        Case {
+            what: "no customer, no entry",
+            src: "198.18.1.1",
+            dst: "198.18.50.2",
+            action: "pass",
+            reason: Default,
+            customer: None,
+            hits: &[],
+        },
+        Case {
+            what: "IPv6 global drop",
+            src: "2001:db8:200:2::1",
+            dst: "2001:db8:7::1",
+            action: "drop",
+            reason: GlobalBlock,
+            customer: Some(7),
+            hits: &[(G, "2001:db8:200::/40")],
+        },
+        Case {
+            what: "IPv6 customer allow beats global drop",
+            src: "2001:db8:200:1::1",
+            dst: "2001:db8:7::1",
+            action: "pass",
+            reason: Allowlisted,
+            customer: Some(7),
+            hits: &[(C7, "2001:db8:200:1::/64")],
+        },
+        Case {
+            what: "IPv6 customer drop /48",
+            src: "2001:db8:66:2::1",
+            dst: "2001:db8:7::1",
+            action: "drop",
+            reason: CustomerBlock,
+            customer: Some(7),
+            hits: &[(C7, "2001:db8:66::/48")],
+        },
+        Case {
+            what: "IPv6 allow /64 inside the drop /48",
+            src: "2001:db8:66:1::2",
+            dst: "2001:db8:7::1",
+            action: "pass",
+            reason: Allowlisted,
+            customer: Some(7),
+            hits: &[(C7, "2001:db8:66:1::/64")],
+        },
+        Case {
+            what: "IPv6 drop /128 inside the allow /64",
+            src: "2001:db8:66:1::1",
+            dst: "2001:db8:7::1",
+            action: "drop",
+            reason: CustomerBlock,
+            customer: Some(7),
+            hits: &[(C7, "2001:db8:66:1::1/128")],
+        },
+        Case {
+            what: "IPv6 overlapping customers (8 holds the /32)",
+            src: "2001:db8:66:1::1",
+            dst: "2001:db8:8::1",
+            action: "pass",
+            reason: Default,
+            customer: Some(8),
+            hits: &[],
+        },
     ]
 }
 
@@ -84,14 +268,28 @@ fn every_step_and_precedence_with_counters() {
     h.set_policy(POLICY);
     for c in cases() {
         let frame = Frame::new(c.src, c.dst).udp(4000, 53).build();
-        let verdict = if c.action == "pass" { Verdict::Pass } else { Verdict::Drop };
+        let verdict = if c.action == "pass" {
+            Verdict::Pass
+        } else {
+            Verdict::Drop
+        };
         let before = h.counter(c.customer, verdict, c.reason);
         let hits_before: Vec<Counter> = c.hits.iter().map(|(s, p)| h.hits(*s, p)).collect();
         let d = h.run(&frame);
         mssp_tests::expect(&d, c.action, c.reason, c.customer, c.what);
-        assert_eq!(delta(before, h.counter(c.customer, verdict, c.reason)), (1, frame.len() as u64), "{}: counter", c.what);
+        assert_eq!(
+            delta(before, h.counter(c.customer, verdict, c.reason)),
+            (1, frame.len() as u64),
+            "{}: counter",
+            c.what
+        );
         for ((s, p), b) in c.hits.iter().zip(hits_before) {
-            assert_eq!(delta(b, h.hits(*s, p)), (1, frame.len() as u64), "{}: hits of {p}", c.what);
+            assert_eq!(
+                delta(b, h.hits(*s, p)),
+                (1, frame.len() as u64),
+                "{}: hits of {p}",
+                c.what
+            );
         }
     }
 }
@@ -102,15 +300,30 @@ fn a_block_applies_to_every_ip_protocol() {
     h.set_policy(POLICY);
     for (name, f) in [
         ("udp", Frame::new("198.18.88.1", "198.19.7.1").udp(1, 2)),
-        ("tcp", Frame::new("198.18.88.1", "198.19.7.1").tcp(1, 2, 0x02)),
+        (
+            "tcp",
+            Frame::new("198.18.88.1", "198.19.7.1").tcp(1, 2, 0x02),
+        ),
         ("icmp", Frame::new("198.18.88.1", "198.19.7.1").icmp(8, 0)),
         ("gre", Frame::new("198.18.88.1", "198.19.7.1").proto(47, 24)),
         ("esp", Frame::new("198.18.88.1", "198.19.7.1").proto(50, 40)),
-        ("sctp", Frame::new("198.18.88.1", "198.19.7.1").proto(132, 40)),
+        (
+            "sctp",
+            Frame::new("198.18.88.1", "198.19.7.1").proto(132, 40),
+        ),
         ("ipip", Frame::new("198.18.88.1", "198.19.7.1").proto(4, 20)),
-        ("icmpv6", Frame::new("2001:db8:66::5", "2001:db8:7::1").icmp(128, 0)),
-        ("v6 esp", Frame::new("2001:db8:66::5", "2001:db8:7::1").proto(50, 40)),
-        ("v6 no next header", Frame::new("2001:db8:66::5", "2001:db8:7::1").proto(59, 0)),
+        (
+            "icmpv6",
+            Frame::new("2001:db8:66::5", "2001:db8:7::1").icmp(128, 0),
+        ),
+        (
+            "v6 esp",
+            Frame::new("2001:db8:66::5", "2001:db8:7::1").proto(50, 40),
+        ),
+        (
+            "v6 no next header",
+            Frame::new("2001:db8:66::5", "2001:db8:7::1").proto(59, 0),
+        ),
     ] {
         let d = h.run(&f.build());
         mssp_tests::expect(&d, "drop", Reason::CustomerBlock, Some(7), name);
@@ -123,7 +336,9 @@ fn expiry_is_enforced_by_the_data_path() {
     // enforcing it (the drop falls back to the covering allow), no agent involved.
     let mut h = Harness::get();
     let soon = time::OffsetDateTime::now_utc() + time::Duration::milliseconds(1500);
-    let soon = soon.format(&time::format_description::well_known::Rfc3339).unwrap();
+    let soon = soon
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
     let p = format!(
         r#"{{"version":4,"customers":[{{"id":7,"prefixes":["198.19.7.0/24"],"sources":[
             {{"prefix":"198.18.40.0/24","action":"allow"}},
@@ -131,7 +346,19 @@ fn expiry_is_enforced_by_the_data_path() {
     );
     h.set_policy(&p);
     let f = Frame::new("198.18.40.9", "198.19.7.1").build();
-    mssp_tests::expect(&h.run(&f), "drop", Reason::CustomerBlock, Some(7), "before expiry");
+    mssp_tests::expect(
+        &h.run(&f),
+        "drop",
+        Reason::CustomerBlock,
+        Some(7),
+        "before expiry",
+    );
     std::thread::sleep(std::time::Duration::from_millis(2000));
-    mssp_tests::expect(&h.run(&f), "pass", Reason::Allowlisted, Some(7), "after expiry");
+    mssp_tests::expect(
+        &h.run(&f),
+        "pass",
+        Reason::Allowlisted,
+        Some(7),
+        "after expiry",
+    );
 }

@@ -22,7 +22,14 @@ fn verdict_of(action: &str) -> Verdict {
 /// Runs a frame and checks the decision and that exactly its counter moved by one packet
 /// and the frame's bytes.
 #[track_caller]
-fn check(h: &mut Harness, frame: &[u8], action: &str, reason: Reason, customer: Option<u32>, what: &str) {
+fn check(
+    h: &mut Harness,
+    frame: &[u8],
+    action: &str,
+    reason: Reason,
+    customer: Option<u32>,
+    what: &str,
+) {
     let verdict = verdict_of(action);
     let before = h.counter(customer, verdict, reason);
     let d = h.run(frame);
@@ -55,14 +62,23 @@ fn bases() -> Vec<(String, Frame)> {
         ] {
             v.push((format!("{fam}/{l4}"), g.clone()));
             v.push((format!("{fam}/{l4}/q"), g.clone().vlan(0x8100, 10)));
-            v.push((format!("{fam}/{l4}/ad+q"), g.clone().vlan(0x88a8, 20).vlan(0x8100, 10)));
+            v.push((
+                format!("{fam}/{l4}/ad+q"),
+                g.clone().vlan(0x88a8, 20).vlan(0x8100, 10),
+            ));
         }
     }
     let mut ip4opt = v4().udp(1, 2);
     ip4opt.ihl = 9;
     v.push(("v4/options/udp".into(), ip4opt));
     let mut ip6ext = v6().tcp(1, 2, 0x10);
-    ip6ext.exts = vec![(ext::HOP, 0), (ext::DSTOPTS, 1), (ext::ROUTING, 0), (ext::FRAGMENT, 0), (ext::AH, 1)];
+    ip6ext.exts = vec![
+        (ext::HOP, 0),
+        (ext::DSTOPTS, 1),
+        (ext::ROUTING, 0),
+        (ext::FRAGMENT, 0),
+        (ext::AH, 1),
+    ];
     v.push(("v6/5ext/tcp".into(), ip6ext));
     v
 }
@@ -73,7 +89,14 @@ fn truncation_at_every_header_boundary() {
     h.set_policy(POLICY);
     for (name, f) in bases() {
         let full = f.build();
-        check(&mut h, &full, "pass", Reason::Default, Some(7), &format!("{name} whole"));
+        check(
+            &mut h,
+            &full,
+            "pass",
+            Reason::Default,
+            Some(7),
+            &format!("{name} whole"),
+        );
         for (header, at) in boundaries(&f) {
             // XDP never sees a frame shorter than an Ethernet header (BPF_PROG_TEST_RUN
             // refuses one too), so cuts start at 14 bytes.
@@ -84,7 +107,14 @@ fn truncation_at_every_header_boundary() {
                 if header == "ethernet" && cut >= 14 {
                     continue;
                 }
-                check(&mut h, &full[..cut], "drop", Reason::Malformed, None, &format!("{name} cut in {header} at {cut}"));
+                check(
+                    &mut h,
+                    &full[..cut],
+                    "drop",
+                    Reason::Malformed,
+                    None,
+                    &format!("{name} cut in {header} at {cut}"),
+                );
             }
         }
         // One byte short of the whole L4 header.
@@ -94,8 +124,22 @@ fn truncation_at_every_header_boundary() {
                 L4::Tcp { payload, .. } => *payload,
                 L4::None { payload, .. } => *payload,
             };
-        check(&mut h, &full[..l4_end - 1], "drop", Reason::Malformed, None, &format!("{name} l4 one short"));
-        check(&mut h, &full[..l4_end], "pass", Reason::Default, Some(7), &format!("{name} l4 exactly"));
+        check(
+            &mut h,
+            &full[..l4_end - 1],
+            "drop",
+            Reason::Malformed,
+            None,
+            &format!("{name} l4 one short"),
+        );
+        check(
+            &mut h,
+            &full[..l4_end],
+            "pass",
+            Reason::Default,
+            Some(7),
+            &format!("{name} l4 exactly"),
+        );
     }
 }
 
@@ -108,12 +152,33 @@ fn ipv4_ihl_0_to_15() {
         f.ihl = ihl;
         let frame = f.build();
         if ihl < 5 {
-            check(&mut h, &frame, "drop", Reason::Malformed, None, &format!("ihl {ihl}"));
+            check(
+                &mut h,
+                &frame,
+                "drop",
+                Reason::Malformed,
+                None,
+                &format!("ihl {ihl}"),
+            );
         } else {
-            check(&mut h, &frame, "pass", Reason::Default, Some(7), &format!("ihl {ihl}"));
+            check(
+                &mut h,
+                &frame,
+                "pass",
+                Reason::Default,
+                Some(7),
+                &format!("ihl {ihl}"),
+            );
             // Options announced but cut short.
             let hdr_end = 14 + ihl as usize * 4;
-            check(&mut h, &frame[..hdr_end - 1], "drop", Reason::Malformed, None, &format!("ihl {ihl} options cut"));
+            check(
+                &mut h,
+                &frame[..hdr_end - 1],
+                "drop",
+                Reason::Malformed,
+                None,
+                &format!("ihl {ihl} options cut"),
+            );
         }
     }
 }
@@ -134,7 +199,14 @@ fn tcp_data_offset() {
                 check(&mut h, &frame, "drop", Reason::Malformed, None, &what);
             } else {
                 check(&mut h, &frame, "pass", Reason::Default, Some(7), &what);
-                check(&mut h, &frame[..frame.len() - 1], "drop", Reason::Malformed, None, &format!("{what} options cut"));
+                check(
+                    &mut h,
+                    &frame[..frame.len() - 1],
+                    "drop",
+                    Reason::Malformed,
+                    None,
+                    &format!("{what} options cut"),
+                );
             }
         }
     }
@@ -157,33 +229,84 @@ fn vlan_tags_0_to_3() {
             for (i, t) in tpids.iter().enumerate() {
                 f = f.vlan(*t, 100 + i as u16);
             }
-            check(&mut h, &f.build(), "pass", Reason::Default, Some(7), &format!("tags {tpids:x?}"));
+            check(
+                &mut h,
+                &f.build(),
+                "pass",
+                Reason::Default,
+                Some(7),
+                &format!("tags {tpids:x?}"),
+            );
             // A blocked source behind the same tags is still dropped: tags never hide a packet.
             let mut blocked = f.clone();
-            blocked.src = if f.is_v6() { "2001:db8:66::1" } else { "198.18.66.1" }.parse().unwrap();
-            check(&mut h, &blocked.build(), "drop", Reason::CustomerBlock, Some(7), &format!("blocked, tags {tpids:x?}"));
+            blocked.src = if f.is_v6() {
+                "2001:db8:66::1"
+            } else {
+                "198.18.66.1"
+            }
+            .parse()
+            .unwrap();
+            check(
+                &mut h,
+                &blocked.build(),
+                "drop",
+                Reason::CustomerBlock,
+                Some(7),
+                &format!("blocked, tags {tpids:x?}"),
+            );
         }
     }
-    for tpids in [[0x8100, 0x8100, 0x8100], [0x88a8, 0x8100, 0x8100], [0x88a8, 0x88a8, 0x8100]] {
+    for tpids in [
+        [0x8100, 0x8100, 0x8100],
+        [0x88a8, 0x8100, 0x8100],
+        [0x88a8, 0x88a8, 0x8100],
+    ] {
         let mut f = v4();
         for t in tpids {
             f = f.vlan(t, 5);
         }
-        check(&mut h, &f.build(), "drop", Reason::UnsupportedEncap, None, &format!("3 tags {tpids:x?}"));
+        check(
+            &mut h,
+            &f.build(),
+            "drop",
+            Reason::UnsupportedEncap,
+            None,
+            &format!("3 tags {tpids:x?}"),
+        );
     }
     // A third tag is refused even when it is cut short (never passed unfiltered).
     let f = v4().vlan(0x8100, 1).vlan(0x8100, 2).vlan(0x8100, 3).build();
-    check(&mut h, &f[..24], "drop", Reason::UnsupportedEncap, None, "3 tags, third cut");
+    check(
+        &mut h,
+        &f[..24],
+        "drop",
+        Reason::UnsupportedEncap,
+        None,
+        "3 tags, third cut",
+    );
 }
 
 #[test]
 fn ipv6_extension_chains_0_to_9() {
     let mut h = Harness::get();
     h.set_policy(POLICY);
-    let kinds = [ext::HOP, ext::DSTOPTS, ext::ROUTING, ext::FRAGMENT, ext::AH, ext::DSTOPTS, ext::ROUTING, ext::DSTOPTS, ext::AH];
+    let kinds = [
+        ext::HOP,
+        ext::DSTOPTS,
+        ext::ROUTING,
+        ext::FRAGMENT,
+        ext::AH,
+        ext::DSTOPTS,
+        ext::ROUTING,
+        ext::DSTOPTS,
+        ext::AH,
+    ];
     for n in 0..=9 {
         let mut f = v6().udp(5, 6);
-        f.exts = kinds[..n].iter().map(|k| (*k, if *k == ext::AH { 2 } else { 1 })).collect();
+        f.exts = kinds[..n]
+            .iter()
+            .map(|k| (*k, if *k == ext::AH { 2 } else { 1 }))
+            .collect();
         // A fragment header with offset 0 and no more fragments: a whole packet.
         for e in &mut f.exts {
             if e.0 == ext::FRAGMENT {
@@ -192,16 +315,37 @@ fn ipv6_extension_chains_0_to_9() {
         }
         let frame = f.build();
         if n <= 8 {
-            check(&mut h, &frame, "pass", Reason::Default, Some(7), &format!("{n} extension headers"));
+            check(
+                &mut h,
+                &frame,
+                "pass",
+                Reason::Default,
+                Some(7),
+                &format!("{n} extension headers"),
+            );
         } else {
-            check(&mut h, &frame, "drop", Reason::UnsupportedEncap, None, &format!("{n} extension headers"));
+            check(
+                &mut h,
+                &frame,
+                "drop",
+                Reason::UnsupportedEncap,
+                None,
+                &format!("{n} extension headers"),
+            );
         }
     }
     // An extension header whose length runs past the frame.
     let mut f = v6().udp(5, 6);
     f.exts = vec![(ext::DSTOPTS, 30)];
     let frame = f.build();
-    check(&mut h, &frame[..14 + 40 + 100], "drop", Reason::Malformed, None, "extension header cut");
+    check(
+        &mut h,
+        &frame[..14 + 40 + 100],
+        "drop",
+        Reason::Malformed,
+        None,
+        "extension header cut",
+    );
 }
 
 #[test]
@@ -211,34 +355,95 @@ fn fragments_first_and_later() {
     // IPv4 first fragment: MF set, offset 0: L4 is parsed (and must be whole).
     let mut first = v4().udp(7, 53);
     first.frag = 0x2000;
-    check(&mut h, &first.build(), "pass", Reason::Default, Some(7), "v4 first fragment");
+    check(
+        &mut h,
+        &first.build(),
+        "pass",
+        Reason::Default,
+        Some(7),
+        "v4 first fragment",
+    );
     let cut = first.build();
-    check(&mut h, &cut[..14 + 20 + 4], "drop", Reason::Malformed, None, "v4 first fragment, udp cut");
+    check(
+        &mut h,
+        &cut[..14 + 20 + 4],
+        "drop",
+        Reason::Malformed,
+        None,
+        "v4 first fragment, udp cut",
+    );
     // Later fragment: offset > 0, no L4 fields, so three bytes of payload are fine...
     let mut later = v4().proto(17, 3);
     later.frag = 0x00b9;
-    check(&mut h, &later.build(), "pass", Reason::Default, Some(7), "v4 later fragment");
+    check(
+        &mut h,
+        &later.build(),
+        "pass",
+        Reason::Default,
+        Some(7),
+        "v4 later fragment",
+    );
     // ...and prefix decisions still apply to it.
     later.src = "198.18.66.7".parse().unwrap();
-    check(&mut h, &later.build(), "drop", Reason::CustomerBlock, Some(7), "v4 later fragment, blocked source");
+    check(
+        &mut h,
+        &later.build(),
+        "drop",
+        Reason::CustomerBlock,
+        Some(7),
+        "v4 later fragment, blocked source",
+    );
 
     let mut first6 = v6().tcp(7, 443, 0x02);
     first6.exts = vec![(ext::FRAGMENT, 0x0001)];
-    check(&mut h, &first6.build(), "pass", Reason::Default, Some(7), "v6 first fragment");
+    check(
+        &mut h,
+        &first6.build(),
+        "pass",
+        Reason::Default,
+        Some(7),
+        "v6 first fragment",
+    );
     let b = first6.build();
-    check(&mut h, &b[..b.len() - 10], "drop", Reason::Malformed, None, "v6 first fragment, tcp cut");
+    check(
+        &mut h,
+        &b[..b.len() - 10],
+        "drop",
+        Reason::Malformed,
+        None,
+        "v6 first fragment, tcp cut",
+    );
     let mut later6 = v6().proto(6, 2);
     later6.exts = vec![(ext::FRAGMENT, 0x05a8)];
-    check(&mut h, &later6.build(), "pass", Reason::Default, Some(7), "v6 later fragment");
+    check(
+        &mut h,
+        &later6.build(),
+        "pass",
+        Reason::Default,
+        Some(7),
+        "v6 later fragment",
+    );
     later6.src = "2001:db8:66::9".parse().unwrap();
-    check(&mut h, &later6.build(), "drop", Reason::CustomerBlock, Some(7), "v6 later fragment, blocked source");
+    check(
+        &mut h,
+        &later6.build(),
+        "drop",
+        Reason::CustomerBlock,
+        Some(7),
+        "v6 later fragment, blocked source",
+    );
 }
 
 #[test]
 fn non_ip_and_wrong_versions() {
     let mut h = Harness::get();
     h.set_policy(POLICY);
-    for (name, et) in [("arp", 0x0806u16), ("lldp", 0x88cc), ("mpls", 0x8847), ("ipx", 0x8137)] {
+    for (name, et) in [
+        ("arp", 0x0806u16),
+        ("lldp", 0x88cc),
+        ("mpls", 0x8847),
+        ("ipx", 0x8137),
+    ] {
         check(&mut h, &raw(et, 46), "pass", Reason::NonIp, None, name);
     }
     // ARP behind a tag is still not IP.
@@ -248,10 +453,31 @@ fn non_ip_and_wrong_versions() {
     check(&mut h, &tagged, "pass", Reason::NonIp, None, "tagged arp");
     let mut f = v4();
     f.version = Some(6);
-    check(&mut h, &f.build(), "drop", Reason::Malformed, None, "ipv4 ethertype, version 6");
+    check(
+        &mut h,
+        &f.build(),
+        "drop",
+        Reason::Malformed,
+        None,
+        "ipv4 ethertype, version 6",
+    );
     let mut f = v6();
     f.version = Some(4);
-    check(&mut h, &f.build(), "drop", Reason::Malformed, None, "ipv6 ethertype, version 4");
+    check(
+        &mut h,
+        &f.build(),
+        "drop",
+        Reason::Malformed,
+        None,
+        "ipv6 ethertype, version 4",
+    );
     // Other L4 protocols carry no L4 header to check.
-    check(&mut h, &v4().proto(47, 0).build(), "pass", Reason::Default, Some(7), "gre, no payload");
+    check(
+        &mut h,
+        &v4().proto(47, 0).build(),
+        "pass",
+        Reason::Default,
+        Some(7),
+        "gre, no payload",
+    );
 }

@@ -14,7 +14,9 @@ use mssp_common::{
     abi::{Counter, counter_index},
 };
 use mssp_tests::{
-    ReadCounters, netns::Pair, policy, require_root,
+    ReadCounters,
+    netns::Pair,
+    policy, require_root,
     traffic::{UdpSink, ping, udp_send},
 };
 
@@ -24,7 +26,8 @@ const POLICY: &str = r#"{"version":1,
 
 fn counter(dp: &Dataplane<KernelBackend>, verdict: Verdict, reason: Reason) -> Counter {
     let slot = dp.slot(7).expect("customer 7 slot");
-    dp.backend().read_counter_at(counter_index(slot, verdict as u32, reason as u32))
+    dp.backend()
+        .read_counter_at(counter_index(slot, verdict as u32, reason as u32))
 }
 
 #[test]
@@ -32,7 +35,12 @@ fn blocked_never_arrives_unblocked_does_and_counters_match() {
     require_root();
     let pair = Pair::new("e2e");
     pair.address(
-        &["198.18.66.10", "198.18.1.10", "2001:db8:66::10", "2001:db8:1::10"],
+        &[
+            "198.18.66.10",
+            "198.18.1.10",
+            "2001:db8:66::10",
+            "2001:db8:1::10",
+        ],
         &["198.19.7.1", "2001:db8:7::1"],
     );
 
@@ -44,11 +52,15 @@ fn blocked_never_arrives_unblocked_does_and_counters_match() {
     let if_b = pair.if_b.clone();
     let ebpf = pair.b.run(move || {
         let prog: &mut Xdp = ebpf.program_mut(PROGRAM_NAME).unwrap().try_into().unwrap();
-        prog.attach(&if_b, XdpMode::Driver).expect("native XDP attach on veth");
+        prog.attach(&if_b, XdpMode::Driver)
+            .expect("native XDP attach on veth");
         ebpf
     });
     let mode = pair.b.sh(&["ip", "-d", "link", "show", &pair.if_b]);
-    assert!(mode.contains("xdp "), "not attached in native (driver) mode: {mode}");
+    assert!(
+        mode.contains("xdp "),
+        "not attached in native (driver) mode: {mode}"
+    );
 
     let drop_before = counter(&dp, Verdict::Drop, Reason::CustomerBlock);
     let pass_before = counter(&dp, Verdict::Pass, Reason::Default);
@@ -71,10 +83,34 @@ fn blocked_never_arrives_unblocked_does_and_counters_match() {
     let got4 = sink4.finish(Duration::from_millis(300));
     let got6 = sink6.finish(Duration::from_millis(0));
     let ms = Duration::from_millis(5);
-    let replies_blocked4 = ping(&pair.a, "198.18.66.10".parse().unwrap(), "198.19.7.1".parse().unwrap(), N_PING, ms);
-    let replies_ok4 = ping(&pair.a, "198.18.1.10".parse().unwrap(), "198.19.7.1".parse().unwrap(), N_PING, ms);
-    let replies_blocked6 = ping(&pair.a, "2001:db8:66::10".parse().unwrap(), "2001:db8:7::1".parse().unwrap(), N_PING, ms);
-    let replies_ok6 = ping(&pair.a, "2001:db8:1::10".parse().unwrap(), "2001:db8:7::1".parse().unwrap(), N_PING, ms);
+    let replies_blocked4 = ping(
+        &pair.a,
+        "198.18.66.10".parse().unwrap(),
+        "198.19.7.1".parse().unwrap(),
+        N_PING,
+        ms,
+    );
+    let replies_ok4 = ping(
+        &pair.a,
+        "198.18.1.10".parse().unwrap(),
+        "198.19.7.1".parse().unwrap(),
+        N_PING,
+        ms,
+    );
+    let replies_blocked6 = ping(
+        &pair.a,
+        "2001:db8:66::10".parse().unwrap(),
+        "2001:db8:7::1".parse().unwrap(),
+        N_PING,
+        ms,
+    );
+    let replies_ok6 = ping(
+        &pair.a,
+        "2001:db8:1::10".parse().unwrap(),
+        "2001:db8:7::1".parse().unwrap(),
+        N_PING,
+        ms,
+    );
 
     let blocked4 = "198.18.66.10".parse().unwrap();
     let ok4 = "198.18.1.10".parse().unwrap();
@@ -82,15 +118,39 @@ fn blocked_never_arrives_unblocked_does_and_counters_match() {
     let ok6 = "2001:db8:1::10".parse().unwrap();
     assert_eq!(got4.get(&blocked4), None, "a blocked IPv4 datagram arrived");
     assert_eq!(got6.get(&blocked6), None, "a blocked IPv6 datagram arrived");
-    assert_eq!(got4.get(&ok4), Some(&N_UDP), "unblocked IPv4 datagrams lost");
-    assert_eq!(got6.get(&ok6), Some(&N_UDP), "unblocked IPv6 datagrams lost");
-    assert_eq!((replies_blocked4, replies_blocked6), (0, 0), "a blocked echo request was answered");
-    assert_eq!((replies_ok4, replies_ok6), (N_PING as u64, N_PING as u64), "unblocked echo requests unanswered");
+    assert_eq!(
+        got4.get(&ok4),
+        Some(&N_UDP),
+        "unblocked IPv4 datagrams lost"
+    );
+    assert_eq!(
+        got6.get(&ok6),
+        Some(&N_UDP),
+        "unblocked IPv6 datagrams lost"
+    );
+    assert_eq!(
+        (replies_blocked4, replies_blocked6),
+        (0, 0),
+        "a blocked echo request was answered"
+    );
+    assert_eq!(
+        (replies_ok4, replies_ok6),
+        (N_PING as u64, N_PING as u64),
+        "unblocked echo requests unanswered"
+    );
 
     let dropped = counter(&dp, Verdict::Drop, Reason::CustomerBlock).packets - drop_before.packets;
     let passed = counter(&dp, Verdict::Pass, Reason::Default).packets - pass_before.packets;
     let sent_each = N_UDP + N_PING as u64;
-    assert_eq!(dropped, 2 * sent_each, "dropped counter != blocked packets sent");
-    assert_eq!(passed, 2 * sent_each, "passed counter != unblocked packets sent");
+    assert_eq!(
+        dropped,
+        2 * sent_each,
+        "dropped counter != blocked packets sent"
+    );
+    assert_eq!(
+        passed,
+        2 * sent_each,
+        "passed counter != unblocked packets sent"
+    );
     drop(ebpf);
 }

@@ -4,6 +4,7 @@
 //! builds before bpf-linker exists.
 
 mod demo;
+mod install;
 mod setup;
 mod util;
 
@@ -31,6 +32,14 @@ enum Command {
     /// Build, create a demo topology, filter it with the embedded demo policy, send allowed and
     /// blocked traffic, print per-customer counters, clean up.
     Demo,
+    /// Install the binary, the systemd unit and a commented default config.
+    Install {
+        /// Staging root (packaging); the files land under it.
+        #[arg(long, default_value = "/")]
+        root: std::path::PathBuf,
+        #[arg(long, default_value = "/usr/local")]
+        prefix: String,
+    },
 }
 
 fn main() -> Result<()> {
@@ -45,6 +54,10 @@ fn main() -> Result<()> {
             setup::setup()?;
             demo::demo()
         }
+        Command::Install { root, prefix } => {
+            setup::setup()?;
+            install::install(&root, &prefix)
+        }
     }
 }
 
@@ -54,7 +67,37 @@ fn test(args: &[String]) -> Result<()> {
     util::cargo(&["build", "--release"])?;
     let mut a = vec!["test", "--release", "--no-fail-fast"];
     a.extend(args.iter().map(String::as_str));
-    let r = util::cargo(&a);
+    let r = util::cargo(&a).and_then(|()| install_check());
     util::sweep_stale();
     r
+}
+
+/// `cargo xtask install` into a staging root, and the installed unit verified.
+fn install_check() -> Result<()> {
+    let root = std::env::temp_dir().join(format!("mssp-install-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    install::install(&root, "/usr/local")?;
+    for f in [
+        "usr/local/bin/mssp",
+        "etc/systemd/system/mssp.service",
+        "etc/mssp/mssp.toml",
+        "usr/local/share/doc/mssp/README.md",
+    ] {
+        anyhow::ensure!(root.join(f).exists(), "install did not create {f}");
+    }
+    // The installed unit names /usr/local/bin/mssp; verify it against the staged binary.
+    let unit = std::fs::read_to_string(root.join("etc/systemd/system/mssp.service"))?.replace(
+        "/usr/local/bin/mssp",
+        &root.join("usr/local/bin/mssp").display().to_string(),
+    );
+    let staged = root.join("mssp.service");
+    std::fs::write(&staged, unit)?;
+    util::run(
+        std::process::Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(&staged),
+    )?;
+    let _ = std::fs::remove_dir_all(&root);
+    println!("xtask: install into a staging root and systemd-analyze verify: ok");
+    Ok(())
 }

@@ -38,9 +38,14 @@ fn nightly() -> Result<()> {
 }
 
 fn rust_src() -> Result<()> {
-    let installed =
-        output(Command::new("rustup").args(["component", "list", "--toolchain", "nightly", "--installed"]))
-            .unwrap_or_default();
+    let installed = output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--toolchain",
+        "nightly",
+        "--installed",
+    ]))
+    .unwrap_or_default();
     if installed.lines().any(|l| l.starts_with("rust-src")) {
         return Ok(());
     }
@@ -69,7 +74,12 @@ fn bpf_linker() -> Result<()> {
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .find(|n| n.starts_with("libLLVM.so.") || (n.starts_with("libLLVM-") && n.ends_with(".so")))
-        .with_context(|| format!("no libLLVM in {}; is the nightly toolchain complete?", lib.display()))?;
+        .with_context(|| {
+            format!(
+                "no libLLVM in {}; is the nightly toolchain complete?",
+                lib.display()
+            )
+        })?;
     let verbose = output(Command::new("rustc").args(["+nightly", "-vV"])).unwrap_or_default();
     let major = verbose
         .lines()
@@ -77,22 +87,34 @@ fn bpf_linker() -> Result<()> {
         .and_then(|v| v.split('.').next())
         .context("cannot read the nightly rustc's LLVM version")?
         .to_string();
-    let prefix = home().join(".local/share/mssp-toolchain").join(format!("llvm-{}", llvm.trim_start_matches("lib")));
+    let prefix = home()
+        .join(".local/share/mssp-toolchain")
+        .join(format!("llvm-{}", llvm.trim_start_matches("lib")));
     let plib = prefix.join("lib");
     fs::create_dir_all(&plib).with_context(|| format!("cannot create {}", plib.display()))?;
     for name in ["libLLVM.so".to_string(), llvm.clone()] {
         let link = plib.join(&name);
         let _ = fs::remove_file(&link);
-        symlink(lib.join(&llvm), &link).with_context(|| format!("cannot link {}", link.display()))?;
+        symlink(lib.join(&llvm), &link)
+            .with_context(|| format!("cannot link {}", link.display()))?;
     }
     eprintln!(
         "setup: building bpf-linker {BPF_LINKER_VERSION} against {llvm} (LLVM {major}); this takes a minute"
     );
     run(command("cargo")
         .env("LLVM_PREFIX", &prefix)
-        .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--locked", "--no-default-features"])
+        .args([
+            "install",
+            "bpf-linker",
+            "--version",
+            BPF_LINKER_VERSION,
+            "--locked",
+            "--no-default-features",
+        ])
         .args(["--features", &format!("llvm-{major}")]))
-    .context("building bpf-linker failed (see above); it needs crates.io and the nightly toolchain")?;
+    .context(
+        "building bpf-linker failed (see above); it needs crates.io and the nightly toolchain",
+    )?;
     if !bpf_linker_ok() {
         bail!("bpf-linker was installed but does not run; check ~/.cargo/bin/bpf-linker --version");
     }
@@ -102,26 +124,37 @@ fn bpf_linker() -> Result<()> {
 fn packages() -> Result<()> {
     let missing: Vec<&str> = PACKAGES
         .iter()
-        .filter(|(_, cmd)| output(Command::new("sh").args(["-c", &format!("command -v {cmd}")])).is_none())
+        .filter(|(_, cmd)| {
+            output(Command::new("sh").args(["-c", &format!("command -v {cmd}")])).is_none()
+        })
         .map(|(p, _)| *p)
         .collect();
     if missing.is_empty() {
         return Ok(());
     }
     if !is_root() {
-        bail!("missing Debian packages {}: install them with `sudo apt-get install {}`", missing.join(", "), missing.join(" "));
+        bail!(
+            "missing Debian packages {}: install them with `sudo apt-get install {}`",
+            missing.join(", "),
+            missing.join(" ")
+        );
     }
     eprintln!("setup: installing Debian packages {}", missing.join(", "));
     let install = |update: bool| -> Result<()> {
         if update {
-            run(Command::new("apt-get").args(["update", "-q"]).env("DEBIAN_FRONTEND", "noninteractive"))?;
+            run(Command::new("apt-get")
+                .args(["update", "-q"])
+                .env("DEBIAN_FRONTEND", "noninteractive"))?;
         }
         run(Command::new("apt-get")
             .args(["install", "-y", "-q", "--no-install-recommends"])
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"))
     };
-    install(false)
-        .or_else(|_| install(true))
-        .with_context(|| format!("could not install {}; install them with apt-get", missing.join(", ")))
+    install(false).or_else(|_| install(true)).with_context(|| {
+        format!(
+            "could not install {}; install them with apt-get",
+            missing.join(", ")
+        )
+    })
 }

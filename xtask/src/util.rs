@@ -17,7 +17,9 @@ pub fn cargo_bin_dir() -> PathBuf {
 }
 
 pub fn home() -> PathBuf {
-    env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"))
+    env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/root"))
 }
 
 /// PATH with `~/.cargo/bin` first, for every child we start.

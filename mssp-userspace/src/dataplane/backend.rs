@@ -64,6 +64,20 @@ pub trait MapBackend {
     fn read_counter(&self, index: u32) -> OpResult<Counter>;
     /// Entry hits of `id`, summed over CPUs.
     fn read_entry_hits(&self, id: u32) -> OpResult<Counter>;
+
+    /// `count` consecutive counters from `start` (of `COUNTERS`, or of `ENTRY_HITS` with
+    /// `hits`), summed over CPUs.
+    fn read_counters_bulk(&self, hits: bool, start: u32, count: u32) -> OpResult<Vec<Counter>> {
+        (start..start + count)
+            .map(|i| {
+                if hits {
+                    self.read_entry_hits(i)
+                } else {
+                    self.read_counter(i)
+                }
+            })
+            .collect()
+    }
 }
 
 /// Maps as plain vectors; `barrier` only counts calls.

@@ -13,7 +13,7 @@ use mssp_common::{
 
 use super::{
     backend::{Capacities, MapBackend, MapOpError, OpResult},
-    sys::{Barrier, MappedU32, array_update_batch, percpu_zero_batch},
+    sys::{Barrier, MappedU32, array_update_batch, percpu_lookup_batch, percpu_zero_batch},
 };
 
 fn err(map: &'static str, op: &'static str, e: impl std::fmt::Display) -> MapOpError {
@@ -196,6 +196,28 @@ impl MapBackend for KernelBackend {
             .get(&index, 0)
             .map_err(|e| err(map_names::COUNTERS, "lookup", e))?;
         Ok(sum(&v))
+    }
+
+    fn read_counters_bulk(&self, hits: bool, start: u32, count: u32) -> OpResult<Vec<Counter>> {
+        let (fd, name) = if hits {
+            (&self.hits_fd, map_names::ENTRY_HITS)
+        } else {
+            (&self.counters_fd, map_names::COUNTERS)
+        };
+        let raw = percpu_lookup_batch(fd.as_fd(), start, count, size_of::<Counter>(), self.ncpus)
+            .map_err(|e| err(name, "lookup batch", e))?;
+        let per = size_of::<Counter>() * self.ncpus;
+        Ok(raw
+            .chunks_exact(per)
+            .map(|key| {
+                let cpus: Vec<Counter> = key
+                    .chunks_exact(size_of::<Counter>())
+                    // SAFETY: Counter is plain old data; each chunk is exactly one.
+                    .map(|c| unsafe { std::ptr::read_unaligned(c.as_ptr().cast::<Counter>()) })
+                    .collect();
+                sum(&cpus)
+            })
+            .collect())
     }
 
     fn read_entry_hits(&self, id: u32) -> OpResult<Counter> {

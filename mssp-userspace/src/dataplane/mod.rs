@@ -80,6 +80,39 @@ pub enum DataplaneError {
     SlotsFull { capacity: u32 },
     #[error("source entry ids are exhausted: the maps hold {capacity} entries")]
     IdsFull { capacity: u32 },
+    #[error("recording id assignments failed: {0}")]
+    Journal(String),
+}
+
+/// The pinned maps do not hold what this agent can safely edit.
+#[derive(Debug, thiserror::Error)]
+#[error("the pinned maps are inconsistent ({0}); they were left untouched and keep filtering")]
+pub struct AdoptError(pub String);
+
+/// Slot and id assignments an apply makes or releases, for the agent's id log: it is told of
+/// new assignments before anything refers to them and of releases after nothing does.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Journal {
+    pub assigned_slots: Vec<(u32, u32)>,
+    pub assigned_ids: Vec<(EntryKey, u32)>,
+    pub released_slots: Vec<(u32, u32)>,
+    pub released_ids: Vec<u32>,
+}
+
+impl Journal {
+    pub fn is_empty(&self) -> bool {
+        self.assigned_slots.is_empty()
+            && self.assigned_ids.is_empty()
+            && self.released_slots.is_empty()
+            && self.released_ids.is_empty()
+    }
+}
+
+/// Slot and id assignments as the id log holds them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IdTable {
+    pub slots: Vec<(u32, u32)>,
+    pub entries: Vec<(EntryKey, u32)>,
 }
 
 /// Identity of a source entry: its hit counter keeps counting while this stays the same.
@@ -243,13 +276,47 @@ impl<B: MapBackend> Dataplane<B> {
         desired: &Desired,
         clock: &Clock,
     ) -> Result<ApplyStats, DataplaneError> {
+        self.apply_journaled(desired, clock, &mut |_| Ok(()))
+    }
+
+    /// [`Dataplane::apply`], telling `journal` of assignments before they are published and
+    /// of releases after they are reclaimed.
+    pub fn apply_journaled(
+        &mut self,
+        desired: &Desired,
+        clock: &Clock,
+        journal: &mut dyn FnMut(&Journal) -> Result<(), String>,
+    ) -> Result<ApplyStats, DataplaneError> {
         let started = Instant::now();
         let mut tx = Tx::default();
         let mut stats = ApplyStats::default();
-        let prepared = self.prepare(desired, clock, &mut tx, &mut stats);
+        let prepared = self
+            .prepare(desired, clock, &mut tx, &mut stats)
+            .and_then(|p| {
+                let j = Journal {
+                    assigned_slots: tx.new_slots.clone(),
+                    assigned_ids: tx
+                        .new_ids
+                        .iter()
+                        .filter_map(|k| self.id_of.get(k).map(|id| (*k, *id)))
+                        .collect(),
+                    ..Journal::default()
+                };
+                if !j.is_empty() {
+                    journal(&j).map_err(DataplaneError::Journal)?;
+                }
+                Ok(p)
+            });
         match prepared {
             Ok((pending, root, used)) => {
-                self.commit(desired, pending, root, used, &mut stats)?;
+                let released = self.commit(desired, pending, root, used, &mut stats)?;
+                if !released.is_empty()
+                    && let Err(e) = journal(&released)
+                {
+                    log::warn!(
+                        "recording released ids failed (they stay reserved until restart): {e}"
+                    );
+                }
                 stats.elapsed = started.elapsed();
                 Ok(stats)
             }
@@ -258,6 +325,84 @@ impl<B: MapBackend> Dataplane<B> {
                 Err(e)
             }
         }
+    }
+
+    /// Takes over maps a previous agent published into: the live records say which slots,
+    /// regions and records are in use; `ids` (from the id log) says which entry owns which
+    /// hit counter. Nothing is written.
+    pub fn adopt(backend: B, ids: &IdTable) -> Result<Dataplane<B>, AdoptError> {
+        let mut dp = Dataplane::new(backend);
+        let caps = dp.backend.capacities();
+        for slot in 0..caps.slots {
+            let idx = dp
+                .backend
+                .current(slot)
+                .map_err(|e| AdoptError(e.to_string()))?;
+            if idx == 0 {
+                continue;
+            }
+            let rec = dp
+                .backend
+                .read_record(idx)
+                .map_err(|e| AdoptError(e.to_string()))?;
+            if rec.abi != ABI_VERSION || rec.flags & record_flags::LIVE == 0 || rec.slot != slot {
+                return Err(AdoptError(format!(
+                    "slot {slot} points at record {idx}, which is not a live record of this slot (abi {}, slot {})",
+                    rec.abi, rec.slot
+                )));
+            }
+            let claim = |a: &mut Arena, s: Span| a.claim(s).map_err(AdoptError);
+            claim(&mut dp.n4, rec.n4)?;
+            claim(&mut dp.n6, rec.n6)?;
+            claim(&mut dp.chain, rec.chain)?;
+            claim(&mut dp.records, Span { start: idx, len: 1 })?;
+            dp.live.insert(
+                slot,
+                Live {
+                    record: idx,
+                    customer_id: rec.customer_id,
+                    spec: rec.digest,
+                    n4: rec.n4,
+                    n6: rec.n6,
+                    chain: rec.chain,
+                },
+            );
+            if slot != ROOT_SLOT {
+                dp.slot_of.insert(rec.customer_id, slot);
+                dp.free_slots.remove(&slot);
+            }
+        }
+        // Slots the log assigned that were never published (a crash before publishing).
+        for (c, s) in &ids.slots {
+            if !dp.slot_of.contains_key(c) && dp.free_slots.remove(s) {
+                dp.slot_of.insert(*c, *s);
+            }
+        }
+        let mut max = 0;
+        for (k, id) in &ids.entries {
+            if *id == 0 || *id >= caps.entry_ids || dp.key_of.contains_key(id) {
+                return Err(AdoptError(format!(
+                    "the id log assigns id {id} twice or out of range"
+                )));
+            }
+            dp.id_of.insert(*k, *id);
+            dp.key_of.insert(*id, *k);
+            max = max.max(*id);
+        }
+        dp.next_id = max + 1;
+        dp.recycled_ids = (1..dp.next_id)
+            .filter(|i| !dp.key_of.contains_key(i))
+            .collect();
+        Ok(dp)
+    }
+
+    /// Every assignment, for compacting the id log.
+    pub fn id_table(&self) -> IdTable {
+        let mut slots: Vec<(u32, u32)> = self.slot_of.iter().map(|(c, s)| (*c, *s)).collect();
+        slots.sort_unstable();
+        let mut entries: Vec<(EntryKey, u32)> = self.id_of.iter().map(|(k, v)| (*k, *v)).collect();
+        entries.sort_unstable_by_key(|(_, id)| *id);
+        IdTable { slots, entries }
     }
 
     fn id_for(&mut self, key: EntryKey, tx: &mut Tx) -> Result<u32, DataplaneError> {
@@ -483,7 +628,8 @@ impl<B: MapBackend> Dataplane<B> {
         root: Option<Live>,
         used: HashSet<EntryKey>,
         stats: &mut ApplyStats,
-    ) -> Result<(), DataplaneError> {
+    ) -> Result<Journal, DataplaneError> {
+        let mut released = Journal::default();
         // Publish: customers first, the root last.
         for (slot, live) in &pending {
             self.backend.publish(*slot, live.record)?;
@@ -537,15 +683,17 @@ impl<B: MapBackend> Dataplane<B> {
             }
             self.slot_of.remove(c);
             self.free_slots.insert(*slot);
+            released.released_slots.push((*c, *slot));
         }
         stats.customers_removed = removed.len();
         for k in dropped_ids {
             if let Some(id) = self.id_of.remove(&k) {
                 self.key_of.remove(&id);
                 self.recycled_ids.push(id);
+                released.released_ids.push(id);
             }
         }
-        Ok(())
+        Ok(released)
     }
 
     fn release_live(&mut self, l: Live) {

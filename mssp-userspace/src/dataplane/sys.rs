@@ -3,7 +3,7 @@
 
 use std::{
     io,
-    os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
+    os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
     ptr::NonNull,
     sync::atomic::{AtomicU32, Ordering},
 };
@@ -186,4 +186,140 @@ pub fn percpu_zero_batch(
         bpf(BPF_MAP_UPDATE_BATCH, &mut a)?;
     }
     Ok(())
+}
+
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+
+/// What `BPF_OBJ_GET_INFO_BY_FD` says of an XDP link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct XdpLinkInfo {
+    pub link_type: u32,
+    pub id: u32,
+    pub prog_id: u32,
+    /// 0 once the interface is gone (the link is defunct).
+    pub ifindex: u32,
+}
+
+pub const BPF_LINK_TYPE_XDP: u32 = 6;
+
+/// `struct bpf_link_info`: type, id, prog_id, then (8-aligned) the per-type union, whose XDP
+/// member starts with the ifindex.
+pub fn link_info(fd: BorrowedFd<'_>) -> io::Result<XdpLinkInfo> {
+    let mut info = [0u32; 32];
+    let mut a = Attr([0; 32]);
+    a.0[0] = fd.as_raw_fd() as u32;
+    a.0[1] = std::mem::size_of_val(&info) as u32;
+    set_u64(&mut a, 2, info.as_mut_ptr() as u64);
+    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut a)?;
+    Ok(XdpLinkInfo {
+        link_type: info[0],
+        id: info[1],
+        prog_id: info[2],
+        ifindex: info[4],
+    })
+}
+
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// Whether `path` (which must exist) is on a bpffs.
+pub fn is_bpffs(path: &std::path::Path) -> io::Result<bool> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: statfs fills the struct it is given.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(st.f_type as i64 == BPF_FS_MAGIC)
+}
+
+/// Mounts a bpffs at `path`.
+pub fn mount_bpffs(path: &std::path::Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: plain mount(2) with valid C strings.
+    let r = unsafe {
+        libc::mount(
+            c"bpffs".as_ptr(),
+            c.as_ptr(),
+            c"bpf".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+const BPF_OBJ_GET: libc::c_long = 7;
+
+/// Opens a pinned BPF object.
+pub fn obj_get(path: &std::path::Path) -> io::Result<OwnedFd> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let mut a = Attr([0; 32]);
+    set_u64(&mut a, 0, c.as_ptr() as u64);
+    let fd = bpf(BPF_OBJ_GET, &mut a)?;
+    // SAFETY: a new descriptor owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Link info of a pinned link.
+pub fn pinned_link_info(path: &std::path::Path) -> io::Result<XdpLinkInfo> {
+    let fd = obj_get(path)?;
+    link_info(fd.as_fd())
+}
+
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+
+/// Reads `count` consecutive per-CPU values from `start` (values of `value_size` bytes on
+/// `ncpus` CPUs), as the kernel lays them out: for each key, one slot per CPU.
+pub fn percpu_lookup_batch(
+    fd: BorrowedFd<'_>,
+    start: u32,
+    count: u32,
+    value_size: usize,
+    ncpus: usize,
+) -> io::Result<Vec<u8>> {
+    let stride = value_size.div_ceil(8) * 8 * ncpus;
+    let mut values = vec![0u8; count as usize * stride];
+    let mut keys = vec![0u32; count as usize];
+    let mut done = 0u32;
+    // The batch token of an array is the last key read; reading resumes after it.
+    let mut prev: u32 = start.wrapping_sub(1);
+    let mut next: u32 = 0;
+    while done < count {
+        let mut a = Attr([0; 32]);
+        if done > 0 || start > 0 {
+            set_u64(&mut a, 0, &prev as *const u32 as u64);
+        }
+        set_u64(&mut a, 2, &mut next as *mut u32 as u64);
+        set_u64(&mut a, 4, keys[done as usize..].as_mut_ptr() as u64);
+        set_u64(
+            &mut a,
+            6,
+            values[done as usize * stride..].as_mut_ptr() as u64,
+        );
+        a.0[8] = count - done;
+        a.0[9] = fd.as_raw_fd() as u32;
+        let r = bpf(BPF_MAP_LOOKUP_BATCH, &mut a);
+        let got = a.0[8];
+        done += got;
+        match r {
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => break,
+            Err(e) => return Err(e),
+        }
+        if got == 0 {
+            break;
+        }
+        prev = next;
+    }
+    values.truncate(done as usize * stride);
+    Ok(values)
 }

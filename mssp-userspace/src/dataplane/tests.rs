@@ -240,3 +240,51 @@ fn expired_entries_are_left_out_and_ids_recycled() {
     );
     assert!(value::is_chain(v), "an expiring entry goes through a chain");
 }
+
+#[test]
+fn adoption_rebuilds_the_allocators_and_changes_nothing() {
+    let mut dp = Dataplane::new(MemBackend::new(small()));
+    let mut journal = Vec::new();
+    dp.apply_journaled(&policy(P1), &Clock::now(), &mut |j| {
+        journal.push(j.clone());
+        Ok(())
+    })
+    .unwrap();
+    let fill = dp.fill();
+    let table = dp.id_table();
+    assert_eq!(journal[0].assigned_ids.len(), table.entries.len());
+    let backend = dp.backend().clone();
+    let mut again = Dataplane::adopt(backend, &table).unwrap();
+    assert_eq!(again.fill(), fill);
+    assert_eq!(again.customers(), dp.customers());
+    let s = again.apply(&policy(P1), &Clock::now()).unwrap();
+    assert_eq!(
+        (s.customers_changed, s.root_changed),
+        (0, false),
+        "nothing to rewrite after adoption"
+    );
+    // A real change after adoption allocates without clobbering live regions.
+    let p2 = P1.replace("198.18.66.0/24", "198.18.67.0/24");
+    again.apply(&policy(&p2), &Clock::now()).unwrap();
+    let (_, v, _, _) = look(
+        again.backend(),
+        false,
+        ip4([198, 18, 67, 1]),
+        ip4([198, 19, 7, 9]),
+    );
+    assert_eq!(value::action(v), SourceAction::Drop as u32);
+    let (_, g, _, _) = look(again.backend(), false, 1, ip4([198, 19, 9, 1]));
+    assert_eq!(g, 0);
+}
+
+#[test]
+fn adoption_refuses_inconsistent_maps() {
+    let mut dp = Dataplane::new(MemBackend::new(small()));
+    dp.apply(&policy(P1), &Clock::now()).unwrap();
+    let mut backend = dp.backend().clone();
+    let slot = dp.slot(7).unwrap();
+    let idx = backend.cur[slot as usize];
+    backend.records[idx as usize].slot = 999;
+    let e = Dataplane::adopt(backend, &dp.id_table()).err().unwrap();
+    assert!(e.to_string().contains("left untouched"), "{e}");
+}
