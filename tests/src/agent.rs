@@ -95,6 +95,16 @@ impl AgentProc {
     }
 
     pub fn spawn(ns: &Netns, dirs: &AgentDirs, args: &[&str], wrapper: &[&str]) -> AgentProc {
+        Self::spawn_env(ns, dirs, args, wrapper, &[])
+    }
+
+    pub fn spawn_env(
+        ns: &Netns,
+        dirs: &AgentDirs,
+        args: &[&str],
+        wrapper: &[&str],
+        env: &[(&str, String)],
+    ) -> AgentProc {
         let log = dirs.root.join(format!("agent-{}.log", unique("l")));
         let logf = std::fs::File::create(&log).expect("log");
         let mut cmd = Command::new("ip");
@@ -108,6 +118,9 @@ impl AgentProc {
         cmd.stdout(logf.try_clone().unwrap())
             .stderr(logf)
             .env("RUST_LOG", "info");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
         let child = cmd.spawn().expect("spawn agent");
         AgentProc { child, log }
     }

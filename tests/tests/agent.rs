@@ -196,7 +196,20 @@ fn block_kill_restart_delete_ttl() {
     ));
     assert_eq!(probe(&pair, NOC, 20), 20, "after delete");
 
-    // TTL: enforced until it expires, not a second longer.
+    // TTL: enforced until it expires, not a second longer — under a flood from another
+    // source that keeps both CPUs busy.
+    let flood_stop = Arc::new(AtomicBool::new(false));
+    let fs = flood_stop.clone();
+    let flood = pair.a.spawn(move || {
+        let s = std::net::UdpSocket::bind(format!("{ALLOWED}:7300")).unwrap();
+        let dst: SocketAddr = "198.19.7.1:9".parse().unwrap();
+        let mut n = 0u64;
+        while !fs.load(Ordering::Relaxed) {
+            let _ = s.send_to(&[0u8; 64], dst);
+            n += 1;
+        }
+        n
+    });
     ok(mssp(
         &sock,
         &[
@@ -219,6 +232,9 @@ fn block_kill_restart_delete_ttl() {
             break;
         }
     }
+    flood_stop.store(true, Ordering::Relaxed);
+    let flooded = flood.join().unwrap();
+    assert!(flooded > 10_000, "the flood was too small to be load: {flooded}");
     let passed_after = passed_after.expect("TTL entry never expired");
     assert!(
         passed_after <= Duration::from_secs(3),

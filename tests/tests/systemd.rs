@@ -143,3 +143,51 @@ fn agent_runs_with_only_the_units_capabilities() {
     );
     drop(agent);
 }
+
+/// The agent speaks sd_notify as `Type=notify` expects: READY=1 once attached with the policy
+/// in force, WATCHDOG=1 at half the watchdog interval, RELOADING=1/READY=1 on SIGHUP,
+/// STOPPING=1 on SIGTERM.
+#[test]
+fn agent_notifies_systemd() {
+    require_root();
+    let pair = Pair::new("ntf");
+    pair.address(&["198.18.1.10"], &["198.19.7.1"]);
+    let dirs = AgentDirs::new("ntf", &[&pair.if_b], Some(r#"{"version":1}"#), "");
+    let sock_path = dirs.root.join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let env = [
+        ("NOTIFY_SOCKET", sock_path.display().to_string()),
+        ("WATCHDOG_USEC", "400000".to_string()),
+    ];
+    // systemd also sets WATCHDOG_PID to the service's pid; a shell that execs the agent has
+    // that pid already.
+    let wrapper = ["sh", "-c", "WATCHDOG_PID=$$ exec \"$0\" \"$@\""];
+    let mut agent = AgentProc::spawn_env(&pair.b, &dirs, &[], &wrapper, &env);
+    let mut seen = Vec::new();
+    let mut next = |what: &str| -> String {
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = sock.recv(&mut buf).unwrap_or_else(|e| panic!("no {what} from the agent: {e}; seen {seen:?}"));
+            let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+            seen.push(msg.clone());
+            if msg.contains(what) {
+                return msg;
+            }
+        }
+    };
+    let ready = next("READY=1");
+    assert!(ready.contains("STATUS=filtering"), "{ready}");
+    // It is really filtering when it says so.
+    let (_, progs) = mssp_tests::agent::xdp_attachments(&pair.b, &pair.if_b);
+    assert_eq!(progs.len(), 1);
+    next("WATCHDOG=1");
+    next("WATCHDOG=1");
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(agent.child.id() as i32, libc::SIGHUP) };
+    next("RELOADING=1");
+    next("READY=1");
+    unsafe { libc::kill(agent.child.id() as i32, libc::SIGTERM) };
+    next("STOPPING=1");
+    assert!(agent.wait_exit(Duration::from_secs(20)).success());
+}
