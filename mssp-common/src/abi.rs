@@ -223,7 +223,7 @@ pub mod record_flags {
 }
 
 /// A customer's compiled policy (or, in slot 0, the root: infrastructure, customer prefixes
-/// and the global source list). 128 bytes.
+/// and the global source list). 192 bytes; what every packet reads sits in the first 64.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Record {
@@ -241,12 +241,10 @@ pub struct Record {
     /// Root only: customer prefixes (value = slot).
     pub dst4: Tree,
     pub dst6: Tree,
-    /// Rules: `RULES[rules_off .. rules_off + rules_len]` (first match wins).
-    pub rules_off: u32,
-    pub rules_len: u32,
-    /// Clean-pipe limit state index into `LIMITS` (0: none).
-    pub limit_index: u32,
-    pub reserved0: u32,
+    /// The customer's rules in `RULES` (first terminal match wins).
+    pub rules: Span,
+    /// The rules' source/destination CIDR lists in `RULE_CIDRS`.
+    pub rule_cidrs: Span,
     /// Digest of what the record was compiled from, so a restarted agent can tell whether
     /// what is live already equals what it wants.
     pub digest: u64,
@@ -255,8 +253,211 @@ pub struct Record {
     pub n4: Span,
     pub n6: Span,
     pub chain: Span,
-    pub reserved: [u32; 4],
+    /// Clean-pipe limit: bucket index in `BUCKETS` (0: no limit) and its parameters.
+    pub limit_bucket: u32,
+    pub limit_reserved: u32,
+    pub limit: RateParams,
+    pub reserved: [u32; 10],
 }
+const _: () = assert!(size_of::<Record>() == 192);
+
+/// Token-bucket parameters (GCRA). Time runs in sixteenths of a nanosecond ("t16"), so rates
+/// up to 10^9 packets per second keep a sub-nanosecond resolution; a packet conforms when the
+/// bucket's theoretical arrival time, advanced by the packet's cost, stays within `now + tau`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RateParams {
+    /// t16 per packet (16e9 / pps); 0: no packet limit.
+    pub pkt_cost: u64,
+    /// Burst tolerance for packets: burst * pkt_cost.
+    pub pkt_tau: u64,
+    /// Bits per second; 0: no byte limit. A packet of n bytes costs n * 128e9 / bps t16.
+    pub bps: u64,
+    /// Burst tolerance for bytes: burst_bytes * 128e9 / bps.
+    pub byte_tau: u64,
+}
+const _: () = assert!(size_of::<RateParams>() == 32);
+
+/// t16 units per second.
+pub const T16_PER_SEC: u64 = 16_000_000_000;
+/// t16 per byte at 1 bit/s (8 bits per byte).
+pub const T16_BYTE_AT_1BPS: u64 = 8 * T16_PER_SEC;
+
+/// Live token-bucket state (the theoretical arrival times), shared by all CPUs and updated
+/// with compare-and-swap. Not part of the immutable policy: it survives policy updates.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Bucket {
+    pub pkt_tat: u64,
+    pub byte_tat: u64,
+}
+const _: () = assert!(size_of::<Bucket>() == 16);
+
+/// Key of a per-source bucket (LRU map): eviction resets a bucket to full, which can let a
+/// burst through early but never unblocks a block (blocks never live in LRU maps).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SourceBucketKey {
+    pub bucket: u32,
+    pub v6: u32,
+    pub addr: [u32; 4],
+}
+const _: () = assert!(size_of::<SourceBucketKey>() == 24);
+
+/// Rule actions.
+pub mod rule_action {
+    pub const DROP: u32 = 1;
+    pub const PASS: u32 = 2;
+    pub const MONITOR: u32 = 3;
+    pub const RATE_LIMIT: u32 = 4;
+}
+
+/// Which match fields a rule has (bits of [`Rule::fields`]).
+pub mod rule_fields {
+    pub const PROTOCOL: u32 = 1 << 0;
+    pub const SOURCES: u32 = 1 << 1;
+    pub const DESTINATIONS: u32 = 1 << 2;
+    pub const SRC_PORTS: u32 = 1 << 3;
+    pub const DST_PORTS: u32 = 1 << 4;
+    pub const TCP_FLAGS: u32 = 1 << 5;
+    pub const ICMP_TYPE: u32 = 1 << 6;
+    pub const ICMP_CODE: u32 = 1 << 7;
+    pub const LENGTH: u32 = 1 << 8;
+    pub const TTL: u32 = 1 << 9;
+    pub const DSCP: u32 = 1 << 10;
+    pub const FRAGMENT: u32 = 1 << 11;
+    pub const VLAN: u32 = 1 << 12;
+    /// Fields a later fragment cannot match (it has no L4 header).
+    pub const NEEDS_L4: u32 = SRC_PORTS | DST_PORTS | TCP_FLAGS | ICMP_TYPE | ICMP_CODE;
+}
+
+/// Fragment states as bits of [`Rule::fragment`].
+pub mod frag_bits {
+    pub const NONE: u32 = 1;
+    pub const FIRST: u32 = 2;
+    pub const LATER: u32 = 4;
+}
+
+/// Bits of [`Rule::flags`].
+pub mod rule_flags {
+    /// Each source address gets its own bucket (LRU map).
+    pub const PER_SOURCE: u32 = 1;
+}
+
+pub const RULE_MAX_PORT_RANGES: usize = 16;
+pub const RULE_MAX_VLANS: usize = 8;
+/// Source or destination CIDRs per rule.
+pub const RULE_MAX_CIDRS: u32 = 16;
+/// Rules per customer (both layers together).
+pub const MAX_RULES_PER_CUSTOMER: u32 = 64;
+pub const MAX_RULES: u32 = 65_536;
+pub const MAX_RULE_CIDRS: u32 = 65_536;
+/// Buckets: one per rate-limiting rule and per customer limit.
+pub const MAX_BUCKETS: u32 = 65_536;
+pub const MAX_SOURCE_BUCKETS: u32 = 262_144;
+
+/// One rule, 512 bytes. All match fields present in `fields` must match (AND); a list inside
+/// a field matches if any element does (OR).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rule {
+    pub id: u32,
+    pub action: u32,
+    pub fields: u32,
+    pub flags: u32,
+    /// Index into `RULE_STATS` (and `BUCKETS` for rate limits); stable while the rule is.
+    pub stat: u32,
+    pub n_sport: u32,
+    pub n_dport: u32,
+    pub n_vlan: u32,
+    /// Bitmap of IP protocol numbers.
+    pub protocol: [u32; 8],
+    /// Port ranges: low 16 bits the first port, high 16 bits the last (inclusive).
+    pub sport: [u32; RULE_MAX_PORT_RANGES],
+    pub dport: [u32; RULE_MAX_PORT_RANGES],
+    pub tcp_set: u32,
+    pub tcp_unset: u32,
+    /// Bitmaps of ICMP types and codes.
+    pub icmp_type: [u32; 8],
+    pub icmp_code: [u32; 8],
+    pub len_min: u32,
+    pub len_max: u32,
+    pub ttl_min: u32,
+    pub ttl_max: u32,
+    /// Bitmap of DSCP values (64 bits).
+    pub dscp: [u32; 2],
+    /// Bits of [`frag_bits`].
+    pub fragment: u32,
+    pub pad0: u32,
+    pub vlan: [u32; RULE_MAX_VLANS],
+    /// Source and destination CIDRs: ranges of `RULE_CIDRS`.
+    pub src: Span,
+    pub dst: Span,
+    pub rate: RateParams,
+    pub reserved: [u32; 34],
+}
+const _: () = assert!(size_of::<Rule>() == 512);
+
+impl Rule {
+    pub const EMPTY: Rule = Rule {
+        id: 0,
+        action: 0,
+        fields: 0,
+        flags: 0,
+        stat: 0,
+        n_sport: 0,
+        n_dport: 0,
+        n_vlan: 0,
+        protocol: [0; 8],
+        sport: [0; RULE_MAX_PORT_RANGES],
+        dport: [0; RULE_MAX_PORT_RANGES],
+        tcp_set: 0,
+        tcp_unset: 0,
+        icmp_type: [0; 8],
+        icmp_code: [0; 8],
+        len_min: 0,
+        len_max: 0,
+        ttl_min: 0,
+        ttl_max: 0,
+        dscp: [0; 2],
+        fragment: 0,
+        pad0: 0,
+        vlan: [0; RULE_MAX_VLANS],
+        src: Span { start: 0, len: 0 },
+        dst: Span { start: 0, len: 0 },
+        rate: RateParams {
+            pkt_cost: 0,
+            pkt_tau: 0,
+            bps: 0,
+            byte_tau: 0,
+        },
+        reserved: [0; 34],
+    };
+}
+
+/// A CIDR of a rule's `sources` or `destinations`, as address and mask words (network byte
+/// order semantics, host-order numbers; IPv4 in `addr[0]`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuleCidr {
+    pub v6: u32,
+    pub len: u32,
+    pub addr: [u32; 4],
+    pub mask: [u32; 4],
+}
+const _: () = assert!(size_of::<RuleCidr>() == 40);
+
+/// Hits of a rule (per CPU in the map).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuleCounter {
+    pub packets: u64,
+    pub bytes: u64,
+    /// Packets dropped by the rule's rate limit.
+    pub limited_packets: u64,
+    pub limited_bytes: u64,
+}
+const _: () = assert!(size_of::<RuleCounter>() == 32);
 
 /// A range `[start, start + len)` of an arena map.
 #[repr(C)]
@@ -266,7 +467,6 @@ pub struct Span {
     pub len: u32,
 }
 const _: () = assert!(size_of::<Span>() == 8);
-const _: () = assert!(size_of::<Record>() == 128);
 
 impl Record {
     pub const EMPTY: Record = Record {
@@ -280,15 +480,21 @@ impl Record {
         infra6: Tree::EMPTY,
         dst4: Tree::EMPTY,
         dst6: Tree::EMPTY,
-        rules_off: 0,
-        rules_len: 0,
-        limit_index: 0,
-        reserved0: 0,
+        rules: Span { start: 0, len: 0 },
+        rule_cidrs: Span { start: 0, len: 0 },
         digest: 0,
         n4: Span { start: 0, len: 0 },
         n6: Span { start: 0, len: 0 },
         chain: Span { start: 0, len: 0 },
-        reserved: [0; 4],
+        limit_bucket: 0,
+        limit_reserved: 0,
+        limit: RateParams {
+            pkt_cost: 0,
+            pkt_tau: 0,
+            bps: 0,
+            byte_tau: 0,
+        },
+        reserved: [0; 10],
     };
 }
 
@@ -339,7 +545,25 @@ pub mod map_names {
     pub const CHAIN: &str = "CHAIN";
     pub const COUNTERS: &str = "COUNTERS";
     pub const ENTRY_HITS: &str = "ENTRY_HITS";
-    pub const ALL: [&str; 7] = [CUR, RECORDS, NODES4, NODES6, CHAIN, COUNTERS, ENTRY_HITS];
+    pub const RULES: &str = "RULES";
+    pub const RULE_CIDRS: &str = "RULE_CIDRS";
+    pub const RULE_STATS: &str = "RULE_STATS";
+    pub const BUCKETS: &str = "BUCKETS";
+    pub const SOURCE_BUCKETS: &str = "SRC_BUCKETS";
+    pub const ALL: [&str; 12] = [
+        CUR,
+        RECORDS,
+        NODES4,
+        NODES6,
+        CHAIN,
+        COUNTERS,
+        ENTRY_HITS,
+        RULES,
+        RULE_CIDRS,
+        RULE_STATS,
+        BUCKETS,
+        SOURCE_BUCKETS,
+    ];
 }
 
 #[cfg(feature = "user")]
@@ -354,4 +578,10 @@ mod pod {
     unsafe impl aya::Pod for Record {}
     unsafe impl aya::Pod for Counter {}
     unsafe impl aya::Pod for Trace {}
+    unsafe impl aya::Pod for Rule {}
+    unsafe impl aya::Pod for RuleCidr {}
+    unsafe impl aya::Pod for RuleCounter {}
+    unsafe impl aya::Pod for RateParams {}
+    unsafe impl aya::Pod for Bucket {}
+    unsafe impl aya::Pod for SourceBucketKey {}
 }

@@ -21,6 +21,98 @@ pub struct RefCustomer {
     pub id: u32,
     pub prefixes: Vec<Net>,
     pub sources: Vec<RefSource>,
+    /// In evaluation order.
+    pub rules: Vec<RefRule>,
+}
+
+/// What a rule does. The reference does not model time: a rate-limited rule is treated as
+/// within its limit (the differential test uses limits no test can exceed; limiting itself is
+/// tested against time in the rate tests), and the customer's clean-pipe limit likewise.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefRuleAction {
+    Drop,
+    Pass,
+    Monitor,
+    RateLimit,
+}
+
+/// Fragment positions: 0 none, 1 first, 2 later (as [`Parsed::frag`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RefRule {
+    pub id: u32,
+    pub protocol: Option<Vec<u8>>,
+    pub sources: Option<Vec<Net>>,
+    pub destinations: Option<Vec<Net>>,
+    pub src_ports: Option<Vec<(u16, u16)>>,
+    pub dst_ports: Option<Vec<(u16, u16)>>,
+    pub tcp_flags: Option<(u8, u8)>,
+    pub icmp_type: Option<Vec<u8>>,
+    pub icmp_code: Option<Vec<u8>>,
+    pub length: Option<(u32, u32)>,
+    pub ttl: Option<(u8, u8)>,
+    pub dscp: Option<Vec<u8>>,
+    /// Allowed fragment positions (0 none, 1 first, 2 later).
+    pub fragment: Option<Vec<u8>>,
+    pub vlan: Option<Vec<u16>>,
+    pub action: Option<RefRuleAction>,
+}
+
+impl RefRule {
+    fn matches(&self, p: &Parsed) -> bool {
+        let needs_l4 = self.src_ports.is_some()
+            || self.dst_ports.is_some()
+            || self.tcp_flags.is_some()
+            || self.icmp_type.is_some()
+            || self.icmp_code.is_some();
+        if needs_l4 && p.l4.is_none() {
+            return false;
+        }
+        let any = |list: &Option<Vec<u8>>, v: u8| list.as_ref().is_none_or(|l| l.contains(&v));
+        let ports = |list: &Option<Vec<(u16, u16)>>, pick: fn(&L4) -> Option<u16>| {
+            list.as_ref().is_none_or(|l| {
+                p.l4.as_ref()
+                    .and_then(pick)
+                    .is_some_and(|port| l.iter().any(|(a, b)| *a <= port && port <= *b))
+            })
+        };
+        let icmp = |list: &Option<Vec<u8>>, pick: fn(u8, u8) -> u8| {
+            list.as_ref().is_none_or(|l| match p.l4 {
+                Some(L4::Icmp { ty, code }) => l.contains(&pick(ty, code)),
+                _ => false,
+            })
+        };
+        let nets = |list: &Option<Vec<Net>>, addr: u128| {
+            list.as_ref()
+                .is_none_or(|l| l.iter().any(|n| n.contains(p.v6, addr)))
+        };
+        any(&self.protocol, p.proto)
+            && ports(&self.src_ports, |l| match l {
+                L4::Tcp { sport, .. } | L4::Udp { sport, .. } => Some(*sport),
+                L4::Icmp { .. } => None,
+            })
+            && ports(&self.dst_ports, |l| match l {
+                L4::Tcp { dport, .. } | L4::Udp { dport, .. } => Some(*dport),
+                L4::Icmp { .. } => None,
+            })
+            && self.tcp_flags.is_none_or(|(set, unset)| match p.l4 {
+                Some(L4::Tcp { flags, .. }) => flags & set == set && flags & unset == 0,
+                _ => false,
+            })
+            && icmp(&self.icmp_type, |t, _| t)
+            && icmp(&self.icmp_code, |_, c| c)
+            && self
+                .length
+                .is_none_or(|(lo, hi)| lo <= p.ip_len && p.ip_len <= hi)
+            && self.ttl.is_none_or(|(lo, hi)| lo <= p.ttl && p.ttl <= hi)
+            && any(&self.dscp, p.dscp)
+            && any(&self.fragment, p.frag)
+            && self
+                .vlan
+                .as_ref()
+                .is_none_or(|l| p.vlan.is_some_and(|v| l.contains(&v)))
+            && nets(&self.sources, p.src)
+            && nets(&self.destinations, p.dst)
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -273,6 +365,21 @@ pub fn classify(policy: &RefPolicy, frame: &[u8], now_unix_ns: u64) -> RefDecisi
     // Step 6.
     if own.is_some_and(|s| s.action == SourceAction::Drop) {
         return decide(Verdict::Drop, Reason::CustomerBlock);
+    }
+    // Step 7: rules in order, the first terminal one that matches.
+    if let Some(c) = customer {
+        for r in &c.rules {
+            if !r.matches(&p) {
+                continue;
+            }
+            match r.action {
+                Some(RefRuleAction::Drop) => return decide(Verdict::Drop, Reason::Rule),
+                Some(RefRuleAction::Pass) | Some(RefRuleAction::RateLimit) => {
+                    return decide(Verdict::Pass, Reason::Rule);
+                }
+                _ => {}
+            }
+        }
     }
     // Step 8.
     decide(Verdict::Pass, Reason::Default)

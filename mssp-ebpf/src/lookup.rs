@@ -51,7 +51,10 @@ fn lt128(khi: u64, klo: u64, addr: (u64, u64)) -> u64 {
 }
 
 /// The value of the interval containing `addr` (0 outside every prefix).
-#[inline(always)]
+///
+/// Not inlined: the descent's spills get a frame of their own, which keeps the main
+/// function's stack small enough for the rule loop's call chain (512 bytes in all).
+#[inline(never)]
 pub fn tree4(tree: &Tree, addr: u32) -> Result<u32, Internal> {
     if tree.root == TREE_EMPTY {
         return Ok(0);
@@ -79,7 +82,7 @@ pub fn tree4(tree: &Tree, addr: u32) -> Result<u32, Internal> {
 }
 
 /// IPv6 version of [`tree4`].
-#[inline(always)]
+#[inline(never)]
 pub fn tree6(tree: &Tree, addr: (u64, u64)) -> Result<u32, Internal> {
     if tree.root == TREE_EMPTY {
         return Ok(0);

@@ -3,10 +3,15 @@
 //! list, customer list, rules, default). Every packet leaves through `finish`, which counts it.
 #![no_std]
 #![no_main]
+// The bpf target has no atomic compare-and-swap in its spec, though the kernel has had
+// BPF_CMPXCHG since 5.12 and LLVM emits it (cpu v3): the token buckets use the intrinsic.
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 mod lookup;
 mod maps;
 mod parse;
+mod rules;
 
 use aya_ebpf::{
     bindings::xdp_action, helpers::bpf_xdp_adjust_head, macros::xdp, programs::XdpContext,
@@ -18,7 +23,7 @@ use mssp_common::{
 };
 use parse::Packet;
 
-use crate::maps::{COUNTERS, ENTRY_HITS};
+use crate::maps::{COUNTERS, ENTRY_HITS, SCRATCH};
 
 /// Set to 1 at load time (`EbpfLoader::override_global`) by `mssp simulate` and the tests:
 /// every decision is then prepended to the frame (see `trace`). The verifier prunes the dead
@@ -128,8 +133,11 @@ fn trace(ctx: &XdpContext, d: &Decision) {
 
 #[inline(always)]
 fn try_mssp_xdp(ctx: &XdpContext) -> Result<Decision, Internal> {
-    let p = match parse::parse(ctx) {
-        Ok(p) => p,
+    let p = SCRATCH.get_ptr_mut(0).ok_or(Internal)?;
+    // SAFETY: a per-CPU value; XDP runs with preemption off, so nothing else uses it now.
+    let p = unsafe { &mut *p };
+    match parse::parse(ctx, p) {
+        Ok(()) => {}
         Err(reason) => {
             let verdict = if reason == Reason::NonIp {
                 Verdict::Pass
@@ -138,8 +146,8 @@ fn try_mssp_xdp(ctx: &XdpContext) -> Result<Decision, Internal> {
             };
             return Ok(Decision::early(verdict, reason));
         }
-    };
-    evaluate(&p, frame_len(ctx))
+    }
+    evaluate(p, frame_len(ctx))
 }
 
 /// Steps 2-8 of the evaluation order.
@@ -229,8 +237,36 @@ fn evaluate(p: &Packet, bytes: u64) -> Result<Decision, Internal> {
         d.flags |= trace_flags::CUSTOMER_MONITOR;
     }
 
-    // Step 7 (customer rules) comes with the rules engine.
-    // Step 8: default.
+    // Step 7: the customer's rules; then the clean-pipe limit on what would pass.
+    if let Some(c) = customer {
+        let mut rc = rules::RuleCtx::new(p, bytes, c.rules.start);
+        rules::run(c, &mut rc);
+        match rc.outcome {
+            rules::outcome::DROP => {
+                d.verdict = Verdict::Drop;
+                d.reason = Reason::Rule;
+                d.rule = rc.rule_id;
+                return Ok(d);
+            }
+            rules::outcome::LIMITED => {
+                d.verdict = Verdict::Drop;
+                d.reason = Reason::RateLimited;
+                d.rule = rc.rule_id;
+                return Ok(d);
+            }
+            rules::outcome::PASS => {
+                d.reason = Reason::Rule;
+                d.rule = rc.rule_id;
+            }
+            _ => {}
+        }
+        if !rules::customer_limit_ok(c, &mut rc) {
+            d.verdict = Verdict::Drop;
+            d.reason = Reason::CustomerLimit;
+            return Ok(d);
+        }
+    }
+    // Step 8: default (or the passing rule's verdict).
     Ok(d)
 }
 

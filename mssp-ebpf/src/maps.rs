@@ -4,11 +4,12 @@
 use aya_ebpf::{
     bindings::BPF_F_MMAPABLE,
     macros::map,
-    maps::{Array, PerCpuArray},
+    maps::{Array, LruHashMap, PerCpuArray},
 };
 use mssp_common::abi::{
-    ChainLink, Counter, MAX_CHAIN, MAX_COUNTERS, MAX_ENTRY_IDS, MAX_NODES4, MAX_NODES6,
-    MAX_RECORDS, MAX_SLOTS, Node4, Node6, Record,
+    Bucket, ChainLink, Counter, MAX_BUCKETS, MAX_CHAIN, MAX_COUNTERS, MAX_ENTRY_IDS, MAX_NODES4,
+    MAX_NODES6, MAX_RECORDS, MAX_RULE_CIDRS, MAX_RULES, MAX_SLOTS, MAX_SOURCE_BUCKETS, Node4,
+    Node6, Record, Rule, RuleCidr, RuleCounter, SourceBucketKey,
 };
 
 /// slot -> index into RECORDS of the slot's live record (0: none). Memory-mapped so the agent
@@ -39,3 +40,30 @@ pub static COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_CO
 /// source entry id -> hits (packets and bytes), for drop, allow and monitor entries alike.
 #[map]
 pub static ENTRY_HITS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_ENTRY_IDS, 0);
+
+/// 0 -> the packet being evaluated on this CPU (see `parse::Packet` for why not the stack).
+#[map]
+pub static SCRATCH: PerCpuArray<crate::parse::Packet> = PerCpuArray::with_max_entries(1, 0);
+
+/// index -> rule. Arena of every customer's rule list (a record names its range).
+#[map]
+pub static RULES: Array<Rule> = Array::with_max_entries(MAX_RULES, 0);
+
+/// index -> CIDR of a rule's sources/destinations. Arena, like RULES.
+#[map]
+pub static RULE_CIDRS: Array<RuleCidr> = Array::with_max_entries(MAX_RULE_CIDRS, 0);
+
+/// rule stat index -> hits and rate-limited drops, per CPU.
+#[map]
+pub static RULE_STATS: PerCpuArray<RuleCounter> = PerCpuArray::with_max_entries(MAX_RULES, 0);
+
+/// bucket index -> token bucket of a rate-limit rule or a customer limit. Shared by all CPUs
+/// (compare-and-swap), so a limit holds however traffic spreads over CPUs.
+#[map]
+pub static BUCKETS: Array<Bucket> = Array::with_max_entries(MAX_BUCKETS, 0);
+
+/// (bucket, source) -> per-source token bucket. LRU: eviction only resets a bucket to full;
+/// blocks never live here.
+#[map]
+pub static SRC_BUCKETS: LruHashMap<SourceBucketKey, Bucket> =
+    LruHashMap::with_max_entries(MAX_SOURCE_BUCKETS, 0);

@@ -75,6 +75,11 @@ pub mod frag {
 
 /// What the rest of the program needs from a parsed packet. Addresses are numeric (host
 /// order): IPv4 in `src4`/`dst4`, IPv6 as (high, low) halves.
+///
+/// It lives in a per-CPU scratch map, not on the stack: every parse path ends by writing it,
+/// and the evaluation reads it back as plain values, so the verifier checks the evaluation
+/// once instead of once per parse outcome (frame sizes also stay under BPF's 512 bytes).
+#[repr(C)]
 pub struct Packet {
     pub v6: bool,
     pub src4: u32,
@@ -264,12 +269,12 @@ fn parse_l4(ctx: &XdpContext, off: usize, p: &mut Packet) -> ParseResult<()> {
     Ok(())
 }
 
-/// Parses the frame. `Err(reason)` ends the evaluation: `non_ip` passes, `malformed` and
-/// `unsupported_encap` drop.
+/// Parses the frame into `p`. `Err(reason)` ends the evaluation: `non_ip` passes,
+/// `malformed` and `unsupported_encap` drop.
 #[inline(always)]
-pub fn parse(ctx: &XdpContext) -> ParseResult<Packet> {
+pub fn parse(ctx: &XdpContext, p: &mut Packet) -> ParseResult<()> {
     let (proto, off, vlan) = parse_eth(ctx)?;
-    let mut p = Packet {
+    *p = Packet {
         v6: false,
         src4: 0,
         dst4: 0,
@@ -289,12 +294,11 @@ pub fn parse(ctx: &XdpContext) -> ParseResult<Packet> {
         vlan,
     };
     let l4 = if proto == ETH_P_IPV4 {
-        parse_ipv4(ctx, off, &mut p)?
+        parse_ipv4(ctx, off, p)?
     } else if proto == ETH_P_IPV6 {
-        parse_ipv6(ctx, off, &mut p)?
+        parse_ipv6(ctx, off, p)?
     } else {
         return Err(Reason::NonIp);
     };
-    parse_l4(ctx, l4, &mut p)?;
-    Ok(p)
+    parse_l4(ctx, l4, p)
 }

@@ -49,6 +49,9 @@ pub struct CapacityConfig {
     pub nodes6: Option<u32>,
     pub entries: Option<u32>,
     pub chain: Option<u32>,
+    pub rules: Option<u32>,
+    pub rule_cidrs: Option<u32>,
+    pub buckets: Option<u32>,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -194,6 +197,9 @@ impl Config {
             nodes6: c.nodes6.unwrap_or(d.nodes6),
             chain: c.chain.unwrap_or(d.chain),
             entry_ids: c.entries.map_or(d.entry_ids, |n| n + 1),
+            rules: c.rules.unwrap_or(d.rules),
+            rule_cidrs: c.rule_cidrs.unwrap_or(d.rule_cidrs),
+            buckets: c.buckets.unwrap_or(d.buckets),
         }
     }
 }

@@ -39,6 +39,10 @@ fn permission_hint(msg: &str) -> &'static str {
 /// Loads the object and the program (not attached anywhere).
 pub fn load(opts: &LoadOptions) -> Result<Ebpf, LoadError> {
     let mut loader = EbpfLoader::new();
+    if std::env::var_os("MSSP_VERIFIER_LOG").is_some() {
+        // Debugging the verifier: the whole log comes back with a refusal.
+        loader.verifier_log_level(aya::VerifierLogLevel::VERBOSE | aya::VerifierLogLevel::STATS);
+    }
     if opts.trace {
         loader.override_global("TRACE", &1u32, true);
     }
@@ -67,5 +71,14 @@ pub fn load(opts: &LoadOptions) -> Result<Ebpf, LoadError> {
         } => LoadError::Verifier(format!("{io_error}\n{verifier_log}")),
         other => LoadError::Load(format!("{other}")),
     })?;
+    if std::env::var_os("MSSP_VERIFIER_STATS").is_some()
+        && let Ok(info) = prog.info()
+    {
+        eprintln!(
+            "mssp: verifier processed the program ({} instructions verified, {} translated bytes)",
+            info.verified_instruction_count().unwrap_or(0),
+            info.size_translated().unwrap_or(0)
+        );
+    }
     Ok(ebpf)
 }

@@ -53,6 +53,9 @@ pub struct Decision {
     pub entry: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub layer: Option<&'static str>,
+    /// The rule that decided (drop, pass, rate limit), if one did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<u32>,
     /// Monitor entries that counted the packet ("global", "customer").
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub monitored: Vec<&'static str>,
@@ -121,6 +124,11 @@ impl Simulator {
                 .then_some(t.customer_id),
             entry: key.map(|k| format_net(&k.net)),
             layer: key.map(|k| k.layer.name()),
+            rule: matches!(
+                Reason::from_u32(t.reason),
+                Some(Reason::Rule | Reason::RateLimited)
+            )
+            .then_some(t.rule),
             monitored,
             verdict,
             reason_code: Reason::from_u32(t.reason),
@@ -328,6 +336,9 @@ pub fn run(
                     let mut extra = String::new();
                     if let (Some(e), Some(l)) = (&d.entry, d.layer) {
                         extra.push_str(&format!(" entry={e} ({l})"));
+                    }
+                    if let Some(r) = d.rule {
+                        extra.push_str(&format!(" rule={r}"));
                     }
                     if !d.monitored.is_empty() {
                         extra.push_str(&format!(" monitored={}", d.monitored.join(",")));

@@ -234,7 +234,10 @@ fn block_kill_restart_delete_ttl() {
     }
     flood_stop.store(true, Ordering::Relaxed);
     let flooded = flood.join().unwrap();
-    assert!(flooded > 10_000, "the flood was too small to be load: {flooded}");
+    assert!(
+        flooded > 10_000,
+        "the flood was too small to be load: {flooded}"
+    );
     let passed_after = passed_after.expect("TTL entry never expired");
     assert!(
         passed_after <= Duration::from_secs(3),

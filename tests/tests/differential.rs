@@ -93,15 +93,133 @@ fn random_policy(rng: &mut StdRng, pool: &Pool, version: u64) -> String {
             .collect();
         let n = rng.random_range(0..25);
         let sources = entries(rng, pool, n);
+        let own: Vec<String> = prefixes
+            .iter()
+            .map(|p| p.trim_matches('"').to_string())
+            .collect();
+        let nrules = rng.random_range(0..7);
+        let rules: Vec<String> = (0..nrules)
+            .map(|i| random_rule(rng, pool, &own, i))
+            .collect();
         customers.push(format!(
-            r#"{{"id":{id},"prefixes":[{}],"sources":[{sources}]}}"#,
-            prefixes.join(",")
+            r#"{{"id":{id},"prefixes":[{}],"sources":[{sources}],"rules":[{}]}}"#,
+            prefixes.join(","),
+            rules.join(",")
         ));
     }
     format!(
         r#"{{"version":{version},"infrastructure":[{}],"global":{{"sources":[{global}]}},"customers":[{}]}}"#,
         infra.join(","),
         customers.join(",")
+    )
+}
+
+const PORTS: [u16; 6] = [53, 80, 123, 443, 11211, 40000];
+const VLANS: [u16; 3] = [10, 20, 30];
+
+/// A rule over fields the random packets can hit. Rate limits are set so high no test run can
+/// reach them: the reference does not model time (see `RefRuleAction::RateLimit`).
+fn random_rule(rng: &mut StdRng, pool: &Pool, own: &[String], id: u32) -> String {
+    let mut m = Vec::new();
+    if rng.random_bool(0.5) {
+        let protos: Vec<String> = (0..rng.random_range(1..3))
+            .map(|_| {
+                format!(
+                    "\"{}\"",
+                    ["tcp", "udp", "icmp", "icmpv6", "gre", "50"]
+                        .choose(rng)
+                        .unwrap()
+                )
+            })
+            .collect();
+        m.push(format!(r#""protocol":[{}]"#, protos.join(",")));
+    }
+    for field in ["src_ports", "dst_ports"] {
+        if rng.random_bool(0.3) {
+            let ranges: Vec<String> = (0..rng.random_range(1..4))
+                .map(|_| {
+                    let a = *PORTS.choose(rng).unwrap();
+                    if rng.random_bool(0.5) {
+                        format!("\"{a}\"")
+                    } else {
+                        format!("\"{}-{}\"", a, a.saturating_add(rng.random_range(0..500)))
+                    }
+                })
+                .collect();
+            m.push(format!(r#""{field}":[{}]"#, ranges.join(",")));
+        }
+    }
+    if rng.random_bool(0.2) {
+        let set = *["syn", "ack", "fin", "rst"].choose(rng).unwrap();
+        let unset = *["ack", "urg", "psh"]
+            .iter()
+            .filter(|f| **f != set)
+            .collect::<Vec<_>>()
+            .choose(rng)
+            .unwrap();
+        m.push(format!(
+            r#""tcp_flags":{{"set":["{set}"],"unset":["{unset}"]}}"#
+        ));
+    }
+    if rng.random_bool(0.15) {
+        m.push(format!(
+            r#""icmp_type":[{},{}]"#,
+            rng.random_range(0..4),
+            rng.random_range(0..256)
+        ));
+    }
+    if rng.random_bool(0.1) {
+        m.push(format!(r#""icmp_code":{}"#, rng.random_range(0..4)));
+    }
+    if rng.random_bool(0.2) {
+        let a = rng.random_range(20..200u32);
+        m.push(format!(
+            r#""length":{{"min":{a},"max":{}}}"#,
+            a + rng.random_range(0..200)
+        ));
+    }
+    if rng.random_bool(0.15) {
+        let a = rng.random_range(0..128u32);
+        m.push(format!(
+            r#""ttl":{{"min":{a},"max":{}}}"#,
+            a + rng.random_range(0..128)
+        ));
+    }
+    if rng.random_bool(0.15) {
+        m.push(format!(
+            r#""dscp":[{},{}]"#,
+            rng.random_range(0..4),
+            rng.random_range(0..64)
+        ));
+    }
+    if rng.random_bool(0.2) {
+        m.push(format!(
+            r#""fragment":["{}"]"#,
+            ["none", "first", "later", "any"].choose(rng).unwrap()
+        ));
+    }
+    if rng.random_bool(0.15) {
+        m.push(format!(r#""vlan":[{}]"#, VLANS.choose(rng).unwrap()));
+    }
+    if rng.random_bool(0.3) {
+        m.push(format!(r#""sources":["{}"]"#, prefix(rng, pool)));
+    }
+    if rng.random_bool(0.3) && !own.is_empty() {
+        m.push(format!(
+            r#""destinations":["{}"]"#,
+            own.choose(rng).unwrap()
+        ));
+    }
+    let action = match rng.random_range(0..5) {
+        0 | 1 => r#""drop""#.to_string(),
+        2 => r#""pass""#.to_string(),
+        3 => r#""monitor""#.to_string(),
+        _ => r#"{"rate_limit":{"pps":1000000000,"burst":1000000000000,"per_source":true}}"#
+            .to_string(),
+    };
+    format!(
+        r#"{{"id":{id},"match":{{{}}},"action":{action}}}"#,
+        m.join(",")
     )
 }
 
@@ -143,15 +261,32 @@ fn random_frame(rng: &mut StdRng, pool: &Pool) -> Vec<u8> {
     f.dst = near(rng, pool, v6);
     let tags = *[0usize, 0, 0, 1, 1, 2, 3].choose(rng).unwrap();
     for _ in 0..tags {
-        f = f.vlan(
-            *[0x8100u16, 0x88a8].choose(rng).unwrap(),
-            rng.random_range(0..4096),
-        );
+        let id = if rng.random_bool(0.5) {
+            *VLANS.choose(rng).unwrap()
+        } else {
+            rng.random_range(0..4096)
+        };
+        f = f.vlan(*[0x8100u16, 0x88a8].choose(rng).unwrap(), id);
     }
+    let port = |rng: &mut StdRng| {
+        if rng.random_bool(0.7) {
+            *PORTS.choose(rng).unwrap() + rng.random_range(0..3)
+        } else {
+            rng.random()
+        }
+    };
+    f.ttl = rng.random();
+    f.tos = (rng.random_range(0..8u8) << 2) | rng.random_range(0..4u8);
     f = match rng.random_range(0..5) {
-        0 => f.udp(rng.random(), rng.random()),
-        1 => f.tcp(rng.random(), rng.random(), rng.random()),
-        2 => f.icmp(rng.random(), rng.random()),
+        0 => {
+            let (a, b) = (port(rng), port(rng));
+            f.udp(a, b)
+        }
+        1 => {
+            let (a, b) = (port(rng), port(rng));
+            f.tcp(a, b, rng.random())
+        }
+        2 => f.icmp(rng.random_range(0..5), rng.random_range(0..5)),
         3 => f.proto(
             *[47u8, 50, 132, 4, 1, 58].choose(rng).unwrap(),
             rng.random_range(0..30),
@@ -243,6 +378,7 @@ fn kernel_and_reference_agree_on_10000_packets() {
         "allowlisted",
         "global_block",
         "customer_block",
+        "rule",
     ] {
         assert!(
             seen.get(reason).copied().unwrap_or(0) >= 50,

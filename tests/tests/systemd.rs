@@ -155,7 +155,8 @@ fn agent_notifies_systemd() {
     let dirs = AgentDirs::new("ntf", &[&pair.if_b], Some(r#"{"version":1}"#), "");
     let sock_path = dirs.root.join("notify.sock");
     let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
     let env = [
         ("NOTIFY_SOCKET", sock_path.display().to_string()),
         ("WATCHDOG_USEC", "400000".to_string()),
@@ -168,7 +169,9 @@ fn agent_notifies_systemd() {
     let mut next = |what: &str| -> String {
         let mut buf = [0u8; 4096];
         loop {
-            let n = sock.recv(&mut buf).unwrap_or_else(|e| panic!("no {what} from the agent: {e}; seen {seen:?}"));
+            let n = sock
+                .recv(&mut buf)
+                .unwrap_or_else(|e| panic!("no {what} from the agent: {e}; seen {seen:?}"));
             let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
             seen.push(msg.clone());
             if msg.contains(what) {

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::{
-    dataplane::{EntryKey, IdTable, Journal, Layer, Scope},
+    dataplane::{EntryKey, IdTable, Journal, Layer, Scope, StatKey, StatKind},
     policy::{
         Capacity, Policy, PolicyDoc,
         cidr::{format_net, parse_cidr},
@@ -245,6 +245,10 @@ enum IdLine {
     Id(u32, String, String, String),
     /// Id released.
     Free(u32),
+    /// Rule (customer, layer, rule id) or limit (customer, "limit", 0) got a counter index.
+    Stat(u32, u32, String, u32),
+    /// Counter index released.
+    Freestat(u32),
 }
 
 fn scope_str(s: Scope) -> String {
@@ -286,6 +290,7 @@ impl IdLog {
     pub fn open(path: &Path) -> Result<(IdLog, IdTable), StateError> {
         let mut slots: HashMap<u32, u32> = HashMap::new();
         let mut ids: HashMap<u32, EntryKey> = HashMap::new();
+        let mut stats: HashMap<u32, StatKey> = HashMap::new();
         let mut lines = 0;
         if let Ok(f) = File::open(path) {
             let mut reader = BufReader::new(f);
@@ -333,6 +338,21 @@ impl IdLog {
                     IdLine::Free(id) => {
                         ids.remove(&id);
                     }
+                    IdLine::Stat(id, customer, kind, rule) => {
+                        let kind = match kind.as_str() {
+                            "limit" => StatKind::Limit,
+                            other => StatKind::Rule {
+                                layer: parse_layer(other).ok_or_else(|| {
+                                    state_err(path, format!("line {n}: bad rule layer {other:?}"))
+                                })?,
+                                id: rule,
+                            },
+                        };
+                        stats.insert(id, StatKey { customer, kind });
+                    }
+                    IdLine::Freestat(id) => {
+                        stats.remove(&id);
+                    }
                 }
                 lines += 1;
             }
@@ -345,9 +365,11 @@ impl IdLog {
         let mut table = IdTable {
             slots: slots.into_iter().collect(),
             entries: ids.into_iter().map(|(id, k)| (k, id)).collect(),
+            stats: stats.into_iter().map(|(id, k)| (k, id)).collect(),
         };
         table.slots.sort_unstable();
         table.entries.sort_unstable_by_key(|(_, id)| *id);
+        table.stats.sort_unstable_by_key(|(_, id)| *id);
         Ok((
             IdLog {
                 path: path.to_path_buf(),
@@ -375,11 +397,21 @@ impl IdLog {
                 format_net(&k.net),
             ));
         }
+        for (k, id) in &j.assigned_stats {
+            let (kind, rule) = match k.kind {
+                StatKind::Limit => ("limit".to_string(), 0),
+                StatKind::Rule { layer, id } => (layer.name().to_string(), id),
+            };
+            push(IdLine::Stat(*id, k.customer, kind, rule));
+        }
         for (c, s) in &j.released_slots {
             push(IdLine::Unslot(*c, *s));
         }
         for id in &j.released_ids {
             push(IdLine::Free(*id));
+        }
+        for id in &j.released_stats {
+            push(IdLine::Freestat(*id));
         }
         out
     }
@@ -398,13 +430,14 @@ impl IdLog {
     /// Rewrites the log as just the live table, when it has grown past `4 * live + 1024`
     /// lines.
     pub fn maybe_compact(&mut self, table: &IdTable) -> Result<(), String> {
-        let live = table.slots.len() + table.entries.len();
+        let live = table.slots.len() + table.entries.len() + table.stats.len();
         if self.lines <= 4 * live + 1024 {
             return Ok(());
         }
         let j = Journal {
             assigned_slots: table.slots.clone(),
             assigned_ids: table.entries.clone(),
+            assigned_stats: table.stats.clone(),
             ..Journal::default()
         };
         let text = Self::encode(&j);

@@ -3,6 +3,7 @@
 //! intervals whose most specific entry expires.
 
 pub mod intervals;
+pub mod rules;
 pub mod tree;
 
 use std::collections::HashMap;

@@ -2,8 +2,8 @@
 //! memory ([`MemBackend`], so that the publishing logic is tested without root).
 
 use mssp_common::abi::{
-    ChainLink, Counter, MAX_CHAIN, MAX_ENTRY_IDS, MAX_NODES4, MAX_NODES6, MAX_RECORDS, MAX_SLOTS,
-    Node4, Node6, Record,
+    ChainLink, Counter, MAX_BUCKETS, MAX_CHAIN, MAX_ENTRY_IDS, MAX_NODES4, MAX_NODES6, MAX_RECORDS,
+    MAX_RULE_CIDRS, MAX_RULES, MAX_SLOTS, Node4, Node6, Record, Rule, RuleCidr, RuleCounter,
 };
 
 /// A failed map operation.
@@ -26,6 +26,10 @@ pub struct Capacities {
     pub nodes6: u32,
     pub chain: u32,
     pub entry_ids: u32,
+    pub rules: u32,
+    pub rule_cidrs: u32,
+    /// Rule counters and token buckets (one index space).
+    pub buckets: u32,
 }
 
 impl Default for Capacities {
@@ -37,6 +41,9 @@ impl Default for Capacities {
             nodes6: MAX_NODES6,
             chain: MAX_CHAIN,
             entry_ids: MAX_ENTRY_IDS,
+            rules: MAX_RULES,
+            rule_cidrs: MAX_RULE_CIDRS,
+            buckets: MAX_BUCKETS,
         }
     }
 }
@@ -49,6 +56,12 @@ pub trait MapBackend {
     fn write_nodes6(&mut self, at: u32, nodes: &[Node6]) -> OpResult;
     fn write_chain(&mut self, at: u32, links: &[ChainLink]) -> OpResult;
     fn write_record(&mut self, idx: u32, rec: &Record) -> OpResult;
+    fn write_rules(&mut self, at: u32, rules: &[Rule]) -> OpResult;
+    fn write_rule_cidrs(&mut self, at: u32, cidrs: &[RuleCidr]) -> OpResult;
+    /// Zeroes the rule counters and token buckets of indices (before they are reused).
+    fn reset_stats(&mut self, ids: &[u32]) -> OpResult;
+    /// `count` consecutive rule counters from `start`, summed over CPUs.
+    fn read_rule_stats(&self, start: u32, count: u32) -> OpResult<Vec<RuleCounter>>;
     fn read_record(&self, idx: u32) -> OpResult<Record>;
     /// Makes `record` the live record of `slot` (0: none), atomically for readers.
     fn publish(&mut self, slot: u32, record: u32) -> OpResult;
@@ -91,6 +104,9 @@ pub struct MemBackend {
     pub chain: Vec<ChainLink>,
     pub counters: Vec<Counter>,
     pub hits: Vec<Counter>,
+    pub rules: Vec<Rule>,
+    pub rule_cidrs: Vec<RuleCidr>,
+    pub rule_stats: Vec<RuleCounter>,
     pub barriers: u32,
     /// Fail the n-th write from now (for rollback tests); 0 = never.
     pub fail_write_in: u32,
@@ -107,6 +123,9 @@ impl MemBackend {
             chain: vec![ChainLink::default(); caps.chain as usize],
             counters: vec![Counter::default(); (caps.slots * 32) as usize],
             hits: vec![Counter::default(); caps.entry_ids as usize],
+            rules: vec![Rule::EMPTY; caps.rules as usize],
+            rule_cidrs: vec![RuleCidr::default(); caps.rule_cidrs as usize],
+            rule_stats: vec![RuleCounter::default(); caps.buckets as usize],
             barriers: 0,
             fail_write_in: 0,
         }
@@ -163,6 +182,26 @@ impl MapBackend for MemBackend {
     fn write_record(&mut self, idx: u32, rec: &Record) -> OpResult {
         self.maybe_fail("RECORDS")?;
         put("RECORDS", &mut self.records, idx, std::slice::from_ref(rec))
+    }
+
+    fn write_rules(&mut self, at: u32, rules: &[Rule]) -> OpResult {
+        self.maybe_fail("RULES")?;
+        put("RULES", &mut self.rules, at, rules)
+    }
+
+    fn write_rule_cidrs(&mut self, at: u32, cidrs: &[RuleCidr]) -> OpResult {
+        put("RULE_CIDRS", &mut self.rule_cidrs, at, cidrs)
+    }
+
+    fn reset_stats(&mut self, ids: &[u32]) -> OpResult {
+        for id in ids {
+            self.rule_stats[*id as usize] = RuleCounter::default();
+        }
+        Ok(())
+    }
+
+    fn read_rule_stats(&self, start: u32, count: u32) -> OpResult<Vec<RuleCounter>> {
+        Ok(self.rule_stats[start as usize..(start + count) as usize].to_vec())
     }
 
     fn read_record(&self, idx: u32) -> OpResult<Record> {

@@ -4,7 +4,10 @@
 use mssp_common::{Net, abi::SourceAction};
 use time::OffsetDateTime;
 
-use crate::policy::{Policy, SourceEntry};
+use crate::policy::{
+    Policy, SourceEntry,
+    rules::{Limits, RuleSpec},
+};
 
 /// Where an entry came from. On the same prefix in the same scope, `Local` (the NOC's CLI)
 /// wins over `Central` (the controller's push): an emergency block is never undone by a push.
@@ -59,10 +62,35 @@ impl DesiredEntry {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DesiredRule {
+    pub spec: RuleSpec,
+    pub layer: Layer,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DesiredCustomer {
     pub id: u32,
     pub prefixes: Vec<Net>,
     pub entries: Vec<DesiredEntry>,
+    pub rules: Vec<DesiredRule>,
+    pub limits: Option<Limits>,
+}
+
+impl DesiredCustomer {
+    /// The rules in evaluation order: the NOC's local rules first, then the central ones; a
+    /// local rule replaces a central rule with the same id.
+    pub fn effective_rules(&self) -> Vec<&DesiredRule> {
+        let local: Vec<&DesiredRule> = self
+            .rules
+            .iter()
+            .filter(|r| r.layer == Layer::Local)
+            .collect();
+        let mut out = local.clone();
+        out.extend(self.rules.iter().filter(|r| {
+            r.layer == Layer::Central && !local.iter().any(|l| l.spec.id == r.spec.id)
+        }));
+        out
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -85,6 +113,15 @@ impl Desired {
                     id: c.id,
                     prefixes: c.prefixes.clone(),
                     entries: c.sources.iter().map(DesiredEntry::central).collect(),
+                    rules: c
+                        .rules
+                        .iter()
+                        .map(|r| DesiredRule {
+                            spec: r.clone(),
+                            layer: Layer::Central,
+                        })
+                        .collect(),
+                    limits: c.limits.clone(),
                 })
                 .collect(),
         }

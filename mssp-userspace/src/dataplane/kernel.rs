@@ -7,7 +7,9 @@ use aya::{
     maps::{Array, Map, MapData, PerCpuArray},
 };
 use mssp_common::{
-    abi::{ChainLink, Counter, Node4, Node6, Record, map_names},
+    abi::{
+        Bucket, ChainLink, Counter, Node4, Node6, Record, Rule, RuleCidr, RuleCounter, map_names,
+    },
     reason::{NREASONS, NVERDICTS},
 };
 
@@ -31,6 +33,7 @@ fn take(ebpf: &mut Ebpf, name: &'static str) -> OpResult<(Map, OwnedFd, u32)> {
         .ok_or_else(|| err(name, "open", "the program has no such map"))?;
     let data = match &map {
         Map::Array(d) | Map::PerCpuArray(d) => d,
+        Map::LruHashMap(d) => d,
         other => return Err(err(name, "open", format!("unexpected map type {other:?}"))),
     };
     let fd = data
@@ -56,6 +59,11 @@ pub struct KernelBackend {
     counters_fd: OwnedFd,
     hits: PerCpuArray<MapData, Counter>,
     hits_fd: OwnedFd,
+    rules_fd: OwnedFd,
+    cidrs_fd: OwnedFd,
+    rule_stats_fd: OwnedFd,
+    buckets_fd: OwnedFd,
+    _src_buckets: Map,
     barrier: Barrier,
 }
 
@@ -69,6 +77,11 @@ impl KernelBackend {
         let (_c, chain_fd, nchain) = take(ebpf, map_names::CHAIN)?;
         let (counters, counters_fd, _) = take(ebpf, map_names::COUNTERS)?;
         let (hits, hits_fd, nids) = take(ebpf, map_names::ENTRY_HITS)?;
+        let (_r, rules_fd, nrules) = take(ebpf, map_names::RULES)?;
+        let (_rc, cidrs_fd, ncidrs) = take(ebpf, map_names::RULE_CIDRS)?;
+        let (_rs, rule_stats_fd, _) = take(ebpf, map_names::RULE_STATS)?;
+        let (_b, buckets_fd, nbuckets) = take(ebpf, map_names::BUCKETS)?;
+        let (src_buckets, _, _) = take(ebpf, map_names::SOURCE_BUCKETS)?;
         let ncpus = aya::util::nr_cpus()
             .map_err(|(f, e)| err("ENTRY_HITS", "nr_cpus", format!("{f}: {e}")))?;
         let mapped =
@@ -82,6 +95,9 @@ impl KernelBackend {
                 nodes6: n6,
                 chain: nchain,
                 entry_ids: nids,
+                rules: nrules,
+                rule_cidrs: ncidrs,
+                buckets: nbuckets,
             },
             ncpus,
             cur: mapped,
@@ -96,6 +112,11 @@ impl KernelBackend {
             counters_fd,
             hits: PerCpuArray::try_from(hits).map_err(|e| err(map_names::ENTRY_HITS, "open", e))?,
             hits_fd,
+            rules_fd,
+            cidrs_fd,
+            rule_stats_fd,
+            buckets_fd,
+            _src_buckets: src_buckets,
             barrier: Barrier::new().map_err(|e| err("barrier", "create", e))?,
         })
     }
@@ -135,6 +156,60 @@ impl MapBackend for KernelBackend {
     fn write_record(&mut self, idx: u32, rec: &Record) -> OpResult {
         array_update_batch(self.records_fd.as_fd(), idx, std::slice::from_ref(rec))
             .map_err(|e| err(map_names::RECORDS, "update", e))
+    }
+
+    fn write_rules(&mut self, at: u32, rules: &[Rule]) -> OpResult {
+        array_update_batch(self.rules_fd.as_fd(), at, rules)
+            .map_err(|e| err(map_names::RULES, "update", e))
+    }
+
+    fn write_rule_cidrs(&mut self, at: u32, cidrs: &[RuleCidr]) -> OpResult {
+        array_update_batch(self.cidrs_fd.as_fd(), at, cidrs)
+            .map_err(|e| err(map_names::RULE_CIDRS, "update", e))
+    }
+
+    fn reset_stats(&mut self, ids: &[u32]) -> OpResult {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        percpu_zero_batch(
+            self.rule_stats_fd.as_fd(),
+            ids,
+            size_of::<RuleCounter>(),
+            self.ncpus,
+        )
+        .map_err(|e| err(map_names::RULE_STATS, "update", e))?;
+        for id in ids {
+            array_update_batch(self.buckets_fd.as_fd(), *id, &[Bucket::default()])
+                .map_err(|e| err(map_names::BUCKETS, "update", e))?;
+        }
+        Ok(())
+    }
+
+    fn read_rule_stats(&self, start: u32, count: u32) -> OpResult<Vec<RuleCounter>> {
+        let raw = percpu_lookup_batch(
+            self.rule_stats_fd.as_fd(),
+            start,
+            count,
+            size_of::<RuleCounter>(),
+            self.ncpus,
+        )
+        .map_err(|e| err(map_names::RULE_STATS, "lookup batch", e))?;
+        let per = size_of::<RuleCounter>() * self.ncpus;
+        Ok(raw
+            .chunks_exact(per)
+            .map(|key| {
+                key.chunks_exact(size_of::<RuleCounter>())
+                    // SAFETY: RuleCounter is plain old data; each chunk is exactly one.
+                    .map(|c| unsafe { std::ptr::read_unaligned(c.as_ptr().cast::<RuleCounter>()) })
+                    .fold(RuleCounter::default(), |a, c| RuleCounter {
+                        packets: a.packets + c.packets,
+                        bytes: a.bytes + c.bytes,
+                        limited_packets: a.limited_packets + c.limited_packets,
+                        limited_bytes: a.limited_bytes + c.limited_bytes,
+                    })
+            })
+            .collect())
     }
 
     fn read_record(&self, idx: u32) -> OpResult<Record> {

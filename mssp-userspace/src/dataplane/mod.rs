@@ -9,11 +9,12 @@
 //! 2. *publish*: one atomic store per changed slot, customers first, root last (so the root
 //!    never routes a packet to a customer whose new record is not in place).
 //! 3. *reclaim*, after an RCU barrier: old regions and records, removed customers' slots,
-//!    and the ids of entries that are gone.
+//!    and the ids of entries, rules and limits that are gone.
 
 pub mod arena;
 pub mod backend;
 pub mod desired;
+pub mod ids;
 pub mod kernel;
 pub mod sys;
 
@@ -24,15 +25,18 @@ use std::{
 
 use arena::{Arena, ArenaFull, Span};
 use backend::{MapBackend, MapOpError};
-pub use desired::{Desired, DesiredEntry, Layer, Scope};
+pub use desired::{Desired, DesiredCustomer, DesiredEntry, DesiredRule, Layer, Scope};
+use ids::Ids;
 use mssp_common::{
     Net,
-    abi::{ABI_VERSION, ROOT_SLOT, Record, Tree, record_flags},
+    abi::{ABI_VERSION, ROOT_SLOT, RateParams, Record, Tree, record_flags},
 };
 use time::OffsetDateTime;
 
 use crate::compile::{
-    CompileError, Fnv, SourceItem, Unit, compile_sources, compile_values, tree::Built,
+    CompileError, Fnv, SourceItem, Unit, compile_sources, compile_values,
+    rules::{CompiledRules, compile_rules, limit_params},
+    tree::Built,
 };
 
 /// Wall-clock and boot-clock readings taken together, to turn RFC 3339 expiries into the
@@ -78,8 +82,8 @@ pub enum DataplaneError {
     Map(#[from] MapOpError),
     #[error("customer slots are full: the maps hold {capacity} customers")]
     SlotsFull { capacity: u32 },
-    #[error("source entry ids are exhausted: the maps hold {capacity} entries")]
-    IdsFull { capacity: u32 },
+    #[error("{what} ids are exhausted: the maps hold {capacity}")]
+    IdsFull { what: &'static str, capacity: u32 },
     #[error("recording id assignments failed: {0}")]
     Journal(String),
 }
@@ -89,22 +93,48 @@ pub enum DataplaneError {
 #[error("the pinned maps are inconsistent ({0}); they were left untouched and keep filtering")]
 pub struct AdoptError(pub String);
 
+/// Identity of a source entry: its hit counter keeps counting while this stays the same.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EntryKey {
+    pub scope: Scope,
+    pub layer: Layer,
+    pub net: Net,
+}
+
+/// What owns a rule counter / token bucket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum StatKind {
+    Rule { layer: Layer, id: u32 },
+    Limit,
+}
+
+/// Identity of a rule (or of a customer's clean-pipe limit).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StatKey {
+    pub customer: u32,
+    pub kind: StatKind,
+}
+
 /// Slot and id assignments an apply makes or releases, for the agent's id log: it is told of
 /// new assignments before anything refers to them and of releases after nothing does.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Journal {
     pub assigned_slots: Vec<(u32, u32)>,
     pub assigned_ids: Vec<(EntryKey, u32)>,
+    pub assigned_stats: Vec<(StatKey, u32)>,
     pub released_slots: Vec<(u32, u32)>,
     pub released_ids: Vec<u32>,
+    pub released_stats: Vec<u32>,
 }
 
 impl Journal {
     pub fn is_empty(&self) -> bool {
         self.assigned_slots.is_empty()
             && self.assigned_ids.is_empty()
+            && self.assigned_stats.is_empty()
             && self.released_slots.is_empty()
             && self.released_ids.is_empty()
+            && self.released_stats.is_empty()
     }
 }
 
@@ -113,14 +143,7 @@ impl Journal {
 pub struct IdTable {
     pub slots: Vec<(u32, u32)>,
     pub entries: Vec<(EntryKey, u32)>,
-}
-
-/// Identity of a source entry: its hit counter keeps counting while this stays the same.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct EntryKey {
-    pub scope: Scope,
-    pub layer: Layer,
-    pub net: Net,
+    pub stats: Vec<(StatKey, u32)>,
 }
 
 /// What is live in a slot.
@@ -133,6 +156,23 @@ pub struct Live {
     pub n4: Span,
     pub n6: Span,
     pub chain: Span,
+    pub rules: Span,
+    pub cidrs: Span,
+}
+
+impl Live {
+    fn of(record: u32, r: &Record) -> Live {
+        Live {
+            record,
+            customer_id: r.customer_id,
+            spec: r.digest,
+            n4: r.n4,
+            n6: r.n6,
+            chain: r.chain,
+            rules: r.rules,
+            cidrs: r.rule_cidrs,
+        }
+    }
 }
 
 /// Fill of one map.
@@ -154,13 +194,13 @@ pub struct ApplyStats {
 
 #[derive(Default)]
 struct Tx {
-    spans4: Vec<Span>,
-    spans6: Vec<Span>,
-    chains: Vec<Span>,
+    spans: Vec<(usize, Span)>,
     records: Vec<u32>,
     new_slots: Vec<(u32, u32)>,
     new_ids: Vec<EntryKey>,
+    new_stats: Vec<StatKey>,
     reset_ids: Vec<u32>,
+    reset_stats: Vec<u32>,
 }
 
 #[derive(Clone, Copy)]
@@ -170,18 +210,30 @@ enum Role {
     Src,
 }
 
+/// What a record holds besides its trees.
+#[derive(Default)]
+struct Extras {
+    rules: CompiledRules,
+    limit_bucket: u32,
+    limit: RateParams,
+}
+
+// Arena indices in `Dataplane::arenas`.
+const N4: usize = 0;
+const N6: usize = 1;
+const CHAIN: usize = 2;
+const RULES: usize = 3;
+const CIDRS: usize = 4;
+
 pub struct Dataplane<B: MapBackend> {
     backend: B,
-    n4: Arena,
-    n6: Arena,
-    chain: Arena,
+    /// NODES4, NODES6, CHAIN, RULES, RULE_CIDRS.
+    arenas: [Arena; 5],
     records: Arena,
     slot_of: HashMap<u32, u32>,
     free_slots: BTreeSet<u32>,
-    id_of: HashMap<EntryKey, u32>,
-    key_of: HashMap<u32, EntryKey>,
-    recycled_ids: Vec<u32>,
-    next_id: u32,
+    ids: Ids<EntryKey>,
+    stats: Ids<StatKey>,
     live: HashMap<u32, Live>,
 }
 
@@ -190,18 +242,21 @@ impl<B: MapBackend> Dataplane<B> {
     pub fn new(backend: B) -> Dataplane<B> {
         let caps = backend.capacities();
         Dataplane {
-            n4: Arena::new("NODES4", caps.nodes4, 0),
-            n6: Arena::new("NODES6", caps.nodes6, 0),
-            chain: Arena::new("CHAIN", caps.chain, 0),
+            arenas: [
+                Arena::new("NODES4", caps.nodes4, 0),
+                Arena::new("NODES6", caps.nodes6, 0),
+                Arena::new("CHAIN", caps.chain, 0),
+                Arena::new("RULES", caps.rules, 0),
+                Arena::new("RULE_CIDRS", caps.rule_cidrs, 0),
+            ],
             // Record 0 is never used: CUR[slot] == 0 means "no record".
             records: Arena::new("RECORDS", caps.records, 1),
             slot_of: HashMap::new(),
             free_slots: (1..caps.slots).collect(),
-            id_of: HashMap::new(),
-            key_of: HashMap::new(),
-            recycled_ids: Vec::new(),
-            // Id 0 means "no entry".
-            next_id: 1,
+            ids: Ids::new("ENTRY_HITS", caps.entry_ids, false),
+            // Bucket index 0 means "no limit"; buckets are shared with per-source state, so
+            // fresh ids are used before recycled ones.
+            stats: Ids::new("BUCKETS", caps.buckets, true),
             live: HashMap::new(),
             backend,
         }
@@ -229,28 +284,39 @@ impl<B: MapBackend> Dataplane<B> {
 
     /// The hit-counter id of an entry, if it is enforced.
     pub fn entry_id(&self, key: &EntryKey) -> Option<u32> {
-        self.id_of.get(key).copied()
+        self.ids.get(key)
     }
 
     pub fn entry_key(&self, id: u32) -> Option<&EntryKey> {
-        self.key_of.get(&id)
+        self.ids.key(id)
     }
 
     /// Every enforced entry and its id.
     pub fn entries(&self) -> impl Iterator<Item = (&EntryKey, u32)> {
-        self.id_of.iter().map(|(k, v)| (k, *v))
+        self.ids.iter()
+    }
+
+    /// The counter/bucket index of a rule or limit, if enforced.
+    pub fn stat_id(&self, key: &StatKey) -> Option<u32> {
+        self.stats.get(key)
+    }
+
+    /// Every enforced rule and limit and its index.
+    pub fn stat_keys(&self) -> impl Iterator<Item = (&StatKey, u32)> {
+        self.stats.iter()
     }
 
     pub fn live(&self, slot: u32) -> Option<&Live> {
         self.live.get(&slot)
     }
 
-    /// How full each arena map is.
+    /// How full each map is.
     pub fn fill(&self) -> Vec<Fill> {
         let caps = self.backend.capacities();
-        let arenas = [&self.n4, &self.n6, &self.chain, &self.records];
-        let mut v: Vec<Fill> = arenas
+        let mut v: Vec<Fill> = self
+            .arenas
             .iter()
+            .chain(std::iter::once(&self.records))
             .map(|a| Fill {
                 name: a.name(),
                 used: a.used(),
@@ -264,8 +330,13 @@ impl<B: MapBackend> Dataplane<B> {
         });
         v.push(Fill {
             name: "ENTRY_HITS",
-            used: self.id_of.len() as u32,
+            used: self.ids.len() as u32,
             capacity: caps.entry_ids,
+        });
+        v.push(Fill {
+            name: "BUCKETS",
+            used: self.stats.len() as u32,
+            capacity: caps.buckets,
         });
         v
     }
@@ -298,7 +369,12 @@ impl<B: MapBackend> Dataplane<B> {
                     assigned_ids: tx
                         .new_ids
                         .iter()
-                        .filter_map(|k| self.id_of.get(k).map(|id| (*k, *id)))
+                        .filter_map(|k| self.ids.get(k).map(|id| (*k, id)))
+                        .collect(),
+                    assigned_stats: tx
+                        .new_stats
+                        .iter()
+                        .filter_map(|k| self.stats.get(k).map(|id| (*k, id)))
                         .collect(),
                     ..Journal::default()
                 };
@@ -308,8 +384,8 @@ impl<B: MapBackend> Dataplane<B> {
                 Ok(p)
             });
         match prepared {
-            Ok((pending, root, used)) => {
-                let released = self.commit(desired, pending, root, used, &mut stats)?;
+            Ok(p) => {
+                let released = self.commit(desired, p, &mut stats)?;
                 if !released.is_empty()
                     && let Err(e) = journal(&released)
                 {
@@ -328,8 +404,8 @@ impl<B: MapBackend> Dataplane<B> {
     }
 
     /// Takes over maps a previous agent published into: the live records say which slots,
-    /// regions and records are in use; `ids` (from the id log) says which entry owns which
-    /// hit counter. Nothing is written.
+    /// regions and records are in use; `ids` (from the id log) says which entry, rule or limit
+    /// owns which counter. Nothing is written.
     pub fn adopt(backend: B, ids: &IdTable) -> Result<Dataplane<B>, AdoptError> {
         let mut dp = Dataplane::new(backend);
         let caps = dp.backend.capacities();
@@ -351,22 +427,20 @@ impl<B: MapBackend> Dataplane<B> {
                     rec.abi, rec.slot
                 )));
             }
-            let claim = |a: &mut Arena, s: Span| a.claim(s).map_err(AdoptError);
-            claim(&mut dp.n4, rec.n4)?;
-            claim(&mut dp.n6, rec.n6)?;
-            claim(&mut dp.chain, rec.chain)?;
-            claim(&mut dp.records, Span { start: idx, len: 1 })?;
-            dp.live.insert(
-                slot,
-                Live {
-                    record: idx,
-                    customer_id: rec.customer_id,
-                    spec: rec.digest,
-                    n4: rec.n4,
-                    n6: rec.n6,
-                    chain: rec.chain,
-                },
-            );
+            let live = Live::of(idx, &rec);
+            for (i, span) in [
+                (N4, live.n4),
+                (N6, live.n6),
+                (CHAIN, live.chain),
+                (RULES, live.rules),
+                (CIDRS, live.cidrs),
+            ] {
+                dp.arenas[i].claim(span).map_err(AdoptError)?;
+            }
+            dp.records
+                .claim(Span { start: idx, len: 1 })
+                .map_err(AdoptError)?;
+            dp.live.insert(slot, live);
             if slot != ROOT_SLOT {
                 dp.slot_of.insert(rec.customer_id, slot);
                 dp.free_slots.remove(&slot);
@@ -378,21 +452,8 @@ impl<B: MapBackend> Dataplane<B> {
                 dp.slot_of.insert(*c, *s);
             }
         }
-        let mut max = 0;
-        for (k, id) in &ids.entries {
-            if *id == 0 || *id >= caps.entry_ids || dp.key_of.contains_key(id) {
-                return Err(AdoptError(format!(
-                    "the id log assigns id {id} twice or out of range"
-                )));
-            }
-            dp.id_of.insert(*k, *id);
-            dp.key_of.insert(*id, *k);
-            max = max.max(*id);
-        }
-        dp.next_id = max + 1;
-        dp.recycled_ids = (1..dp.next_id)
-            .filter(|i| !dp.key_of.contains_key(i))
-            .collect();
+        dp.ids.restore(&ids.entries).map_err(AdoptError)?;
+        dp.stats.restore(&ids.stats).map_err(AdoptError)?;
         Ok(dp)
     }
 
@@ -400,29 +461,47 @@ impl<B: MapBackend> Dataplane<B> {
     pub fn id_table(&self) -> IdTable {
         let mut slots: Vec<(u32, u32)> = self.slot_of.iter().map(|(c, s)| (*c, *s)).collect();
         slots.sort_unstable();
-        let mut entries: Vec<(EntryKey, u32)> = self.id_of.iter().map(|(k, v)| (*k, *v)).collect();
-        entries.sort_unstable_by_key(|(_, id)| *id);
-        IdTable { slots, entries }
+        IdTable {
+            slots,
+            entries: self.ids.table(),
+            stats: self.stats.table(),
+        }
     }
 
     fn id_for(&mut self, key: EntryKey, tx: &mut Tx) -> Result<u32, DataplaneError> {
-        if let Some(id) = self.id_of.get(&key) {
-            return Ok(*id);
+        if let Some(id) = self.ids.get(&key) {
+            return Ok(id);
         }
-        let cap = self.backend.capacities().entry_ids;
-        let id = if let Some(id) = self.recycled_ids.pop() {
+        let (id, recycled) = self.ids.assign(key).ok_or(DataplaneError::IdsFull {
+            what: "source entry",
+            capacity: self.ids.capacity() - 1,
+        })?;
+        if recycled {
             // A recycled id still holds its previous entry's hits.
             tx.reset_ids.push(id);
-            id
-        } else if self.next_id < cap {
-            self.next_id += 1;
-            self.next_id - 1
-        } else {
-            return Err(DataplaneError::IdsFull { capacity: cap - 1 });
-        };
-        self.id_of.insert(key, id);
-        self.key_of.insert(id, key);
+        }
         tx.new_ids.push(key);
+        Ok(id)
+    }
+
+    fn stat_for(
+        &mut self,
+        key: StatKey,
+        tx: &mut Tx,
+        used: &mut HashSet<StatKey>,
+    ) -> Result<u32, DataplaneError> {
+        used.insert(key);
+        if let Some(id) = self.stats.get(&key) {
+            return Ok(id);
+        }
+        let (id, recycled) = self.stats.assign(key).ok_or(DataplaneError::IdsFull {
+            what: "rule and limit",
+            capacity: self.stats.capacity() - 1,
+        })?;
+        if recycled {
+            tx.reset_stats.push(id);
+        }
+        tx.new_stats.push(key);
         Ok(id)
     }
 
@@ -464,15 +543,58 @@ impl<B: MapBackend> Dataplane<B> {
         Ok(out)
     }
 
-    #[allow(clippy::type_complexity)]
+    /// A customer's rules and clean-pipe limit, with their counter/bucket indices.
+    fn extras(
+        &mut self,
+        c: &DesiredCustomer,
+        tx: &mut Tx,
+        used: &mut HashSet<StatKey>,
+        spec: &mut Fnv,
+    ) -> Result<Extras, DataplaneError> {
+        let mut list = Vec::new();
+        for r in c.effective_rules() {
+            let key = StatKey {
+                customer: c.id,
+                kind: StatKind::Rule {
+                    layer: r.layer,
+                    id: r.spec.id,
+                },
+            };
+            let stat = self.stat_for(key, tx, used)?;
+            spec.bytes(format!("{:?}", r.spec).as_bytes());
+            spec.u64(stat as u64);
+            list.push((&r.spec, stat));
+        }
+        let rules = compile_rules(&list);
+        let (limit_bucket, limit) = match &c.limits {
+            Some(l) => {
+                let key = StatKey {
+                    customer: c.id,
+                    kind: StatKind::Limit,
+                };
+                let id = self.stat_for(key, tx, used)?;
+                spec.bytes(format!("{l:?}").as_bytes());
+                spec.u64(id as u64);
+                (id, limit_params(l))
+            }
+            None => (0, RateParams::default()),
+        };
+        Ok(Extras {
+            rules,
+            limit_bucket,
+            limit,
+        })
+    }
+
     fn prepare(
         &mut self,
         desired: &Desired,
         clock: &Clock,
         tx: &mut Tx,
         stats: &mut ApplyStats,
-    ) -> Result<(Vec<(u32, Live)>, Option<Live>, HashSet<EntryKey>), DataplaneError> {
+    ) -> Result<Prepared, DataplaneError> {
         let mut used = HashSet::new();
+        let mut used_stats = HashSet::new();
         let mut pending = Vec::new();
         let caps = self.backend.capacities();
 
@@ -509,6 +631,7 @@ impl<B: MapBackend> Dataplane<B> {
                 &mut used,
                 &mut spec,
             )?;
+            let extras = self.extras(c, tx, &mut used_stats, &mut spec)?;
             let spec = spec.finish();
             if self
                 .live
@@ -518,7 +641,7 @@ impl<B: MapBackend> Dataplane<B> {
                 continue;
             }
             let unit = compile_sources(&items)?;
-            let live = self.place(slot, c.id, spec, vec![(Role::Src, unit)], tx, stats)?;
+            let live = self.place(slot, c.id, spec, vec![(Role::Src, unit)], extras, tx, stats)?;
             pending.push((slot, live));
         }
 
@@ -555,31 +678,44 @@ impl<B: MapBackend> Dataplane<B> {
                 (Role::Dst, compile_values(&dst)),
                 (Role::Src, compile_sources(&global)?),
             ];
-            Some(self.place(ROOT_SLOT, 0, spec, units, tx, stats)?)
+            Some(self.place(ROOT_SLOT, 0, spec, units, Extras::default(), tx, stats)?)
         };
         self.backend.reset_entry_hits(&tx.reset_ids)?;
-        Ok((pending, root, used))
+        self.backend.reset_stats(&tx.reset_stats)?;
+        Ok(Prepared {
+            pending,
+            root,
+            used,
+            used_stats,
+        })
     }
 
-    /// Writes compiled units into fresh regions and a fresh record.
+    fn alloc(&mut self, arena: usize, len: usize, tx: &mut Tx) -> Result<Span, DataplaneError> {
+        let s = self.arenas[arena].alloc(len as u32)?;
+        tx.spans.push((arena, s));
+        Ok(s)
+    }
+
+    /// Writes compiled units and rules into fresh regions and a fresh record.
+    #[allow(clippy::too_many_arguments)]
     fn place(
         &mut self,
         slot: u32,
         customer_id: u32,
         spec: u64,
         mut units: Vec<(Role, Unit)>,
+        mut extras: Extras,
         tx: &mut Tx,
         stats: &mut ApplyStats,
     ) -> Result<Live, DataplaneError> {
         let len4: usize = units.iter().map(|(_, u)| u.t4.nodes.len()).sum();
         let len6: usize = units.iter().map(|(_, u)| u.t6.nodes.len()).sum();
         let lenc: usize = units.iter().map(|(_, u)| u.chain.len()).sum();
-        let n4 = self.n4.alloc(len4 as u32)?;
-        tx.spans4.push(n4);
-        let n6 = self.n6.alloc(len6 as u32)?;
-        tx.spans6.push(n6);
-        let chain = self.chain.alloc(lenc as u32)?;
-        tx.chains.push(chain);
+        let n4 = self.alloc(N4, len4, tx)?;
+        let n6 = self.alloc(N6, len6, tx)?;
+        let chain = self.alloc(CHAIN, lenc, tx)?;
+        let rules = self.alloc(RULES, extras.rules.rules.len(), tx)?;
+        let cidrs = self.alloc(CIDRS, extras.rules.cidrs.len(), tx)?;
         let record = self.records.alloc(1)?.start;
         tx.records.push(record);
 
@@ -592,6 +728,10 @@ impl<B: MapBackend> Dataplane<B> {
         rec.n4 = n4;
         rec.n6 = n6;
         rec.chain = chain;
+        rec.rules = rules;
+        rec.rule_cidrs = cidrs;
+        rec.limit_bucket = extras.limit_bucket;
+        rec.limit = extras.limit;
         let (mut o4, mut o6, mut oc) = (n4.start, n6.start, chain.start);
         for (role, u) in &mut units {
             u.relocate(o4, o6, oc);
@@ -610,25 +750,26 @@ impl<B: MapBackend> Dataplane<B> {
             o6 += u.t6.nodes.len() as u32;
             oc += u.chain.len() as u32;
         }
+        extras.rules.relocate(cidrs.start);
+        self.backend
+            .write_rule_cidrs(cidrs.start, &extras.rules.cidrs)?;
+        self.backend.write_rules(rules.start, &extras.rules.rules)?;
         self.backend.write_record(record, &rec)?;
-        Ok(Live {
-            record,
-            customer_id,
-            spec,
-            n4,
-            n6,
-            chain,
-        })
+        Ok(Live::of(record, &rec))
     }
 
     fn commit(
         &mut self,
         desired: &Desired,
-        pending: Vec<(u32, Live)>,
-        root: Option<Live>,
-        used: HashSet<EntryKey>,
+        p: Prepared,
         stats: &mut ApplyStats,
     ) -> Result<Journal, DataplaneError> {
+        let Prepared {
+            pending,
+            root,
+            used,
+            used_stats,
+        } = p;
         let mut released = Journal::default();
         // Publish: customers first, the root last.
         for (slot, live) in &pending {
@@ -647,12 +788,8 @@ impl<B: MapBackend> Dataplane<B> {
             .filter(|(c, _)| !wanted.contains(c))
             .map(|(c, s)| (*c, *s))
             .collect();
-        let dropped_ids: Vec<EntryKey> = self
-            .id_of
-            .keys()
-            .filter(|k| !used.contains(k))
-            .copied()
-            .collect();
+        let dropped_ids = self.ids.others(&used);
+        let dropped_stats = self.stats.others(&used_stats);
 
         // Nothing unpublished above is read by any packet after this. Should the barrier
         // fail, the new policy is live but nothing old is reused: the old regions leak
@@ -687,19 +824,28 @@ impl<B: MapBackend> Dataplane<B> {
         }
         stats.customers_removed = removed.len();
         for k in dropped_ids {
-            if let Some(id) = self.id_of.remove(&k) {
-                self.key_of.remove(&id);
-                self.recycled_ids.push(id);
+            if let Some(id) = self.ids.release(&k) {
                 released.released_ids.push(id);
+            }
+        }
+        for k in dropped_stats {
+            if let Some(id) = self.stats.release(&k) {
+                released.released_stats.push(id);
             }
         }
         Ok(released)
     }
 
     fn release_live(&mut self, l: Live) {
-        self.n4.release(l.n4);
-        self.n6.release(l.n6);
-        self.chain.release(l.chain);
+        for (i, s) in [
+            (N4, l.n4),
+            (N6, l.n6),
+            (CHAIN, l.chain),
+            (RULES, l.rules),
+            (CIDRS, l.cidrs),
+        ] {
+            self.arenas[i].release(s);
+        }
         self.records.release(Span {
             start: l.record,
             len: 1,
@@ -707,14 +853,8 @@ impl<B: MapBackend> Dataplane<B> {
     }
 
     fn rollback(&mut self, tx: Tx) {
-        for s in tx.spans4 {
-            self.n4.release(s);
-        }
-        for s in tx.spans6 {
-            self.n6.release(s);
-        }
-        for s in tx.chains {
-            self.chain.release(s);
+        for (i, s) in tx.spans {
+            self.arenas[i].release(s);
         }
         for r in tx.records {
             self.records.release(Span { start: r, len: 1 });
@@ -724,12 +864,19 @@ impl<B: MapBackend> Dataplane<B> {
             self.free_slots.insert(s);
         }
         for k in tx.new_ids {
-            if let Some(id) = self.id_of.remove(&k) {
-                self.key_of.remove(&id);
-                self.recycled_ids.push(id);
-            }
+            self.ids.release(&k);
+        }
+        for k in tx.new_stats {
+            self.stats.release(&k);
         }
     }
+}
+
+struct Prepared {
+    pending: Vec<(u32, Live)>,
+    root: Option<Live>,
+    used: HashSet<EntryKey>,
+    used_stats: HashSet<StatKey>,
 }
 
 fn tree_at<N: crate::compile::tree::NodeKind>(t: &Built<N>, at: u32) -> Tree {

@@ -17,6 +17,9 @@ fn small() -> Capacities {
         nodes6: 4096,
         chain: 256,
         entry_ids: 4096,
+        rules: 512,
+        rule_cidrs: 512,
+        buckets: 512,
     }
 }
 

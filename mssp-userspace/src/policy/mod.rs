@@ -3,6 +3,7 @@
 
 pub mod cidr;
 pub mod doc;
+pub mod rules;
 pub mod rules_doc;
 mod validate;
 
@@ -88,6 +89,8 @@ pub struct Customer {
     pub name: Option<String>,
     pub prefixes: Vec<Net>,
     pub sources: Vec<SourceEntry>,
+    pub rules: Vec<rules::RuleSpec>,
+    pub limits: Option<rules::Limits>,
 }
 
 /// A validated policy document.
@@ -135,6 +138,7 @@ impl Policy {
                     id: c.id,
                     prefixes: c.prefixes.clone(),
                     sources: c.sources.iter().map(src).collect(),
+                    rules: c.rules.iter().map(rules::RuleSpec::to_reference).collect(),
                 })
                 .collect(),
         }

@@ -186,23 +186,19 @@ pub fn validate(doc: &PolicyDoc, cap: &Capacity) -> Result<Policy, PolicyError> 
             prefixes.push(net);
         }
         let srcs = sources(&c.sources, &format!("{here}.sources"), &mut errors);
-        if !c.rules.is_empty() {
-            errors.add(
-                format!("{here}.rules"),
-                "rules are not supported by this agent; upgrade mssp or remove them",
-            );
-        }
-        if c.limits.is_some() {
-            errors.add(
-                format!("{here}.limits"),
-                "limits are not supported by this agent; upgrade mssp or remove them",
-            );
-        }
+        let rules =
+            super::rules::rules(&c.rules, &format!("{here}.rules"), &prefixes, &mut errors.0);
+        let limits = c
+            .limits
+            .as_ref()
+            .and_then(|l| super::rules::limits(l, &format!("{here}.limits"), &mut errors.0));
         customers.push(Customer {
             id: c.id,
             name: c.name.clone(),
             prefixes,
             sources: srcs,
+            rules,
+            limits,
         });
     }
 

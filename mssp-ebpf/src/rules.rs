@@ -1,0 +1,402 @@
+//! Step 7: a customer's rules, in order, first terminal match wins; rate limits as shared
+//! token buckets (GCRA over compare-and-swap); the customer's clean-pipe limit.
+//!
+//! The rule loop runs under `bpf_loop`, so the verifier checks the per-rule body once instead
+//! of once per rule.
+
+use core::{
+    ffi::c_void,
+    intrinsics::{AtomicOrdering, atomic_cxchg},
+};
+
+use aya_ebpf::{
+    bindings::BPF_NOEXIST,
+    helpers::{bpf_ktime_get_ns, bpf_loop},
+};
+use mssp_common::{
+    abi::{
+        Bucket, MAX_RULES_PER_CUSTOMER, RULE_MAX_CIDRS, RULE_MAX_PORT_RANGES, RULE_MAX_VLANS,
+        RateParams, Record, Rule, SourceBucketKey, T16_BYTE_AT_1BPS, frag_bits, rule_action,
+        rule_fields, rule_flags,
+    },
+    proto::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP},
+};
+
+use crate::{
+    maps::{BUCKETS, RULE_CIDRS, RULE_STATS, RULES, SRC_BUCKETS},
+    parse::{Packet, frag},
+};
+
+/// What the rules decided.
+pub mod outcome {
+    /// No terminal rule matched.
+    pub const NONE: u32 = 0;
+    pub const DROP: u32 = 1;
+    pub const PASS: u32 = 2;
+    /// Over a rate limit.
+    pub const LIMITED: u32 = 3;
+}
+
+/// The packet fields rules look at, copied where the `bpf_loop` callback can read them.
+#[repr(C)]
+pub struct RuleCtx {
+    pub src: [u32; 4],
+    pub dst: [u32; 4],
+    pub bytes: u64,
+    pub now16: u64,
+    pub rules_start: u32,
+    pub v6: u32,
+    pub proto: u32,
+    pub frag_bit: u32,
+    pub has_l4: u32,
+    pub sport: u32,
+    pub dport: u32,
+    pub tcp_flags: u32,
+    pub is_tcp: u32,
+    pub is_icmp: u32,
+    pub icmp_type: u32,
+    pub icmp_code: u32,
+    pub ip_len: u32,
+    pub ttl: u32,
+    pub dscp: u32,
+    /// Outer VLAN id, or 0xffff when untagged.
+    pub vlan: u32,
+    pub outcome: u32,
+    pub rule_id: u32,
+}
+
+impl RuleCtx {
+    pub fn new(p: &Packet, bytes: u64, rules_start: u32) -> RuleCtx {
+        let (src, dst) = if p.v6 {
+            (words(p.src6), words(p.dst6))
+        } else {
+            ([p.src4, 0, 0, 0], [p.dst4, 0, 0, 0])
+        };
+        let icmp = if p.v6 { IPPROTO_ICMPV6 } else { IPPROTO_ICMP };
+        RuleCtx {
+            src,
+            dst,
+            bytes,
+            now16: 0,
+            rules_start,
+            v6: p.v6 as u32,
+            proto: p.proto as u32,
+            frag_bit: match p.frag {
+                frag::NONE => frag_bits::NONE,
+                frag::FIRST => frag_bits::FIRST,
+                _ => frag_bits::LATER,
+            },
+            has_l4: p.has_l4 as u32,
+            sport: p.sport as u32,
+            dport: p.dport as u32,
+            tcp_flags: p.tcp_flags as u32,
+            is_tcp: (p.has_l4 && p.proto == IPPROTO_TCP) as u32,
+            is_icmp: (p.has_l4 && p.proto == icmp) as u32,
+            icmp_type: p.icmp_type as u32,
+            icmp_code: p.icmp_code as u32,
+            ip_len: p.ip_len,
+            ttl: p.ttl as u32,
+            dscp: p.dscp as u32,
+            vlan: p.vlan as u32,
+            outcome: outcome::NONE,
+            rule_id: 0,
+        }
+    }
+
+    fn now(&mut self) -> u64 {
+        if self.now16 == 0 {
+            self.now16 = unsafe { bpf_ktime_get_ns() }.wrapping_mul(16);
+        }
+        self.now16
+    }
+}
+
+#[inline(always)]
+fn words(a: (u64, u64)) -> [u32; 4] {
+    [
+        (a.0 >> 32) as u32,
+        a.0 as u32,
+        (a.1 >> 32) as u32,
+        a.1 as u32,
+    ]
+}
+
+#[inline(always)]
+fn bit(map: &[u32; 8], v: u32) -> bool {
+    let v = v & 0xff;
+    (map[(v >> 5) as usize & 7] >> (v & 31)) & 1 != 0
+}
+
+// Range and equality tests are branch-free arithmetic on values LLVM cannot see through
+// (`black_box`): BPF has no set-on-condition, so `a <= b` as a value becomes a branch that
+// loads a constant, and the verifier then tracks every combination of those constants across
+// the unrolled loops (it refused the program at a million instructions).
+
+/// 1 if `a >= b`, for values below 2^32.
+#[inline(always)]
+fn ge(a: u64, b: u64) -> u64 {
+    b.wrapping_sub(a).wrapping_sub(1) >> 63
+}
+
+/// 1 if `a == b`, for values below 2^32.
+#[inline(always)]
+fn eq(a: u64, b: u64) -> u64 {
+    (a ^ b).wrapping_sub(1) >> 63
+}
+
+#[inline(always)]
+fn in_ranges(ranges: &[u32; RULE_MAX_PORT_RANGES], n: u32, port: u32) -> bool {
+    let port = core::hint::black_box(port as u64);
+    let n = core::hint::black_box(n as u64);
+    let mut hit = 0u64;
+    for (i, r) in ranges.iter().enumerate() {
+        let lo = (*r & 0xffff) as u64;
+        let hi = (*r >> 16) as u64;
+        hit |= ge(n, i as u64 + 1) & ge(port, lo) & ge(hi, port);
+    }
+    hit != 0
+}
+
+#[inline(always)]
+fn in_vlans(vlans: &[u32; RULE_MAX_VLANS], n: u32, vlan: u32) -> bool {
+    let vlan = core::hint::black_box(vlan as u64);
+    let n = core::hint::black_box(n as u64);
+    let mut hit = 0u64;
+    for (i, v) in vlans.iter().enumerate() {
+        hit |= ge(n, i as u64 + 1) & eq(*v as u64, vlan);
+    }
+    hit != 0
+}
+
+/// Whether the address matches any CIDR of `RULE_CIDRS[start .. start + len]`.
+#[inline(always)]
+fn in_cidrs(start: u32, len: u32, v6: u32, addr: &[u32; 4]) -> bool {
+    for i in 0..RULE_MAX_CIDRS {
+        if i >= len {
+            break;
+        }
+        let Some(c) = RULE_CIDRS.get(start.wrapping_add(i)) else {
+            return false;
+        };
+        if c.v6 == v6
+            && addr[0] & c.mask[0] == c.addr[0]
+            && addr[1] & c.mask[1] == c.addr[1]
+            && addr[2] & c.mask[2] == c.addr[2]
+            && addr[3] & c.mask[3] == c.addr[3]
+        {
+            return true;
+        }
+    }
+    false
+}
+
+#[inline(always)]
+fn matches(r: &Rule, c: &RuleCtx) -> bool {
+    let f = r.fields;
+    if f & rule_fields::NEEDS_L4 != 0 && c.has_l4 == 0 {
+        // A later fragment (or a protocol without these headers) never matches port, flag
+        // or ICMP fields.
+        return false;
+    }
+    if f & rule_fields::PROTOCOL != 0 && !bit(&r.protocol, c.proto) {
+        return false;
+    }
+    if f & (rule_fields::SRC_PORTS | rule_fields::DST_PORTS) != 0
+        && c.proto != IPPROTO_TCP as u32
+        && c.proto != IPPROTO_UDP as u32
+    {
+        return false;
+    }
+    if f & rule_fields::SRC_PORTS != 0 && !in_ranges(&r.sport, r.n_sport, c.sport) {
+        return false;
+    }
+    if f & rule_fields::DST_PORTS != 0 && !in_ranges(&r.dport, r.n_dport, c.dport) {
+        return false;
+    }
+    if f & rule_fields::TCP_FLAGS != 0
+        && (c.is_tcp == 0 || c.tcp_flags & r.tcp_set != r.tcp_set || c.tcp_flags & r.tcp_unset != 0)
+    {
+        return false;
+    }
+    if f & rule_fields::ICMP_TYPE != 0 && (c.is_icmp == 0 || !bit(&r.icmp_type, c.icmp_type)) {
+        return false;
+    }
+    if f & rule_fields::ICMP_CODE != 0 && (c.is_icmp == 0 || !bit(&r.icmp_code, c.icmp_code)) {
+        return false;
+    }
+    if f & rule_fields::LENGTH != 0 && (c.ip_len < r.len_min || c.ip_len > r.len_max) {
+        return false;
+    }
+    if f & rule_fields::TTL != 0 && (c.ttl < r.ttl_min || c.ttl > r.ttl_max) {
+        return false;
+    }
+    if f & rule_fields::DSCP != 0 && (r.dscp[(c.dscp >> 5) as usize & 1] >> (c.dscp & 31)) & 1 == 0
+    {
+        return false;
+    }
+    if f & rule_fields::FRAGMENT != 0 && r.fragment & c.frag_bit == 0 {
+        return false;
+    }
+    if f & rule_fields::VLAN != 0 && !in_vlans(&r.vlan, r.n_vlan, c.vlan) {
+        return false;
+    }
+    if f & rule_fields::SOURCES != 0 && !in_cidrs(r.src.start, r.src.len, c.v6, &c.src) {
+        return false;
+    }
+    if f & rule_fields::DESTINATIONS != 0 && !in_cidrs(r.dst.start, r.dst.len, c.v6, &c.dst) {
+        return false;
+    }
+    true
+}
+
+/// One GCRA step on a shared theoretical arrival time: conforms (and advances it) when the
+/// packet's cost fits in the burst tolerance. Lock-free: compare-and-swap, a few retries.
+#[inline(always)]
+fn gcra(tat: *mut u64, cost: u64, tau: u64, now: u64) -> bool {
+    for _ in 0..8 {
+        let old = unsafe { core::ptr::read_volatile(tat) };
+        let base = if old > now { old } else { now };
+        let new = base + cost;
+        if new > now + tau {
+            return false;
+        }
+        let (_, swapped) = unsafe {
+            atomic_cxchg::<u64, { AtomicOrdering::Relaxed }, { AtomicOrdering::Relaxed }>(
+                tat, old, new,
+            )
+        };
+        if swapped {
+            return true;
+        }
+    }
+    // Persistent contention: let the packet through rather than spin.
+    true
+}
+
+/// Whether a packet of `bytes` conforms to `params` on `bucket` at `now` (t16).
+#[inline(always)]
+pub fn conforms(bucket: *mut Bucket, params: &RateParams, bytes: u64, now: u64) -> bool {
+    if params.pkt_cost != 0
+        && !gcra(
+            unsafe { &raw mut (*bucket).pkt_tat },
+            params.pkt_cost,
+            params.pkt_tau,
+            now,
+        )
+    {
+        return false;
+    }
+    if params.bps != 0 {
+        let cost = bytes * T16_BYTE_AT_1BPS / params.bps;
+        if !gcra(
+            unsafe { &raw mut (*bucket).byte_tat },
+            cost,
+            params.byte_tau,
+            now,
+        ) {
+            return false;
+        }
+    }
+    true
+}
+
+#[inline(always)]
+fn rule_bucket(r: &Rule, c: &RuleCtx) -> Option<*mut Bucket> {
+    if r.flags & rule_flags::PER_SOURCE == 0 {
+        return BUCKETS.get_ptr_mut(r.stat);
+    }
+    let key = SourceBucketKey {
+        bucket: r.stat,
+        v6: c.v6,
+        addr: c.src,
+    };
+    if let Some(b) = SRC_BUCKETS.get_ptr_mut(&key) {
+        return Some(b);
+    }
+    let _ = SRC_BUCKETS.insert(&key, &Bucket::default(), BPF_NOEXIST as u64);
+    SRC_BUCKETS.get_ptr_mut(&key)
+}
+
+fn count(stat: u32, bytes: u64, limited: bool) {
+    if let Some(s) = RULE_STATS.get_ptr_mut(stat) {
+        unsafe {
+            (*s).packets += 1;
+            (*s).bytes += bytes;
+            if limited {
+                (*s).limited_packets += 1;
+                (*s).limited_bytes += bytes;
+            }
+        }
+    }
+}
+
+/// The `bpf_loop` body: rule `index` of the customer. Returns 1 to stop at a terminal match.
+unsafe extern "C" fn rule_step(index: u64, ctx: *mut c_void) -> i64 {
+    let c = unsafe { &mut *(ctx as *mut RuleCtx) };
+    let Some(r) = RULES.get(c.rules_start.wrapping_add(index as u32)) else {
+        return 1;
+    };
+    if !matches(r, c) {
+        return 0;
+    }
+    match r.action {
+        rule_action::DROP => {
+            count(r.stat, c.bytes, false);
+            c.outcome = outcome::DROP;
+        }
+        rule_action::PASS => {
+            count(r.stat, c.bytes, false);
+            c.outcome = outcome::PASS;
+        }
+        rule_action::RATE_LIMIT => {
+            let now = c.now();
+            let ok = match rule_bucket(r, c) {
+                Some(b) => conforms(b, &r.rate, c.bytes, now),
+                None => true,
+            };
+            count(r.stat, c.bytes, !ok);
+            c.outcome = if ok { outcome::PASS } else { outcome::LIMITED };
+        }
+        _ => {
+            // Monitor: counted, evaluation goes on.
+            count(r.stat, c.bytes, false);
+            return 0;
+        }
+    }
+    c.rule_id = r.id;
+    1
+}
+
+/// Runs the customer's rules over the packet.
+#[inline(always)]
+pub fn run(rec: &Record, c: &mut RuleCtx) {
+    let n = if rec.rules.len > MAX_RULES_PER_CUSTOMER {
+        MAX_RULES_PER_CUSTOMER
+    } else {
+        rec.rules.len
+    };
+    if n == 0 {
+        return;
+    }
+    unsafe {
+        bpf_loop(
+            n,
+            rule_step as *mut c_void,
+            c as *mut RuleCtx as *mut c_void,
+            0,
+        );
+    }
+}
+
+/// The customer's clean-pipe limit on a packet that would pass.
+#[inline(always)]
+pub fn customer_limit_ok(rec: &Record, c: &mut RuleCtx) -> bool {
+    if rec.limit_bucket == 0 {
+        return true;
+    }
+    let Some(b) = BUCKETS.get_ptr_mut(rec.limit_bucket) else {
+        return true;
+    };
+    let now = c.now();
+    conforms(b, &rec.limit, c.bytes, now)
+}
