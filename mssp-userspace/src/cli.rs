@@ -13,7 +13,7 @@ use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use crate::{
     agent::{
         self, RunOptions,
-        views::{BlockView, StatsView, StatusView},
+        views::{BlockView, RuleView, StatsView, StatusView},
     },
     client::{Client, ClientError},
     config::Config,
@@ -71,6 +71,11 @@ enum Command {
         #[command(subcommand)]
         command: BlockCommand,
     },
+    /// The NOC's local rules (evaluated before the central ones).
+    Rule {
+        #[command(subcommand)]
+        command: RuleCommand,
+    },
     /// Interfaces, policy versions, map fill.
     Status {
         #[arg(long)]
@@ -117,6 +122,37 @@ struct ScopeArgs {
     /// The ISP-wide list.
     #[arg(long)]
     global: bool,
+}
+
+#[derive(Subcommand)]
+enum RuleCommand {
+    /// Add (or replace, by id) a local rule, written as in the policy document, e.g.
+    /// '{"id":100,"match":{"protocol":"udp","src_ports":["11211"]},"action":"drop"}'.
+    Add {
+        #[arg(long)]
+        customer: u32,
+        /// The rule (JSON), or @FILE to read it from a file.
+        #[arg(long)]
+        rule: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a local rule.
+    Del {
+        #[arg(long)]
+        customer: u32,
+        #[arg(long)]
+        id: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A customer's rules of both layers in evaluation order, with their counters.
+    List {
+        #[arg(long)]
+        customer: u32,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -196,6 +232,7 @@ pub fn main() -> ExitCode {
             },
         ),
         Command::Block { command } => block(&client, command),
+        Command::Rule { command } => rule(&client, command),
         Command::Status { json } => report(client.request("GET", "/v1/status", None), |v| {
             if json {
                 println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
@@ -320,6 +357,94 @@ fn block(client: &Client, command: BlockCommand) -> ExitCode {
             })
         }
     }
+}
+
+fn rule(client: &Client, command: RuleCommand) -> ExitCode {
+    match command {
+        RuleCommand::Add {
+            customer,
+            rule,
+            json,
+        } => {
+            let text = match rule.strip_prefix('@') {
+                Some(path) => match std::fs::read_to_string(path) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        eprintln!("mssp rule add: cannot read {path}: {e}");
+                        return ExitCode::from(EXIT_USAGE);
+                    }
+                },
+                None => rule,
+            };
+            let value: serde_json::Value = match serde_json::from_str(&text) {
+                Ok(v) => v,
+                Err(e) => {
+                    eprintln!("mssp rule add: --rule is not JSON: {e}");
+                    return ExitCode::from(EXIT_DATAERR);
+                }
+            };
+            let body = serde_json::json!({"customer": customer, "rule": value, "user": operator()});
+            report(client.request("POST", "/v1/rules", Some(&body)), |v| {
+                if json {
+                    println!("{v}");
+                } else {
+                    println!(
+                        "local rule {} of customer {customer} is enforced at position {}",
+                        v["id"], v["order"]
+                    );
+                }
+            })
+        }
+        RuleCommand::Del { customer, id, json } => {
+            let body = serde_json::json!({"customer": customer, "id": id});
+            report(client.request("DELETE", "/v1/rules", Some(&body)), |v| {
+                if json {
+                    println!("{v}");
+                } else {
+                    println!("removed local rule {id} of customer {customer}");
+                }
+            })
+        }
+        RuleCommand::List { customer, json } => report(
+            client.request("GET", &format!("/v1/rules?customer={customer}"), None),
+            |v| {
+                if json {
+                    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+                } else if let Ok(list) = serde_json::from_value::<Vec<RuleView>>(v.clone()) {
+                    print_rules(&list);
+                }
+            },
+        ),
+    }
+}
+
+fn print_rules(list: &[RuleView]) {
+    if list.is_empty() {
+        println!("no rules");
+        return;
+    }
+    let mut t = table(&[
+        "#", "id", "layer", "match", "action", "packets", "limited", "who",
+    ]);
+    for r in list {
+        t.add_row(vec![
+            r.order.map_or_else(|| "-".to_string(), |o| o.to_string()),
+            r.id.to_string(),
+            r.layer.clone(),
+            r.rule
+                .get("match")
+                .map(|m| m.to_string())
+                .unwrap_or_else(|| "{}".into()),
+            r.rule
+                .get("action")
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
+            r.packets.to_string(),
+            r.limited_packets.to_string(),
+            r.who.clone(),
+        ]);
+    }
+    println!("{t}");
 }
 
 fn table(header: &[&str]) -> Table {

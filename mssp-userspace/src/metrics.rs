@@ -115,6 +115,38 @@ pub fn render(agent: &Agent, inner: &Inner) -> String {
         reg.register("entry_hit_bytes", "Bytes that hit a source entry", hb);
     }
 
+    let rp = counter_family();
+    let rb = counter_family();
+    let rl = counter_family();
+    let mut stats: Vec<_> = inner.dp.stat_keys().map(|(k, id)| (*k, id)).collect();
+    stats.sort_unstable_by_key(|(_, id)| *id);
+    if let (Some(first), Some(last)) = (stats.first(), stats.last()) {
+        let (lo, hi) = (first.1, last.1);
+        if let Ok(vals) = inner.dp.backend().read_rule_stats(lo, hi - lo + 1) {
+            for (k, id) in &stats {
+                let crate::dataplane::StatKind::Rule { layer, id: rule } = k.kind else {
+                    continue;
+                };
+                let c = vals[(id - lo) as usize];
+                let labels: Labels = vec![
+                    ("customer", k.customer.to_string()),
+                    ("rule", rule.to_string()),
+                    ("layer", layer.name().into()),
+                ];
+                rp.get_or_create(&labels).inc_by(c.packets);
+                rb.get_or_create(&labels).inc_by(c.bytes);
+                rl.get_or_create(&labels).inc_by(c.limited_packets);
+            }
+        }
+    }
+    reg.register("rule_packets", "Packets that matched a rule", rp);
+    reg.register("rule_bytes", "Bytes that matched a rule", rb);
+    reg.register(
+        "rule_limited_packets",
+        "Packets a rule's rate limit dropped",
+        rl,
+    );
+
     let fill = gauge_family();
     let cap = gauge_family();
     for f in inner.dp.fill() {

@@ -13,7 +13,7 @@ use std::{
 };
 
 use mssp::{
-    dataplane::{Clock, Desired, EntryKey, Layer, Scope},
+    dataplane::{Clock, Desired, EntryKey, Layer, Scope, backend::MapBackend},
     policy::{Capacity, Policy, cidr::parse_cidr, parse_policy},
     simulate::{Decision, Simulator},
 };
@@ -84,6 +84,24 @@ impl Harness {
         };
         dp.backend()
             .read_counter_at(counter_index(slot, verdict as u32, reason as u32))
+    }
+
+    /// Counters of a central-layer rule.
+    pub fn rule_stats(&self, customer: u32, id: u32) -> mssp_common::abi::RuleCounter {
+        let dp = self.sim.dataplane();
+        let key = mssp::dataplane::StatKey {
+            customer,
+            kind: mssp::dataplane::StatKind::Rule {
+                layer: Layer::Central,
+                id,
+            },
+        };
+        let stat = dp
+            .stat_id(&key)
+            .unwrap_or_else(|| panic!("rule {id} of customer {customer} is not enforced"));
+        dp.backend()
+            .read_rule_stats(stat, 1)
+            .expect("read rule stats")[0]
     }
 
     /// Hits of a central-layer source entry.

@@ -452,3 +452,125 @@ fn pins_of_another_abi_are_left_alone_until_replaced() {
     assert!(!dirs.pin_dir().join("v999").exists());
     assert_eq!(probe(&pair, BLOCKED, 10), 0);
 }
+
+#[test]
+fn local_rules_via_the_cli() {
+    require_root();
+    let pair = topology("ru");
+    let policy = r#"{"version":1,"customers":[{"id":7,"prefixes":["198.19.7.0/24"],
+        "rules":[{"id":1,"match":{"protocol":"udp","dst_ports":["9"]},"action":"drop"}]}]}"#;
+    let dirs = AgentDirs::new("ru", &[&pair.if_b], Some(policy), "");
+    let _agent = AgentProc::start(&pair.b, &dirs, &[], &[]);
+    let s = &dirs.socket;
+    assert_eq!(probe(&pair, ALLOWED, 20), 20);
+    ok(mssp(
+        s,
+        &[
+            "rule",
+            "add",
+            "--customer",
+            "7",
+            "--rule",
+            r#"{"id":100,"match":{"protocol":"udp","dst_ports":["5001"],"sources":["198.18.1.0/24"]},"action":"drop","comment":"noc"}"#,
+        ],
+    ));
+    assert_eq!(probe(&pair, ALLOWED, 20), 0, "the local rule drops");
+    assert_eq!(probe(&pair, NOC, 20), 20, "other sources pass");
+    let list = mssp_json(s, &["rule", "list", "--customer", "7", "--json"]);
+    let rules = list.as_array().unwrap();
+    assert_eq!(rules.len(), 2, "{list}");
+    assert_eq!(
+        (
+            rules[0]["id"].as_u64(),
+            rules[0]["layer"].as_str(),
+            rules[0]["order"].as_u64()
+        ),
+        (Some(100), Some("local"), Some(1))
+    );
+    assert_eq!(rules[0]["packets"], 20);
+    assert_eq!(rules[1]["layer"], "central");
+    let m = scrape(&pair.b, dirs.metrics_port);
+    assert!(
+        m.contains("mssp_rule_packets_total{customer=\"7\",rule=\"100\",layer=\"local\"} 20"),
+        "{m}"
+    );
+    for (args, needle) in [
+        (
+            vec![
+                "rule",
+                "add",
+                "--customer",
+                "7",
+                "--rule",
+                r#"{"id":5,"match":{"dst_ports":["70000"]},"action":"drop"}"#,
+            ],
+            "port 70000 is over 65535",
+        ),
+        (
+            vec![
+                "rule",
+                "add",
+                "--customer",
+                "7",
+                "--rule",
+                r#"{"id":5,"match":{"destinations":["198.19.8.0/24"]},"action":"drop"}"#,
+            ],
+            "outside the customer's prefixes",
+        ),
+        (
+            vec![
+                "rule",
+                "add",
+                "--customer",
+                "7",
+                "--rule",
+                r#"{"id":5,"match":{},"action":{"rate_limit":{"pps":0}}}"#,
+            ],
+            "a pps of 0",
+        ),
+        (
+            vec![
+                "rule",
+                "add",
+                "--customer",
+                "7",
+                "--rule",
+                r#"{"id":5,"match":{"tcp_flags":{"set":["sin"]}},"action":"drop"}"#,
+            ],
+            "unknown TCP flag \"sin\"",
+        ),
+        (
+            vec![
+                "rule",
+                "add",
+                "--customer",
+                "7",
+                "--rule",
+                r#"{"id":5,"match":{"protocol":"tcpp"},"action":"drop"}"#,
+            ],
+            "unknown protocol \"tcpp\"",
+        ),
+        (
+            vec![
+                "rule",
+                "add",
+                "--customer",
+                "9",
+                "--rule",
+                r#"{"id":5,"action":"drop"}"#,
+            ],
+            "unknown customer id 9",
+        ),
+        (
+            vec!["rule", "del", "--customer", "7", "--id", "1"],
+            "comes from the central policy",
+        ),
+    ] {
+        let out = mssp(s, &args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(65), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+    ok(mssp(s, &["rule", "del", "--customer", "7", "--id", "100"]));
+    assert_eq!(probe(&pair, ALLOWED, 20), 20, "after rule del");
+}

@@ -97,6 +97,7 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/stats", get(stats))
         .route("/v1/policy", get(policy))
         .route("/v1/blocks", get(blocks).post(block_add).delete(block_del))
+        .route("/v1/rules", get(rules_list).post(rule_add).delete(rule_del))
         .with_state(agent)
 }
 
@@ -620,6 +621,237 @@ async fn block_del(
             .set_local(local, "block del")
             .map_err(|e| ApiError(StatusCode::INSUFFICIENT_STORAGE, format!("nothing changed: {e}")))?;
         Ok(Json(serde_json::json!({"removed": format_net(&net), "scope": scope_name(scope)})))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+struct RulesQuery {
+    customer: u32,
+}
+
+pub fn rules_view(inner: &Inner, customer: u32) -> Vec<RuleView> {
+    use crate::dataplane::{StatKey, StatKind};
+    let d = super::desired(&inner.policy, &inner.local);
+    let Some(c) = d.customers.iter().find(|c| c.id == customer) else {
+        return Vec::new();
+    };
+    let order: Vec<(Layer, u32)> = c
+        .effective_rules()
+        .iter()
+        .map(|r| (r.layer, r.spec.id))
+        .collect();
+    let counters = |layer: Layer, id: u32| {
+        inner
+            .dp
+            .stat_id(&StatKey {
+                customer,
+                kind: StatKind::Rule { layer, id },
+            })
+            .and_then(|s| inner.dp.backend().read_rule_stats(s, 1).ok())
+            .map(|v| v[0])
+            .unwrap_or_default()
+    };
+    let mut out = Vec::new();
+    let central = inner.policy.customer(customer);
+    let central_docs = inner
+        .central
+        .as_ref()
+        .and_then(|f| f.policy.customers.iter().find(|x| x.id == customer))
+        .map(|x| x.rules.clone())
+        .unwrap_or_default();
+    let mut push = |layer: Layer, id: u32, doc: serde_json::Value, who: String, added: String| {
+        let pos = order.iter().position(|o| *o == (layer, id));
+        let k = counters(layer, id);
+        out.push(RuleView {
+            customer,
+            id,
+            layer: layer.name().into(),
+            order: pos.map(|p| p + 1),
+            enforced: pos.is_some(),
+            note: pos.is_none().then(|| match layer {
+                Layer::Central => "replaced by the local rule with the same id".to_string(),
+                Layer::Local => "no longer valid for the customer's prefixes".to_string(),
+            }),
+            rule: doc,
+            who,
+            added,
+            packets: k.packets,
+            bytes: k.bytes,
+            limited_packets: k.limited_packets,
+        });
+    };
+    for r in inner.local.rules.iter().filter(|r| r.customer == customer) {
+        push(
+            Layer::Local,
+            r.rule.id,
+            serde_json::to_value(&r.rule).unwrap_or_default(),
+            r.who.clone(),
+            ts(r.added),
+        );
+    }
+    if central.is_some() {
+        let who = format!("controller (policy version {})", inner.central_version());
+        let at = inner
+            .central
+            .as_ref()
+            .map(|c| ts(c.applied_at))
+            .unwrap_or_default();
+        for r in &central_docs {
+            push(
+                Layer::Central,
+                r.id,
+                serde_json::to_value(r).unwrap_or_default(),
+                who.clone(),
+                at.clone(),
+            );
+        }
+    }
+    out.sort_by_key(|r| r.order.unwrap_or(usize::MAX));
+    out
+}
+
+async fn rules_list(
+    State(agent): State<Arc<Agent>>,
+    Query(q): Query<RulesQuery>,
+) -> Result<Json<Vec<RuleView>>, ApiError> {
+    blocking(&agent, move |inner| {
+        if inner.policy.customer(q.customer).is_none() {
+            return Err(unknown_customer(inner, q.customer));
+        }
+        Ok(Json(rules_view(inner, q.customer)))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleAdd {
+    pub customer: u32,
+    pub rule: serde_json::Value,
+    #[serde(default)]
+    pub user: Option<String>,
+}
+
+async fn rule_add(
+    State(agent): State<Arc<Agent>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    Json(req): Json<RuleAdd>,
+) -> Result<Json<RuleView>, ApiError> {
+    let doc: crate::policy::rules_doc::RuleDoc = {
+        serde_path_to_error::deserialize(req.rule.clone()).map_err(|e| {
+            let path = e.path().to_string();
+            bad(format!("rule.{path}: {}", e.into_inner()))
+        })?
+    };
+    let who = match (peer.uid.map(user_name), req.user.as_deref()) {
+        (Some(u), Some(c)) if u != c => format!("{c} (as {u})"),
+        (Some(u), _) => u,
+        (None, Some(c)) => c.to_string(),
+        (None, None) => "unknown".into(),
+    };
+    let customer = req.customer;
+    blocking(&agent, move |inner| {
+        let Some(c) = inner.policy.customer(customer) else {
+            return Err(unknown_customer(inner, customer));
+        };
+        let mut errors = Vec::new();
+        if crate::policy::rules::rule(&doc, "rule", &c.prefixes, &mut errors).is_none() {
+            return Err(bad(errors
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("; ")));
+        }
+        let mut local = inner.local.clone();
+        local
+            .rules
+            .retain(|r| !(r.customer == customer && r.rule.id == doc.id));
+        let central_ids: Vec<u32> = c.rules.iter().map(|r| r.id).collect();
+        let local_count = local
+            .rules
+            .iter()
+            .filter(|r| r.customer == customer)
+            .count()
+            + 1;
+        let total = local_count
+            + central_ids
+                .iter()
+                .filter(|id| {
+                    !local
+                        .rules
+                        .iter()
+                        .any(|r| r.customer == customer && r.rule.id == **id)
+                        && **id != doc.id
+                })
+                .count();
+        if total > mssp_common::abi::MAX_RULES_PER_CUSTOMER as usize {
+            return Err(ApiError(
+                StatusCode::INSUFFICIENT_STORAGE,
+                format!(
+                    "customer {customer} would have {total} rules; a customer holds at most {}",
+                    mssp_common::abi::MAX_RULES_PER_CUSTOMER
+                ),
+            ));
+        }
+        let id = doc.id;
+        local.rules.push(super::store::LocalRule {
+            customer,
+            rule: doc,
+            who,
+            added: OffsetDateTime::now_utc(),
+        });
+        inner.set_local(local, "rule add").map_err(|e| {
+            ApiError(
+                StatusCode::INSUFFICIENT_STORAGE,
+                format!("nothing changed: {e}"),
+            )
+        })?;
+        rules_view(inner, customer)
+            .into_iter()
+            .find(|r| r.layer == "local" && r.id == id)
+            .ok_or_else(|| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "rule vanished".into()))
+    })
+    .await
+    .map(Json)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleDel {
+    pub customer: u32,
+    pub id: u32,
+}
+
+async fn rule_del(
+    State(agent): State<Arc<Agent>>,
+    Json(req): Json<RuleDel>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    blocking(&agent, move |inner| {
+        let Some(c) = inner.policy.customer(req.customer) else {
+            return Err(unknown_customer(inner, req.customer));
+        };
+        let mut local = inner.local.clone();
+        let before = local.rules.len();
+        local.rules.retain(|r| !(r.customer == req.customer && r.rule.id == req.id));
+        if local.rules.len() == before {
+            let msg = if c.rules.iter().any(|r| r.id == req.id) {
+                format!(
+                    "rule {} of customer {} comes from the central policy (version {}); the CLI edits the local layer only — \
+                     override it with a local rule of the same id",
+                    req.id,
+                    req.customer,
+                    inner.central_version()
+                )
+            } else {
+                format!("customer {} has no local rule {}", req.customer, req.id)
+            };
+            return Err(ApiError(StatusCode::NOT_FOUND, msg));
+        }
+        inner
+            .set_local(local, "rule del")
+            .map_err(|e| ApiError(StatusCode::INSUFFICIENT_STORAGE, format!("nothing changed: {e}")))?;
+        Ok(Json(serde_json::json!({"removed": req.id, "customer": req.customer})))
     })
     .await
 }

@@ -111,6 +111,18 @@ pub struct Agent {
 /// entries of a customer the central policy does not have are kept but not enforced.
 pub fn desired(policy: &Policy, local: &LocalFile) -> Desired {
     let mut d = Desired::from_policy(policy);
+    for r in &local.rules {
+        let Some(c) = d.customers.iter_mut().find(|c| c.id == r.customer) else {
+            continue;
+        };
+        let mut errors = Vec::new();
+        if let Some(spec) = crate::policy::rules::rule(&r.rule, "rule", &c.prefixes, &mut errors) {
+            c.rules.push(crate::dataplane::DesiredRule {
+                spec,
+                layer: Layer::Local,
+            });
+        }
+    }
     for e in &local.entries {
         let de = DesiredEntry {
             net: e.net(),

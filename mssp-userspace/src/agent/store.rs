@@ -137,9 +137,21 @@ impl LocalEntry {
     }
 }
 
+/// One NOC rule with its provenance.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct LocalRule {
+    pub customer: u32,
+    pub rule: crate::policy::rules_doc::RuleDoc,
+    pub who: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub added: OffsetDateTime,
+}
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct LocalFile {
     pub entries: Vec<LocalEntry>,
+    #[serde(default)]
+    pub rules: Vec<LocalRule>,
 }
 
 /// Paths of the state directory.

@@ -102,6 +102,27 @@ pub struct StatsView {
     pub customers: Vec<CustomerStats>,
 }
 
+/// One rule as the NOC sees it, from either layer, in evaluation order.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct RuleView {
+    pub customer: u32,
+    pub id: u32,
+    /// "central" or "local".
+    pub layer: String,
+    /// Position in the evaluation order (1 = first), when enforced.
+    pub order: Option<usize>,
+    pub enforced: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// The rule as written (document shape).
+    pub rule: serde_json::Value,
+    pub who: String,
+    pub added: String,
+    pub packets: u64,
+    pub bytes: u64,
+    pub limited_packets: u64,
+}
+
 /// An error reply.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct ErrorView {
