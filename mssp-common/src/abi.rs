@@ -536,6 +536,35 @@ pub mod trace_flags {
     pub const CUSTOMER_MONITOR: u32 = 4;
 }
 
+/// The traffic generator (`mssp-gen`, used by the benchmarks and rate tests): a table of
+/// flows the program writes into each frame it sends, one after the other.
+pub mod generator {
+    /// Flows in the table, at most.
+    pub const MAX_FLOWS: u32 = 1 << 21;
+
+    /// Where to write addresses in the template frame, and how many flows there are.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct GenConfig {
+        pub n_flows: u32,
+        pub v6: u32,
+        /// Byte offsets of the source and destination address in the frame.
+        pub src_off: u32,
+        pub dst_off: u32,
+    }
+
+    /// One (source, destination) pair; IPv4 uses the first word, in network byte order.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct Flow {
+        pub src: [u8; 16],
+        pub dst: [u8; 16],
+    }
+
+    pub const CONFIG: &str = "GEN_CONFIG";
+    pub const FLOWS: &str = "GEN_FLOWS";
+}
+
 /// Names of the maps, as the agent pins and finds them.
 pub mod map_names {
     pub const CUR: &str = "CUR";
@@ -578,6 +607,8 @@ mod pod {
     unsafe impl aya::Pod for Record {}
     unsafe impl aya::Pod for Counter {}
     unsafe impl aya::Pod for Trace {}
+    unsafe impl aya::Pod for generator::GenConfig {}
+    unsafe impl aya::Pod for generator::Flow {}
     unsafe impl aya::Pod for Rule {}
     unsafe impl aya::Pod for RuleCidr {}
     unsafe impl aya::Pod for RuleCounter {}

@@ -13,3 +13,4 @@ pub mod metrics;
 pub mod pins;
 pub mod policy;
 pub mod simulate;
+pub mod traffic;
