@@ -31,6 +31,34 @@ use crate::maps::{COUNTERS, ENTRY_HITS, SCRATCH};
 #[unsafe(no_mangle)]
 static TRACE: u32 = 0;
 
+/// Customer slots the maps were created with (load time; `counter_index` needs it).
+#[unsafe(no_mangle)]
+static SLOTS: u32 = mssp_common::abi::MAX_SLOTS;
+
+/// Set to 1 at load time for the benchmark floor (`parse_only`): parse, then drop and count,
+/// with no lookups. Pruned by the verifier when 0.
+#[unsafe(no_mangle)]
+static PARSE_ONLY: u32 = 0;
+
+#[unsafe(no_mangle)]
+static SKIP: u32 = 0;
+
+/// Entries per CPU block of the striped counter maps (load time; see maps.rs).
+#[unsafe(no_mangle)]
+static COUNTERS_STRIDE: u32 = mssp_common::abi::MAX_COUNTERS;
+#[unsafe(no_mangle)]
+static HITS_STRIDE: u32 = mssp_common::abi::MAX_ENTRY_IDS;
+#[unsafe(no_mangle)]
+pub(crate) static RULE_STATS_STRIDE: u32 = mssp_common::abi::MAX_RULES;
+
+/// This CPU's element `idx` of a striped map with `stride` entries per CPU.
+#[inline(always)]
+pub(crate) fn stripe<T>(map: &aya_ebpf::maps::Array<T>, stride: &'static u32, idx: u32) -> Option<*mut T> {
+    let stride = unsafe { core::ptr::read_volatile(stride) };
+    let cpu = unsafe { aya_ebpf::helpers::bpf_get_smp_processor_id() };
+    map.get_ptr_mut(cpu.wrapping_mul(stride).wrapping_add(idx))
+}
+
 struct Decision {
     verdict: Verdict,
     reason: Reason,
@@ -73,7 +101,10 @@ fn frame_len(ctx: &XdpContext) -> u64 {
 
 #[inline(always)]
 fn count_hit(id: u32, bytes: u64) {
-    if let Some(c) = ENTRY_HITS.get_ptr_mut(id) {
+    if unsafe { core::ptr::read_volatile(&SKIP) } & 1 != 0 {
+        return;
+    }
+    if let Some(c) = stripe(&ENTRY_HITS, &HITS_STRIDE, id) {
         unsafe {
             (*c).packets += 1;
             (*c).bytes += bytes;
@@ -84,8 +115,15 @@ fn count_hit(id: u32, bytes: u64) {
 #[inline(always)]
 fn finish(ctx: &XdpContext, d: &Decision) -> u32 {
     let bytes = frame_len(ctx);
-    let idx = counter_index(d.slot, d.verdict as u32, d.reason as u32);
-    if let Some(c) = COUNTERS.get_ptr_mut(idx) {
+        let slots = unsafe { core::ptr::read_volatile(&SLOTS) };
+    if unsafe { core::ptr::read_volatile(&SKIP) } & 2 != 0 {
+        return match d.verdict {
+            Verdict::Pass => xdp_action::XDP_PASS,
+            Verdict::Drop => xdp_action::XDP_DROP,
+        };
+    }
+    let idx = counter_index(d.slot, d.verdict as u32, d.reason as u32, slots);
+    if let Some(c) = stripe(&COUNTERS, &COUNTERS_STRIDE, idx) {
         unsafe {
             (*c).packets += 1;
             (*c).bytes += bytes;
@@ -144,8 +182,11 @@ fn try_mssp_xdp(ctx: &XdpContext) -> Result<Decision, Internal> {
             } else {
                 Verdict::Drop
             };
-            return Ok(Decision::early(verdict, reason));
+                        return Ok(Decision::early(verdict, reason));
         }
+    }
+    if unsafe { core::ptr::read_volatile(&PARSE_ONLY) } != 0 {
+        return Ok(Decision::early(Verdict::Drop, Reason::Default));
     }
     evaluate(p, frame_len(ctx))
 }

@@ -318,7 +318,7 @@ fn rule_bucket(r: &Rule, c: &RuleCtx) -> Option<*mut Bucket> {
 }
 
 fn count(stat: u32, bytes: u64, limited: bool) {
-    if let Some(s) = RULE_STATS.get_ptr_mut(stat) {
+    if let Some(s) = crate::stripe(&RULE_STATS, &crate::RULE_STATS_STRIDE, stat) {
         unsafe {
             (*s).packets += 1;
             (*s).bytes += bytes;

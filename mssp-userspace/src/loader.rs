@@ -4,7 +4,10 @@
 use aya::{Ebpf, EbpfLoader, programs::Xdp};
 
 use crate::dataplane::backend::Capacities;
-use mssp_common::abi::map_names;
+use mssp_common::{
+    abi::{Bucket, ChainLink, Counter, Node4, Node6, Record, Rule, RuleCidr, RuleCounter, map_names},
+    reason::{NREASONS, NVERDICTS},
+};
 
 /// The XDP object built from `mssp-ebpf` by `build.rs`.
 pub static PROGRAM: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mssp-xdp"));
@@ -16,8 +19,10 @@ pub const PROGRAM_NAME: &str = "mssp_xdp";
 pub struct LoadOptions {
     /// Record every decision in `TRACE_OUT` (simulate, tests). Off in production.
     pub trace: bool,
-    /// Map sizes; `None` keeps the program's defaults.
+        /// Map sizes; `None` keeps the program's defaults.
     pub capacities: Option<Capacities>,
+    /// The benchmark floor: parse, drop, count; no lookups.
+    pub parse_only: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +41,62 @@ fn permission_hint(msg: &str) -> &'static str {
     }
 }
 
+/// Possible CPUs: the striped counter maps hold one block per CPU.
+pub fn ncpus() -> u32 {
+    aya::util::nr_cpus().map_or(1, |n| n as u32)
+}
+
+/// The load-time globals that follow from the map sizes. The loader borrows them until it
+/// loads, so the caller owns them.
+#[derive(Clone, Copy, Debug)]
+pub struct Globals {
+    slots: u32,
+    counters_stride: u32,
+    hits_stride: u32,
+    rule_stats_stride: u32,
+}
+
+impl Globals {
+    pub fn new(c: &Capacities) -> Self {
+        Globals {
+            slots: c.slots,
+            counters_stride: c.slots * NVERDICTS * NREASONS,
+            hits_stride: c.entry_ids,
+            rule_stats_stride: c.buckets,
+        }
+    }
+}
+
+/// Map sizes and the load-time globals that go with them, for a fresh or pinned load alike.
+pub fn configure<'a>(loader: &mut EbpfLoader<'a>, c: &Capacities, g: &'a Globals) {
+    loader
+        .override_global("SLOTS", &g.slots, true)
+        .override_global("COUNTERS_STRIDE", &g.counters_stride, true)
+        .override_global("HITS_STRIDE", &g.hits_stride, true)
+        .override_global("RULE_STATS_STRIDE", &g.rule_stats_stride, true);
+    for (name, _, entries) in expected_shapes(c, ncpus()) {
+        loader.map_max_entries(name, entries);
+    }
+}
+
+/// Every map the agent pins: (name, value size, entries), as `configure` creates them.
+pub fn expected_shapes(c: &Capacities, cpus: u32) -> Vec<(&'static str, u32, u32)> {
+    let counters = c.slots * NVERDICTS * NREASONS;
+    vec![
+        (map_names::CUR, 4, c.slots),
+        (map_names::RECORDS, size_of::<Record>() as u32, c.records),
+        (map_names::NODES4, size_of::<Node4>() as u32, c.nodes4),
+        (map_names::NODES6, size_of::<Node6>() as u32, c.nodes6),
+        (map_names::CHAIN, size_of::<ChainLink>() as u32, c.chain),
+        (map_names::COUNTERS, size_of::<Counter>() as u32, counters * cpus),
+        (map_names::ENTRY_HITS, size_of::<Counter>() as u32, c.entry_ids * cpus),
+        (map_names::RULES, size_of::<Rule>() as u32, c.rules),
+        (map_names::RULE_CIDRS, size_of::<RuleCidr>() as u32, c.rule_cidrs),
+        (map_names::RULE_STATS, size_of::<RuleCounter>() as u32, c.buckets * cpus),
+        (map_names::BUCKETS, size_of::<Bucket>() as u32, c.buckets),
+    ]
+}
+
 /// Loads the object and the program (not attached anywhere).
 pub fn load(opts: &LoadOptions) -> Result<Ebpf, LoadError> {
     let mut loader = EbpfLoader::new();
@@ -46,16 +107,16 @@ pub fn load(opts: &LoadOptions) -> Result<Ebpf, LoadError> {
     if opts.trace {
         loader.override_global("TRACE", &1u32, true);
     }
-    if let Some(c) = &opts.capacities {
-        loader
-            .map_max_entries(map_names::CUR, c.slots)
-            .map_max_entries(map_names::RECORDS, c.records)
-            .map_max_entries(map_names::NODES4, c.nodes4)
-            .map_max_entries(map_names::NODES6, c.nodes6)
-            .map_max_entries(map_names::CHAIN, c.chain)
-            .map_max_entries(map_names::ENTRY_HITS, c.entry_ids)
-            .map_max_entries(map_names::COUNTERS, c.slots * 32);
+    let skip = std::env::var("MSSP_SKIP").ok().and_then(|s| s.parse::<u32>().ok());
+    if let Some(s) = &skip {
+        loader.override_global("SKIP", s, true);
     }
+    if opts.parse_only {
+        loader.override_global("PARSE_ONLY", &1u32, true);
+    }
+    let caps = opts.capacities.unwrap_or_default();
+    let globals = Globals::new(&caps);
+    configure(&mut loader, &caps, &globals);
     let mut ebpf = loader
         .load(PROGRAM)
         .map_err(|e| LoadError::Load(format!("{e:#}")))?;

@@ -26,7 +26,7 @@ use aya::{
     },
 };
 use log::{info, warn};
-use mssp_common::abi::{ABI_VERSION, ChainLink, Counter, Node4, Node6, Record, map_names};
+use mssp_common::abi::{ABI_VERSION, map_names};
 
 use crate::{
     config::{AttachMode, Config, InterfaceConfig},
@@ -163,32 +163,11 @@ fn other_versions(root: &Path) -> Vec<String> {
     v
 }
 
-/// Key size, value size, entries and type each pinned map must have.
-fn expected_shapes(c: &Capacities) -> Vec<(&'static str, u32, u32)> {
-    vec![
-        (map_names::CUR, 4, c.slots),
-        (map_names::RECORDS, size_of::<Record>() as u32, c.records),
-        (map_names::NODES4, size_of::<Node4>() as u32, c.nodes4),
-        (map_names::NODES6, size_of::<Node6>() as u32, c.nodes6),
-        (map_names::CHAIN, size_of::<ChainLink>() as u32, c.chain),
-        (
-            map_names::COUNTERS,
-            size_of::<Counter>() as u32,
-            c.slots * 32,
-        ),
-        (
-            map_names::ENTRY_HITS,
-            size_of::<Counter>() as u32,
-            c.entry_ids,
-        ),
-    ]
-}
-
 /// Checks that every pinned map has the shape this build expects; returns whether any map
 /// was pinned at all.
 fn check_pinned_maps(layout: &Layout, caps: &Capacities) -> Result<bool, PinError> {
     let mut any = false;
-    for (name, value_size, entries) in expected_shapes(caps) {
+    for (name, value_size, entries) in crate::loader::expected_shapes(caps, crate::loader::ncpus()) {
         let path = layout.map(name);
         if !path.exists() {
             continue;
@@ -248,20 +227,15 @@ pub fn load(cfg: &Config, replace: bool) -> Result<(Ebpf, bool), PinError> {
     }
     fs::create_dir_all(layout.abi_dir()).map_err(|e| dir_err(&layout.abi_dir(), e.to_string()))?;
 
+        let globals = crate::loader::Globals::new(&caps);
     let mut loader = EbpfLoader::new();
+    crate::loader::configure(&mut loader, &caps, &globals);
     let paths: Vec<(&'static str, PathBuf)> =
         map_names::ALL.iter().map(|n| (*n, layout.map(n))).collect();
     for (name, path) in &paths {
         loader.map_pin_path(name, path.as_path());
     }
-    loader
-        .map_max_entries(map_names::CUR, caps.slots)
-        .map_max_entries(map_names::RECORDS, caps.records)
-        .map_max_entries(map_names::NODES4, caps.nodes4)
-        .map_max_entries(map_names::NODES6, caps.nodes6)
-        .map_max_entries(map_names::CHAIN, caps.chain)
-        .map_max_entries(map_names::ENTRY_HITS, caps.entry_ids)
-        .map_max_entries(map_names::COUNTERS, caps.slots * 32);
+
     let mut ebpf = loader
         .load(PROGRAM)
         .map_err(|e| PinError::Load(format!("{e:#}")))?;

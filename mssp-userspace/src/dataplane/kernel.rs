@@ -4,11 +4,12 @@ use std::os::fd::{AsFd, OwnedFd};
 
 use aya::{
     Ebpf,
-    maps::{Array, Map, MapData, PerCpuArray},
+    maps::{Array, Map, MapData},
 };
 use mssp_common::{
     abi::{
-        Bucket, ChainLink, Counter, Node4, Node6, Record, Rule, RuleCidr, RuleCounter, map_names,
+                Bucket, ChainLink, Counter, Node4, Node6, Record, Rule, RuleCidr, RuleCounter,
+        counter_index, map_names,
     },
     reason::{NREASONS, NVERDICTS},
 };
@@ -47,7 +48,6 @@ fn take(ebpf: &mut Ebpf, name: &'static str) -> OpResult<(Map, OwnedFd, u32)> {
 
 pub struct KernelBackend {
     caps: Capacities,
-    ncpus: usize,
     cur: MappedU32,
     _cur_fd: OwnedFd,
     records: Array<MapData, Record>,
@@ -55,13 +55,11 @@ pub struct KernelBackend {
     nodes4_fd: OwnedFd,
     nodes6_fd: OwnedFd,
     chain_fd: OwnedFd,
-    counters: PerCpuArray<MapData, Counter>,
-    counters_fd: OwnedFd,
-    hits: PerCpuArray<MapData, Counter>,
-    hits_fd: OwnedFd,
+    counters: Striped,
+    hits: Striped,
     rules_fd: OwnedFd,
     cidrs_fd: OwnedFd,
-    rule_stats_fd: OwnedFd,
+    rule_stats: Striped,
     buckets_fd: OwnedFd,
     _src_buckets: Map,
     barrier: Barrier,
@@ -75,15 +73,14 @@ impl KernelBackend {
         let (_n4, nodes4_fd, n4) = take(ebpf, map_names::NODES4)?;
         let (_n6, nodes6_fd, n6) = take(ebpf, map_names::NODES6)?;
         let (_c, chain_fd, nchain) = take(ebpf, map_names::CHAIN)?;
-        let (counters, counters_fd, _) = take(ebpf, map_names::COUNTERS)?;
-        let (hits, hits_fd, nids) = take(ebpf, map_names::ENTRY_HITS)?;
+        let cpus = crate::loader::ncpus();
+        let counters = Striped::take(ebpf, map_names::COUNTERS, cpus)?;
+        let hits = Striped::take(ebpf, map_names::ENTRY_HITS, cpus)?;
         let (_r, rules_fd, nrules) = take(ebpf, map_names::RULES)?;
         let (_rc, cidrs_fd, ncidrs) = take(ebpf, map_names::RULE_CIDRS)?;
-        let (_rs, rule_stats_fd, _) = take(ebpf, map_names::RULE_STATS)?;
+        let rule_stats = Striped::take(ebpf, map_names::RULE_STATS, cpus)?;
         let (_b, buckets_fd, nbuckets) = take(ebpf, map_names::BUCKETS)?;
         let (src_buckets, _, _) = take(ebpf, map_names::SOURCE_BUCKETS)?;
-        let ncpus = aya::util::nr_cpus()
-            .map_err(|(f, e)| err("ENTRY_HITS", "nr_cpus", format!("{f}: {e}")))?;
         let mapped =
             MappedU32::new(cur_fd.as_fd(), slots).map_err(|e| err(map_names::CUR, "mmap", e))?;
         drop(cur);
@@ -94,12 +91,11 @@ impl KernelBackend {
                 nodes4: n4,
                 nodes6: n6,
                 chain: nchain,
-                entry_ids: nids,
+                entry_ids: hits.stride,
                 rules: nrules,
                 rule_cidrs: ncidrs,
                 buckets: nbuckets,
             },
-            ncpus,
             cur: mapped,
             _cur_fd: cur_fd,
             records: Array::try_from(records).map_err(|e| err(map_names::RECORDS, "open", e))?,
@@ -107,30 +103,109 @@ impl KernelBackend {
             nodes4_fd,
             nodes6_fd,
             chain_fd,
-            counters: PerCpuArray::try_from(counters)
-                .map_err(|e| err(map_names::COUNTERS, "open", e))?,
-            counters_fd,
-            hits: PerCpuArray::try_from(hits).map_err(|e| err(map_names::ENTRY_HITS, "open", e))?,
-            hits_fd,
+            counters,
+            hits,
             rules_fd,
             cidrs_fd,
-            rule_stats_fd,
+            rule_stats,
             buckets_fd,
             _src_buckets: src_buckets,
             barrier: Barrier::new().map_err(|e| err("barrier", "create", e))?,
         })
     }
+}
 
-    pub fn ncpus(&self) -> usize {
-        self.ncpus
+/// Counters the data path adds to, summed over CPUs when read.
+trait Summable: Copy + Default {
+    fn add(self, other: Self) -> Self;
+}
+
+impl Summable for Counter {
+    fn add(self, o: Self) -> Self {
+        Counter {
+            packets: self.packets + o.packets,
+            bytes: self.bytes + o.bytes,
+        }
     }
 }
 
-fn sum(values: &[Counter]) -> Counter {
-    values.iter().fold(Counter::default(), |a, c| Counter {
-        packets: a.packets + c.packets,
-        bytes: a.bytes + c.bytes,
-    })
+impl Summable for RuleCounter {
+    fn add(self, o: Self) -> Self {
+        RuleCounter {
+            packets: self.packets + o.packets,
+            bytes: self.bytes + o.bytes,
+            limited_packets: self.limited_packets + o.limited_packets,
+            limited_bytes: self.limited_bytes + o.limited_bytes,
+        }
+    }
+}
+
+/// A counter map striped by CPU: a plain array of `cpus` blocks of `stride` entries; CPU
+/// `c` adds to entry `c * stride + i`. (A per-CPU array costs the data path a per-CPU
+/// address computation per access; one stripe per CPU keeps the writes just as private.)
+struct Striped {
+    name: &'static str,
+    fd: OwnedFd,
+    stride: u32,
+    cpus: u32,
+    _map: Map,
+}
+
+impl Striped {
+    fn take(ebpf: &mut Ebpf, name: &'static str, cpus: u32) -> OpResult<Striped> {
+        let (map, fd, max) = take(ebpf, name)?;
+        if max % cpus != 0 {
+            return Err(err(
+                name,
+                "open",
+                format!("{max} entries is not a whole stripe for each of {cpus} CPUs"),
+            ));
+        }
+        Ok(Striped {
+            name,
+            fd,
+            stride: max / cpus,
+            cpus,
+            _map: map,
+        })
+    }
+
+    /// Entries `start..start + count`, each summed over the CPU stripes.
+    fn read<T: Summable>(&self, start: u32, count: u32) -> OpResult<Vec<T>> {
+        if start.checked_add(count).is_none_or(|end| end > self.stride) {
+            return Err(err(
+                self.name,
+                "lookup",
+                format!("entries {start}..+{count} out of bounds (stride {})", self.stride),
+            ));
+        }
+        let mut out = vec![T::default(); count as usize];
+        for cpu in 0..self.cpus {
+            let raw = percpu_lookup_batch(
+                self.fd.as_fd(),
+                cpu * self.stride + start,
+                count,
+                size_of::<T>(),
+                1,
+            )
+            .map_err(|e| err(self.name, "lookup batch", e))?;
+            for (o, c) in out.iter_mut().zip(raw.chunks_exact(size_of::<T>())) {
+                // SAFETY: T is plain old data; each chunk is exactly one.
+                *o = o.add(unsafe { std::ptr::read_unaligned(c.as_ptr().cast::<T>()) });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Zeroes `keys` in every CPU's stripe.
+    fn zero<T>(&self, keys: &[u32]) -> OpResult {
+        let mut all = Vec::with_capacity(keys.len() * self.cpus as usize);
+        for cpu in 0..self.cpus {
+            all.extend(keys.iter().map(|k| cpu * self.stride + k));
+        }
+        percpu_zero_batch(self.fd.as_fd(), &all, size_of::<T>(), 1)
+            .map_err(|e| err(self.name, "update", e))
+    }
 }
 
 impl MapBackend for KernelBackend {
@@ -172,13 +247,7 @@ impl MapBackend for KernelBackend {
         if ids.is_empty() {
             return Ok(());
         }
-        percpu_zero_batch(
-            self.rule_stats_fd.as_fd(),
-            ids,
-            size_of::<RuleCounter>(),
-            self.ncpus,
-        )
-        .map_err(|e| err(map_names::RULE_STATS, "update", e))?;
+        self.rule_stats.zero::<RuleCounter>(ids)?;
         for id in ids {
             array_update_batch(self.buckets_fd.as_fd(), *id, &[Bucket::default()])
                 .map_err(|e| err(map_names::BUCKETS, "update", e))?;
@@ -187,29 +256,7 @@ impl MapBackend for KernelBackend {
     }
 
     fn read_rule_stats(&self, start: u32, count: u32) -> OpResult<Vec<RuleCounter>> {
-        let raw = percpu_lookup_batch(
-            self.rule_stats_fd.as_fd(),
-            start,
-            count,
-            size_of::<RuleCounter>(),
-            self.ncpus,
-        )
-        .map_err(|e| err(map_names::RULE_STATS, "lookup batch", e))?;
-        let per = size_of::<RuleCounter>() * self.ncpus;
-        Ok(raw
-            .chunks_exact(per)
-            .map(|key| {
-                key.chunks_exact(size_of::<RuleCounter>())
-                    // SAFETY: RuleCounter is plain old data; each chunk is exactly one.
-                    .map(|c| unsafe { std::ptr::read_unaligned(c.as_ptr().cast::<RuleCounter>()) })
-                    .fold(RuleCounter::default(), |a, c| RuleCounter {
-                        packets: a.packets + c.packets,
-                        bytes: a.bytes + c.bytes,
-                        limited_packets: a.limited_packets + c.limited_packets,
-                        limited_bytes: a.limited_bytes + c.limited_bytes,
-                    })
-            })
-            .collect())
+        self.rule_stats.read(start, count)
     }
 
     fn read_record(&self, idx: u32) -> OpResult<Record> {
@@ -245,61 +292,33 @@ impl MapBackend for KernelBackend {
         self.barrier.wait().map_err(|e| err("barrier", "update", e))
     }
 
-    fn reset_slot_counters(&mut self, slot: u32) -> OpResult {
-        let per = NVERDICTS * NREASONS;
-        let keys: Vec<u32> = (slot * per..(slot + 1) * per).collect();
-        percpu_zero_batch(
-            self.counters_fd.as_fd(),
-            &keys,
-            size_of::<Counter>(),
-            self.ncpus,
-        )
-        .map_err(|e| err(map_names::COUNTERS, "update", e))
+        fn reset_slot_counters(&mut self, slot: u32) -> OpResult {
+        let keys: Vec<u32> = (0..NVERDICTS * NREASONS)
+            .map(|i| counter_index(slot, i / NREASONS, i % NREASONS, self.caps.slots))
+            .collect();
+        self.counters.zero::<Counter>(&keys)
     }
 
     fn reset_entry_hits(&mut self, ids: &[u32]) -> OpResult {
         if ids.is_empty() {
             return Ok(());
         }
-        percpu_zero_batch(self.hits_fd.as_fd(), ids, size_of::<Counter>(), self.ncpus)
-            .map_err(|e| err(map_names::ENTRY_HITS, "update", e))
+        self.hits.zero::<Counter>(ids)
     }
 
     fn read_counter(&self, index: u32) -> OpResult<Counter> {
-        let v = self
-            .counters
-            .get(&index, 0)
-            .map_err(|e| err(map_names::COUNTERS, "lookup", e))?;
-        Ok(sum(&v))
+        Ok(self.counters.read::<Counter>(index, 1)?[0])
     }
 
     fn read_counters_bulk(&self, hits: bool, start: u32, count: u32) -> OpResult<Vec<Counter>> {
-        let (fd, name) = if hits {
-            (&self.hits_fd, map_names::ENTRY_HITS)
+        if hits {
+            self.hits.read(start, count)
         } else {
-            (&self.counters_fd, map_names::COUNTERS)
-        };
-        let raw = percpu_lookup_batch(fd.as_fd(), start, count, size_of::<Counter>(), self.ncpus)
-            .map_err(|e| err(name, "lookup batch", e))?;
-        let per = size_of::<Counter>() * self.ncpus;
-        Ok(raw
-            .chunks_exact(per)
-            .map(|key| {
-                let cpus: Vec<Counter> = key
-                    .chunks_exact(size_of::<Counter>())
-                    // SAFETY: Counter is plain old data; each chunk is exactly one.
-                    .map(|c| unsafe { std::ptr::read_unaligned(c.as_ptr().cast::<Counter>()) })
-                    .collect();
-                sum(&cpus)
-            })
-            .collect())
+            self.counters.read(start, count)
+        }
     }
 
     fn read_entry_hits(&self, id: u32) -> OpResult<Counter> {
-        let v = self
-            .hits
-            .get(&id, 0)
-            .map_err(|e| err(map_names::ENTRY_HITS, "lookup", e))?;
-        Ok(sum(&v))
+        Ok(self.hits.read::<Counter>(id, 1)?[0])
     }
 }
