@@ -48,10 +48,12 @@ pub const TREE6_MAX_HEIGHT: u32 = 7;
 /// Index into `CUR` of the root record.
 pub const ROOT_SLOT: u32 = 0;
 
-/// Counter index of `(slot, verdict, reason)`.
+/// Counter index of `(slot, verdict, reason)` in maps made for `slots` slots: one row of
+/// `slots` counters per (verdict, reason), so the map's size follows the configured slots
+/// and a (verdict, reason) across all customers is one contiguous read.
 #[inline(always)]
-pub const fn counter_index(slot: u32, verdict: u32, reason: u32) -> u32 {
-    (slot * NVERDICTS + verdict) * NREASONS + reason
+pub const fn counter_index(slot: u32, verdict: u32, reason: u32, slots: u32) -> u32 {
+    (verdict * NREASONS + reason) * slots + slot
 }
 
 /// One search tree: where its root node is and how many internal levels sit above the leaves.
@@ -561,8 +563,13 @@ pub mod generator {
         pub dst: [u8; 16],
     }
 
+    /// One IPv4 (source, destination) pair, addresses in network byte order: a quarter of
+    /// a [`Flow`], so an IPv4 table of a million flows stays in the cache.
+    pub type Flow4 = [u8; 8];
+
     pub const CONFIG: &str = "GEN_CONFIG";
     pub const FLOWS: &str = "GEN_FLOWS";
+    pub const FLOWS4: &str = "GEN_FLOWS4";
 }
 
 /// Names of the maps, as the agent pins and finds them.

@@ -40,9 +40,6 @@ static SLOTS: u32 = mssp_common::abi::MAX_SLOTS;
 #[unsafe(no_mangle)]
 static PARSE_ONLY: u32 = 0;
 
-#[unsafe(no_mangle)]
-static SKIP: u32 = 0;
-
 /// Entries per CPU block of the striped counter maps (load time; see maps.rs).
 #[unsafe(no_mangle)]
 static COUNTERS_STRIDE: u32 = mssp_common::abi::MAX_COUNTERS;
@@ -53,7 +50,11 @@ pub(crate) static RULE_STATS_STRIDE: u32 = mssp_common::abi::MAX_RULES;
 
 /// This CPU's element `idx` of a striped map with `stride` entries per CPU.
 #[inline(always)]
-pub(crate) fn stripe<T>(map: &aya_ebpf::maps::Array<T>, stride: &'static u32, idx: u32) -> Option<*mut T> {
+pub(crate) fn stripe<T>(
+    map: &aya_ebpf::maps::Array<T>,
+    stride: &'static u32,
+    idx: u32,
+) -> Option<*mut T> {
     let stride = unsafe { core::ptr::read_volatile(stride) };
     let cpu = unsafe { aya_ebpf::helpers::bpf_get_smp_processor_id() };
     map.get_ptr_mut(cpu.wrapping_mul(stride).wrapping_add(idx))
@@ -101,9 +102,6 @@ fn frame_len(ctx: &XdpContext) -> u64 {
 
 #[inline(always)]
 fn count_hit(id: u32, bytes: u64) {
-    if unsafe { core::ptr::read_volatile(&SKIP) } & 1 != 0 {
-        return;
-    }
     if let Some(c) = stripe(&ENTRY_HITS, &HITS_STRIDE, id) {
         unsafe {
             (*c).packets += 1;
@@ -115,13 +113,8 @@ fn count_hit(id: u32, bytes: u64) {
 #[inline(always)]
 fn finish(ctx: &XdpContext, d: &Decision) -> u32 {
     let bytes = frame_len(ctx);
-        let slots = unsafe { core::ptr::read_volatile(&SLOTS) };
-    if unsafe { core::ptr::read_volatile(&SKIP) } & 2 != 0 {
-        return match d.verdict {
-            Verdict::Pass => xdp_action::XDP_PASS,
-            Verdict::Drop => xdp_action::XDP_DROP,
-        };
-    }
+    let slots = unsafe { core::ptr::read_volatile(&SLOTS) };
+
     let idx = counter_index(d.slot, d.verdict as u32, d.reason as u32, slots);
     if let Some(c) = stripe(&COUNTERS, &COUNTERS_STRIDE, idx) {
         unsafe {
@@ -182,7 +175,7 @@ fn try_mssp_xdp(ctx: &XdpContext) -> Result<Decision, Internal> {
             } else {
                 Verdict::Drop
             };
-                        return Ok(Decision::early(verdict, reason));
+            return Ok(Decision::early(verdict, reason));
         }
     }
     if unsafe { core::ptr::read_volatile(&PARSE_ONLY) } != 0 {

@@ -5,7 +5,9 @@ use aya::{Ebpf, EbpfLoader, programs::Xdp};
 
 use crate::dataplane::backend::Capacities;
 use mssp_common::{
-    abi::{Bucket, ChainLink, Counter, Node4, Node6, Record, Rule, RuleCidr, RuleCounter, map_names},
+    abi::{
+        Bucket, ChainLink, Counter, Node4, Node6, Record, Rule, RuleCidr, RuleCounter, map_names,
+    },
     reason::{NREASONS, NVERDICTS},
 };
 
@@ -19,7 +21,7 @@ pub const PROGRAM_NAME: &str = "mssp_xdp";
 pub struct LoadOptions {
     /// Record every decision in `TRACE_OUT` (simulate, tests). Off in production.
     pub trace: bool,
-        /// Map sizes; `None` keeps the program's defaults.
+    /// Map sizes; `None` keeps the program's defaults.
     pub capacities: Option<Capacities>,
     /// The benchmark floor: parse, drop, count; no lookups.
     pub parse_only: bool,
@@ -88,11 +90,27 @@ pub fn expected_shapes(c: &Capacities, cpus: u32) -> Vec<(&'static str, u32, u32
         (map_names::NODES4, size_of::<Node4>() as u32, c.nodes4),
         (map_names::NODES6, size_of::<Node6>() as u32, c.nodes6),
         (map_names::CHAIN, size_of::<ChainLink>() as u32, c.chain),
-        (map_names::COUNTERS, size_of::<Counter>() as u32, counters * cpus),
-        (map_names::ENTRY_HITS, size_of::<Counter>() as u32, c.entry_ids * cpus),
+        (
+            map_names::COUNTERS,
+            size_of::<Counter>() as u32,
+            counters * cpus,
+        ),
+        (
+            map_names::ENTRY_HITS,
+            size_of::<Counter>() as u32,
+            c.entry_ids * cpus,
+        ),
         (map_names::RULES, size_of::<Rule>() as u32, c.rules),
-        (map_names::RULE_CIDRS, size_of::<RuleCidr>() as u32, c.rule_cidrs),
-        (map_names::RULE_STATS, size_of::<RuleCounter>() as u32, c.buckets * cpus),
+        (
+            map_names::RULE_CIDRS,
+            size_of::<RuleCidr>() as u32,
+            c.rule_cidrs,
+        ),
+        (
+            map_names::RULE_STATS,
+            size_of::<RuleCounter>() as u32,
+            c.buckets * cpus,
+        ),
         (map_names::BUCKETS, size_of::<Bucket>() as u32, c.buckets),
     ]
 }
@@ -107,10 +125,7 @@ pub fn load(opts: &LoadOptions) -> Result<Ebpf, LoadError> {
     if opts.trace {
         loader.override_global("TRACE", &1u32, true);
     }
-    let skip = std::env::var("MSSP_SKIP").ok().and_then(|s| s.parse::<u32>().ok());
-    if let Some(s) = &skip {
-        loader.override_global("SKIP", s, true);
-    }
+
     if opts.parse_only {
         loader.override_global("PARSE_ONLY", &1u32, true);
     }

@@ -4,10 +4,7 @@
 use std::{net::SocketAddr, sync::Arc};
 
 use axum::{Router, extract::State, http::header, response::IntoResponse, routing::get};
-use mssp_common::{
-    Reason, Verdict,
-    reason::{NREASONS, NVERDICTS},
-};
+use mssp_common::{Reason, Verdict, reason::NREASONS};
 use prometheus_client::{
     encoding::text::encode,
     metrics::{counter::Counter, family::Family, gauge::Gauge},
@@ -41,22 +38,18 @@ pub fn render(agent: &Agent, inner: &Inner) -> String {
 
     let packets = counter_family();
     let bytes = counter_family();
-    let per = NVERDICTS * NREASONS;
     let mut slots = vec![(None, 0u32)];
     slots.extend(inner.dp.customers().into_iter().map(|(c, s)| (Some(c), s)));
+    // A failed read leaves these families empty; the rest still renders.
+    let table = inner.dp.backend().read_counter_table().ok();
     for (customer, slot) in slots {
-        let Ok(vals) = inner
-            .dp
-            .backend()
-            .read_counters_bulk(false, slot * per, per)
-        else {
-            continue;
-        };
-        for (i, c) in vals.iter().enumerate() {
+        let Some(table) = &table else { break };
+        for (i, c) in table.of(slot).iter().enumerate() {
+            let i = i as u32;
             if c.packets == 0 {
                 continue;
             }
-            let (v, r) = (i as u32 / NREASONS, i as u32 % NREASONS);
+            let (v, r) = (i / NREASONS, i % NREASONS);
             let labels: Labels = vec![
                 ("customer", customer_label(customer)),
                 (

@@ -70,7 +70,7 @@ impl Simulator {
     pub fn new(policy: &Policy) -> anyhow::Result<Simulator> {
         let mut ebpf = loader::load(&LoadOptions {
             trace: true,
-            capacities: None,
+            ..LoadOptions::default()
         })?;
         let backend = KernelBackend::from_ebpf(&mut ebpf)?;
         let mut dataplane = Dataplane::new(backend);

@@ -82,8 +82,12 @@ impl Harness {
                 .slot(c)
                 .unwrap_or_else(|| panic!("customer {c} has no slot")),
         };
-        dp.backend()
-            .read_counter_at(counter_index(slot, verdict as u32, reason as u32))
+        dp.backend().read_counter_at(counter_index(
+            slot,
+            verdict as u32,
+            reason as u32,
+            dp.backend().capacities().slots,
+        ))
     }
 
     /// Counters of a central-layer rule.

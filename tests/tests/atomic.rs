@@ -84,6 +84,7 @@ fn flips_under_traffic_never_mix_and_failures_keep_the_old_policy() {
             nodes4: 8192,
             ..Capacities::default()
         }),
+        ..LoadOptions::default()
     })
     .expect("load");
     let backend = KernelBackend::from_ebpf(&mut ebpf).expect("maps");

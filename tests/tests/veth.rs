@@ -5,6 +5,7 @@
 use std::{net::SocketAddr, time::Duration};
 
 use aya::programs::{Xdp, XdpMode};
+use mssp::dataplane::backend::MapBackend;
 use mssp::{
     dataplane::{Clock, Dataplane, Desired, kernel::KernelBackend},
     loader::{self, LoadOptions, PROGRAM_NAME},
@@ -26,8 +27,12 @@ const POLICY: &str = r#"{"version":1,
 
 fn counter(dp: &Dataplane<KernelBackend>, verdict: Verdict, reason: Reason) -> Counter {
     let slot = dp.slot(7).expect("customer 7 slot");
-    dp.backend()
-        .read_counter_at(counter_index(slot, verdict as u32, reason as u32))
+    dp.backend().read_counter_at(counter_index(
+        slot,
+        verdict as u32,
+        reason as u32,
+        dp.backend().capacities().slots,
+    ))
 }
 
 #[test]

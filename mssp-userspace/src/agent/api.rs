@@ -11,11 +11,7 @@ use axum::{
     routing::get,
     serve::IncomingStream,
 };
-use mssp_common::{
-    Reason, Verdict,
-    abi::ABI_VERSION,
-    reason::{NREASONS, NVERDICTS},
-};
+use mssp_common::{Reason, Verdict, abi::ABI_VERSION, reason::NREASONS};
 use serde::Deserialize;
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 use tokio::net::UnixListener;
@@ -217,16 +213,27 @@ pub fn stats_view(inner: &Inner, only: Option<u32>) -> Result<StatsView, ApiErro
             return Err(unknown_customer(inner, c));
         }
     }
+    let internal = |e: crate::dataplane::backend::MapOpError| {
+        ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    };
+    // One bulk read for many customers, a few small ones for one.
+    let table = if rows.len() > 1 {
+        Some(inner.dp.backend().read_counter_table().map_err(internal)?)
+    } else {
+        None
+    };
     let mut out = Vec::new();
     for (customer, slot) in rows {
         let mut counters = Vec::new();
         let (mut passed, mut dropped) = (0, 0);
-        let per = NVERDICTS * NREASONS;
-        let vals = inner
-            .dp
-            .backend()
-            .read_counters_bulk(false, slot * per, per)
-            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        let vals = match &table {
+            Some(t) => t.of(slot),
+            None => inner
+                .dp
+                .backend()
+                .read_slot_counters(slot)
+                .map_err(internal)?,
+        };
         for (i, c) in vals.iter().enumerate() {
             if c.packets == 0 {
                 continue;

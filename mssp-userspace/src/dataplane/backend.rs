@@ -4,7 +4,27 @@
 use mssp_common::abi::{
     ChainLink, Counter, MAX_BUCKETS, MAX_CHAIN, MAX_ENTRY_IDS, MAX_NODES4, MAX_NODES6, MAX_RECORDS,
     MAX_RULE_CIDRS, MAX_RULES, MAX_SLOTS, Node4, Node6, Record, Rule, RuleCidr, RuleCounter,
+    counter_index,
 };
+use mssp_common::reason::{NREASONS, NVERDICTS};
+
+/// All `(slot, verdict, reason)` counters, as [`MapBackend::read_counter_table`] read them.
+pub struct CounterTable {
+    slots: u32,
+    all: Vec<Counter>,
+}
+
+impl CounterTable {
+    /// The counters of `slot`, indexed `verdict * NREASONS + reason`.
+    pub fn of(&self, slot: u32) -> Vec<Counter> {
+        (0..NVERDICTS * NREASONS)
+            .map(|i| {
+                let idx = counter_index(slot, i / NREASONS, i % NREASONS, self.slots);
+                self.all.get(idx as usize).copied().unwrap_or_default()
+            })
+            .collect()
+    }
+}
 
 /// A failed map operation.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +97,23 @@ pub trait MapBackend {
     fn read_counter(&self, index: u32) -> OpResult<Counter>;
     /// Entry hits of `id`, summed over CPUs.
     fn read_entry_hits(&self, id: u32) -> OpResult<Counter>;
+
+    /// The `(verdict, reason)` counters of a slot, indexed `verdict * NREASONS + reason`.
+    fn read_slot_counters(&self, slot: u32) -> OpResult<Vec<Counter>> {
+        let slots = self.capacities().slots;
+        (0..NVERDICTS * NREASONS)
+            .map(|i| self.read_counter(counter_index(slot, i / NREASONS, i % NREASONS, slots)))
+            .collect()
+    }
+
+    /// Every `(slot, verdict, reason)` counter in one bulk read.
+    fn read_counter_table(&self) -> OpResult<CounterTable> {
+        let slots = self.capacities().slots;
+        Ok(CounterTable {
+            slots,
+            all: self.read_counters_bulk(false, 0, NVERDICTS * NREASONS * slots)?,
+        })
+    }
 
     /// `count` consecutive counters from `start` (of `COUNTERS`, or of `ENTRY_HITS` with
     /// `hits`), summed over CPUs.
@@ -230,9 +267,9 @@ impl MapBackend for MemBackend {
     }
 
     fn reset_slot_counters(&mut self, slot: u32) -> OpResult {
-        let n = 32usize;
-        for c in &mut self.counters[slot as usize * n..(slot as usize + 1) * n] {
-            *c = Counter::default();
+        for i in 0..NVERDICTS * NREASONS {
+            let idx = counter_index(slot, i / NREASONS, i % NREASONS, self.caps.slots);
+            self.counters[idx as usize] = Counter::default();
         }
         Ok(())
     }
