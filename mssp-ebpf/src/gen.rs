@@ -12,7 +12,7 @@ use aya_ebpf::{
     maps::{Array, PerCpuArray},
     programs::XdpContext,
 };
-use mssp_common::abi::generator::{Flow, GenConfig, MAX_FLOWS};
+use mssp_common::abi::generator::{Flow, Flow4, GenConfig, MAX_FLOWS};
 
 #[map]
 static GEN_CONFIG: Array<GenConfig> = Array::with_max_entries(1, 0);
@@ -20,6 +20,10 @@ static GEN_CONFIG: Array<GenConfig> = Array::with_max_entries(1, 0);
 /// index -> flow; read in order, so the table's own order is the traffic's distribution.
 #[map]
 static GEN_FLOWS: Array<Flow> = Array::with_max_entries(MAX_FLOWS, 0);
+
+/// index -> IPv4 flow (the table used when the template is IPv4).
+#[map]
+static GEN_FLOWS4: Array<Flow4> = Array::with_max_entries(MAX_FLOWS, 0);
 
 /// Per-CPU position in the flow table.
 #[map]
@@ -59,15 +63,22 @@ pub fn mssp_gen(ctx: XdpContext) -> u32 {
         *seq += 1;
         *seq
     };
-    let Some(flow) = GEN_FLOWS.get((i % n) as u32) else {
-        return xdp_action::XDP_ABORTED;
-    };
+    let idx = (i % n) as u32;
     let ok = if cfg.v6 != 0 {
+        let Some(flow) = GEN_FLOWS.get(idx) else {
+            return xdp_action::XDP_ABORTED;
+        };
         write::<16>(&ctx, cfg.src_off, &flow.src)
             .and_then(|_| write::<16>(&ctx, cfg.dst_off, &flow.dst))
     } else {
-        write::<4>(&ctx, cfg.src_off, &flow.src)
-            .and_then(|_| write::<4>(&ctx, cfg.dst_off, &flow.dst))
+        let Some(flow) = GEN_FLOWS4.get(idx) else {
+            return xdp_action::XDP_ABORTED;
+        };
+        let mut src = [0u8; 16];
+        let mut dst = [0u8; 16];
+        src[..4].copy_from_slice(&flow[..4]);
+        dst[..4].copy_from_slice(&flow[4..]);
+        write::<4>(&ctx, cfg.src_off, &src).and_then(|_| write::<4>(&ctx, cfg.dst_off, &dst))
     };
     match ok {
         Some(()) => xdp_action::XDP_TX,

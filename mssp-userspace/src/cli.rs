@@ -88,6 +88,24 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Benchmarks (run by `cargo xtask bench`).
+    #[command(hide = true)]
+    Bench {
+        #[arg(long)]
+        quick: bool,
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+        #[arg(long, value_delimiter = ',')]
+        mixes: Vec<String>,
+        #[arg(long)]
+        rounds: Option<usize>,
+        #[arg(long)]
+        secs: Option<f64>,
+        #[arg(long)]
+        skip_control: bool,
+    },
     /// Remove everything the agent pinned: filtering stops on every interface.
     Unpin {
         #[arg(long)]
@@ -252,6 +270,32 @@ pub fn main() -> ExitCode {
                     print_stats(&s);
                 }
             })
+        }
+        Command::Bench {
+            quick,
+            out,
+            only,
+            mixes,
+            rounds,
+            secs,
+            skip_control,
+        } => {
+            let opts = crate::bench::BenchOpts {
+                quick,
+                out: out.unwrap_or_else(crate::bench::default_out),
+                only,
+                mixes,
+                rounds,
+                secs,
+                skip_control,
+            };
+            match crate::bench::run(&opts) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("mssp bench: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Unpin { pin_dir } => match crate::pins::remove_all(&pin_dir) {
             Ok(removed) => {

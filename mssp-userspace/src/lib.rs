@@ -3,6 +3,7 @@
 //! wires together.
 
 pub mod agent;
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod compile;

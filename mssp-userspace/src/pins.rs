@@ -167,7 +167,8 @@ fn other_versions(root: &Path) -> Vec<String> {
 /// was pinned at all.
 fn check_pinned_maps(layout: &Layout, caps: &Capacities) -> Result<bool, PinError> {
     let mut any = false;
-    for (name, value_size, entries) in crate::loader::expected_shapes(caps, crate::loader::ncpus()) {
+    for (name, value_size, entries) in crate::loader::expected_shapes(caps, crate::loader::ncpus())
+    {
         let path = layout.map(name);
         if !path.exists() {
             continue;
@@ -227,7 +228,7 @@ pub fn load(cfg: &Config, replace: bool) -> Result<(Ebpf, bool), PinError> {
     }
     fs::create_dir_all(layout.abi_dir()).map_err(|e| dir_err(&layout.abi_dir(), e.to_string()))?;
 
-        let globals = crate::loader::Globals::new(&caps);
+    let globals = crate::loader::Globals::new(&caps);
     let mut loader = EbpfLoader::new();
     crate::loader::configure(&mut loader, &caps, &globals);
     let paths: Vec<(&'static str, PathBuf)> =

@@ -17,7 +17,7 @@ use aya::{
     maps::Array,
     programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp},
 };
-use mssp_common::abi::generator::{self, Flow, GenConfig, MAX_FLOWS};
+use mssp_common::abi::generator::{self, Flow, Flow4, GenConfig, MAX_FLOWS};
 
 /// The generator object built from `mssp-ebpf` (bin `mssp-gen`).
 pub static GEN_PROGRAM: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mssp-gen"));
@@ -121,22 +121,37 @@ impl Generator {
                 0,
             )?;
         }
-        let fd = {
-            let m = ebpf.map(generator::FLOWS).context("no flow map")?;
-            match m {
-                aya::maps::Map::Array(d) => d.fd().as_fd_owned()?,
-                _ => bail!("flow map of an unexpected type"),
+        let fd = |name: &str| -> anyhow::Result<std::os::fd::OwnedFd> {
+            match ebpf.map(name).with_context(|| format!("no map {name}"))? {
+                aya::maps::Map::Array(d) => Ok(d.fd().as_fd_owned()?),
+                _ => bail!("map {name} of an unexpected type"),
             }
         };
-        let table: Vec<Flow> = flows
-            .iter()
-            .map(|(s, d)| Flow {
-                src: bytes16(*s),
-                dst: bytes16(*d),
-            })
-            .collect();
-        crate::dataplane::sys::array_update_batch(std::os::fd::AsFd::as_fd(&fd), 0, &table)
-            .context("filling the flow table")?;
+        if template.v6 {
+            let table: Vec<Flow> = flows
+                .iter()
+                .map(|(s, d)| Flow {
+                    src: bytes16(*s),
+                    dst: bytes16(*d),
+                })
+                .collect();
+            let f = fd(generator::FLOWS)?;
+            crate::dataplane::sys::array_update_batch(std::os::fd::AsFd::as_fd(&f), 0, &table)
+                .context("filling the flow table")?;
+        } else {
+            let table: Vec<Flow4> = flows
+                .iter()
+                .map(|(s, d)| {
+                    let mut f = [0u8; 8];
+                    f[..4].copy_from_slice(&bytes16(*s)[..4]);
+                    f[4..].copy_from_slice(&bytes16(*d)[..4]);
+                    f
+                })
+                .collect();
+            let f = fd(generator::FLOWS4)?;
+            crate::dataplane::sys::array_update_batch(std::os::fd::AsFd::as_fd(&f), 0, &table)
+                .context("filling the flow table")?;
+        }
         Ok(Generator { ebpf, template })
     }
 

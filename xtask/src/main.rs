@@ -32,6 +32,13 @@ enum Command {
     /// Build, create a demo topology, filter it with the embedded demo policy, send allowed and
     /// blocked traffic, print per-customer counters, clean up.
     Demo,
+    /// Benchmarks: mssp against its floor, a kernel LPM trie and nftables, in rounds; writes
+    /// target/bench/summary.json.
+    Bench {
+        /// A shorter run (within five minutes).
+        #[arg(long)]
+        quick: bool,
+    },
     /// Install the binary, the systemd unit and a commented default config.
     Install {
         /// Staging root (packaging); the files land under it.
@@ -53,6 +60,23 @@ fn main() -> Result<()> {
         Command::Demo => {
             setup::setup()?;
             demo::demo()
+        }
+        Command::Bench { quick } => {
+            setup::setup()?;
+            util::require_root("the benchmarks attach XDP programs in network namespaces")?;
+            util::cargo(&["build", "--release"])?;
+            let out = util::workspace_root().join("target/bench/summary.json");
+            let mut c = util::command(
+                &util::workspace_root()
+                    .join("target/release/mssp")
+                    .display()
+                    .to_string(),
+            );
+            c.arg("bench").arg("--out").arg(&out);
+            if quick {
+                c.arg("--quick");
+            }
+            util::run(&mut c)
         }
         Command::Install { root, prefix } => {
             setup::setup()?;

@@ -16,6 +16,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("nftables", "nft"),
     ("libcap2-bin", "capsh"),
     ("systemd", "systemd-analyze"),
+    ("ethtool", "ethtool"),
 ];
 
 pub fn setup() -> Result<()> {

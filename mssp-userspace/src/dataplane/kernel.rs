@@ -8,7 +8,7 @@ use aya::{
 };
 use mssp_common::{
     abi::{
-                Bucket, ChainLink, Counter, Node4, Node6, Record, Rule, RuleCidr, RuleCounter,
+        Bucket, ChainLink, Counter, Node4, Node6, Record, Rule, RuleCidr, RuleCounter,
         counter_index, map_names,
     },
     reason::{NREASONS, NVERDICTS},
@@ -176,7 +176,10 @@ impl Striped {
             return Err(err(
                 self.name,
                 "lookup",
-                format!("entries {start}..+{count} out of bounds (stride {})", self.stride),
+                format!(
+                    "entries {start}..+{count} out of bounds (stride {})",
+                    self.stride
+                ),
             ));
         }
         let mut out = vec![T::default(); count as usize];
@@ -292,7 +295,7 @@ impl MapBackend for KernelBackend {
         self.barrier.wait().map_err(|e| err("barrier", "update", e))
     }
 
-        fn reset_slot_counters(&mut self, slot: u32) -> OpResult {
+    fn reset_slot_counters(&mut self, slot: u32) -> OpResult {
         let keys: Vec<u32> = (0..NVERDICTS * NREASONS)
             .map(|i| counter_index(slot, i / NREASONS, i % NREASONS, self.caps.slots))
             .collect();

@@ -1,0 +1,56 @@
+//! Development aid: mean program time over many distinct frames (BPF_PROG_TEST_RUN, repeat 1).
+use aya::programs::{TestRun, TestRunOptions, Xdp};
+use mssp::{
+    bench::generate,
+    dataplane::{Clock, Dataplane, Desired, kernel::KernelBackend},
+    loader::{self, LoadOptions, PROGRAM_NAME},
+    policy::{Capacity, validate},
+    traffic::udp_template,
+};
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let customers: u32 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(10_000);
+    let per: u32 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(100);
+    let v6 = args.get(3).is_some_and(|s| s == "v6");
+    let g = generate(customers, per, 2);
+    let mut ebpf = loader::load(&LoadOptions::default()).unwrap();
+    let mut dp = Dataplane::new(KernelBackend::from_ebpf(&mut ebpf).unwrap());
+    let p = validate(&g.doc(), &Capacity::default()).unwrap();
+    dp.apply(&Desired::from_policy(&p), &Clock::now()).unwrap();
+    let flows = g.flows(v6, false, 400_000, 3);
+    let t = udp_template(v6, [2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], 64, 9);
+    let prog: &Xdp = ebpf.program(PROGRAM_NAME).unwrap().try_into().unwrap();
+    let mut frames = Vec::new();
+    for (s, d) in &flows {
+        let mut f = t.frame.clone();
+        match (s, d) {
+            (std::net::IpAddr::V4(s), std::net::IpAddr::V4(d)) => {
+                f[26..30].copy_from_slice(&s.octets());
+                f[30..34].copy_from_slice(&d.octets());
+            }
+            (std::net::IpAddr::V6(s), std::net::IpAddr::V6(d)) => {
+                f[22..38].copy_from_slice(&s.octets());
+                f[38..54].copy_from_slice(&d.octets());
+            }
+            _ => unreachable!(),
+        }
+        frames.push(f);
+    }
+    for pass in 0..3 {
+        let mut total = 0u128;
+        for f in &frames {
+            let r = prog
+                .test_run(TestRunOptions {
+                    data_in: Some(f),
+                    ..Default::default()
+                })
+                .unwrap();
+            total += r.duration.as_nanos();
+        }
+        println!(
+            "pass {pass}: {:.0} ns per packet (mean over {} distinct frames)",
+            total as f64 / frames.len() as f64,
+            frames.len()
+        );
+    }
+}
