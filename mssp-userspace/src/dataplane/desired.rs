@@ -130,18 +130,17 @@ impl Desired {
     /// The entries of a list that are enforced at `now`: one per prefix, the local layer's
     /// where both layers name the prefix, expired ones left out.
     pub fn effective(entries: &[DesiredEntry], now: OffsetDateTime) -> Vec<&DesiredEntry> {
-        let mut best: std::collections::HashMap<Net, &DesiredEntry> = Default::default();
-        for e in entries {
-            best.entry(e.net)
-                .and_modify(|cur| {
-                    if e.layer > cur.layer {
-                        *cur = e;
-                    }
-                })
-                .or_insert(e);
+        let mut all: Vec<&DesiredEntry> = entries.iter().collect();
+        // Sorted by prefix, then layer: of each run of the same prefix the last one wins.
+        all.sort_unstable_by_key(|e| (e.net.v6, e.net.addr, e.net.len, e.layer));
+        let mut out: Vec<&DesiredEntry> = Vec::with_capacity(all.len());
+        for e in all {
+            match out.last_mut() {
+                Some(last) if last.net == e.net => *last = e,
+                _ => out.push(e),
+            }
         }
-        let mut out: Vec<&DesiredEntry> = best.into_values().filter(|e| e.in_effect(now)).collect();
-        out.sort_by_key(|e| (e.net.v6, e.net.addr, e.net.len));
+        out.retain(|e| e.in_effect(now));
         out
     }
 

@@ -197,8 +197,8 @@ struct Tx {
     spans: Vec<(usize, Span)>,
     records: Vec<u32>,
     new_slots: Vec<(u32, u32)>,
-    new_ids: Vec<EntryKey>,
-    new_stats: Vec<StatKey>,
+    new_ids: Vec<(EntryKey, u32)>,
+    new_stats: Vec<(StatKey, u32)>,
     reset_ids: Vec<u32>,
     reset_stats: Vec<u32>,
 }
@@ -364,18 +364,11 @@ impl<B: MapBackend> Dataplane<B> {
         let prepared = self
             .prepare(desired, clock, &mut tx, &mut stats)
             .and_then(|p| {
+                log::debug!("apply: prepared in {:?}", started.elapsed());
                 let j = Journal {
                     assigned_slots: tx.new_slots.clone(),
-                    assigned_ids: tx
-                        .new_ids
-                        .iter()
-                        .filter_map(|k| self.ids.get(k).map(|id| (*k, id)))
-                        .collect(),
-                    assigned_stats: tx
-                        .new_stats
-                        .iter()
-                        .filter_map(|k| self.stats.get(k).map(|id| (*k, id)))
-                        .collect(),
+                    assigned_ids: tx.new_ids.clone(),
+                    assigned_stats: tx.new_stats.clone(),
                     ..Journal::default()
                 };
                 if !j.is_empty() {
@@ -385,7 +378,9 @@ impl<B: MapBackend> Dataplane<B> {
             });
         match prepared {
             Ok(p) => {
+                log::debug!("apply: journaled at {:?}", started.elapsed());
                 let released = self.commit(desired, p, &mut stats)?;
+                log::debug!("apply: committed at {:?}", started.elapsed());
                 if !released.is_empty()
                     && let Err(e) = journal(&released)
                 {
@@ -457,6 +452,11 @@ impl<B: MapBackend> Dataplane<B> {
         Ok(dp)
     }
 
+    /// How many slots and ids are assigned.
+    pub fn assignments(&self) -> usize {
+        self.slot_of.len() + self.ids.len() + self.stats.len()
+    }
+
     /// Every assignment, for compacting the id log.
     pub fn id_table(&self) -> IdTable {
         let mut slots: Vec<(u32, u32)> = self.slot_of.iter().map(|(c, s)| (*c, *s)).collect();
@@ -469,39 +469,34 @@ impl<B: MapBackend> Dataplane<B> {
     }
 
     fn id_for(&mut self, key: EntryKey, tx: &mut Tx) -> Result<u32, DataplaneError> {
-        if let Some(id) = self.ids.get(&key) {
-            return Ok(id);
-        }
-        let (id, recycled) = self.ids.assign(key).ok_or(DataplaneError::IdsFull {
+        let (id, new) = self.ids.get_or_assign(key).ok_or(DataplaneError::IdsFull {
             what: "source entry",
             capacity: self.ids.capacity() - 1,
         })?;
-        if recycled {
-            // A recycled id still holds its previous entry's hits.
-            tx.reset_ids.push(id);
+        if let Some(recycled) = new {
+            if recycled {
+                // A recycled id still holds its previous entry's hits.
+                tx.reset_ids.push(id);
+            }
+            tx.new_ids.push((key, id));
         }
-        tx.new_ids.push(key);
         Ok(id)
     }
 
-    fn stat_for(
-        &mut self,
-        key: StatKey,
-        tx: &mut Tx,
-        used: &mut HashSet<StatKey>,
-    ) -> Result<u32, DataplaneError> {
-        used.insert(key);
-        if let Some(id) = self.stats.get(&key) {
-            return Ok(id);
+    fn stat_for(&mut self, key: StatKey, tx: &mut Tx) -> Result<u32, DataplaneError> {
+        let (id, new) = self
+            .stats
+            .get_or_assign(key)
+            .ok_or(DataplaneError::IdsFull {
+                what: "rule and limit",
+                capacity: self.stats.capacity() - 1,
+            })?;
+        if let Some(recycled) = new {
+            if recycled {
+                tx.reset_stats.push(id);
+            }
+            tx.new_stats.push((key, id));
         }
-        let (id, recycled) = self.stats.assign(key).ok_or(DataplaneError::IdsFull {
-            what: "rule and limit",
-            capacity: self.stats.capacity() - 1,
-        })?;
-        if recycled {
-            tx.reset_stats.push(id);
-        }
-        tx.new_stats.push(key);
         Ok(id)
     }
 
@@ -512,7 +507,6 @@ impl<B: MapBackend> Dataplane<B> {
         entries: &[DesiredEntry],
         clock: &Clock,
         tx: &mut Tx,
-        used: &mut HashSet<EntryKey>,
         spec: &mut Fnv,
     ) -> Result<Vec<SourceItem>, DataplaneError> {
         let eff: Vec<DesiredEntry> = Desired::effective(entries, clock.wall)
@@ -527,7 +521,6 @@ impl<B: MapBackend> Dataplane<B> {
                 net: e.net,
             };
             let id = self.id_for(key, tx)?;
-            used.insert(key);
             let expires_unix = e.expires.map_or(i128::MAX, |t| t.unix_timestamp_nanos());
             spec.bytes(&e.net.addr.to_le_bytes());
             spec.u64(((e.net.len as u64) << 40) | ((e.net.v6 as u64) << 32) | e.action as u64);
@@ -548,7 +541,6 @@ impl<B: MapBackend> Dataplane<B> {
         &mut self,
         c: &DesiredCustomer,
         tx: &mut Tx,
-        used: &mut HashSet<StatKey>,
         spec: &mut Fnv,
     ) -> Result<Extras, DataplaneError> {
         let mut list = Vec::new();
@@ -560,7 +552,7 @@ impl<B: MapBackend> Dataplane<B> {
                     id: r.spec.id,
                 },
             };
-            let stat = self.stat_for(key, tx, used)?;
+            let stat = self.stat_for(key, tx)?;
             spec.bytes(format!("{:?}", r.spec).as_bytes());
             spec.u64(stat as u64);
             list.push((&r.spec, stat));
@@ -572,7 +564,7 @@ impl<B: MapBackend> Dataplane<B> {
                     customer: c.id,
                     kind: StatKind::Limit,
                 };
-                let id = self.stat_for(key, tx, used)?;
+                let id = self.stat_for(key, tx)?;
                 spec.bytes(format!("{l:?}").as_bytes());
                 spec.u64(id as u64);
                 (id, limit_params(l))
@@ -593,8 +585,15 @@ impl<B: MapBackend> Dataplane<B> {
         tx: &mut Tx,
         stats: &mut ApplyStats,
     ) -> Result<Prepared, DataplaneError> {
-        let mut used = HashSet::new();
-        let mut used_stats = HashSet::new();
+        self.ids.begin();
+        self.stats.begin();
+        let entries = desired.global.len()
+            + desired
+                .customers
+                .iter()
+                .map(|c| c.entries.len())
+                .sum::<usize>();
+        self.ids.reserve(entries.saturating_sub(self.ids.len()));
         let mut pending = Vec::new();
         let caps = self.backend.capacities();
 
@@ -623,15 +622,8 @@ impl<B: MapBackend> Dataplane<B> {
         for (c, &slot) in desired.customers.iter().zip(&slots) {
             let mut spec = Fnv::new();
             spec.u64(c.id as u64);
-            let items = self.items(
-                Scope::Customer(c.id),
-                &c.entries,
-                clock,
-                tx,
-                &mut used,
-                &mut spec,
-            )?;
-            let extras = self.extras(c, tx, &mut used_stats, &mut spec)?;
+            let items = self.items(Scope::Customer(c.id), &c.entries, clock, tx, &mut spec)?;
+            let extras = self.extras(c, tx, &mut spec)?;
             let spec = spec.finish();
             if self
                 .live
@@ -647,14 +639,7 @@ impl<B: MapBackend> Dataplane<B> {
 
         // Root: infrastructure, customer prefixes, global list.
         let mut spec = Fnv::new();
-        let global = self.items(
-            Scope::Global,
-            &desired.global,
-            clock,
-            tx,
-            &mut used,
-            &mut spec,
-        )?;
+        let global = self.items(Scope::Global, &desired.global, clock, tx, &mut spec)?;
         let mut infra: Vec<(Net, u32)> = desired.infrastructure.iter().map(|n| (*n, 1)).collect();
         infra.sort_unstable();
         infra.dedup();
@@ -682,12 +667,7 @@ impl<B: MapBackend> Dataplane<B> {
         };
         self.backend.reset_entry_hits(&tx.reset_ids)?;
         self.backend.reset_stats(&tx.reset_stats)?;
-        Ok(Prepared {
-            pending,
-            root,
-            used,
-            used_stats,
-        })
+        Ok(Prepared { pending, root })
     }
 
     fn alloc(&mut self, arena: usize, len: usize, tx: &mut Tx) -> Result<Span, DataplaneError> {
@@ -764,12 +744,7 @@ impl<B: MapBackend> Dataplane<B> {
         p: Prepared,
         stats: &mut ApplyStats,
     ) -> Result<Journal, DataplaneError> {
-        let Prepared {
-            pending,
-            root,
-            used,
-            used_stats,
-        } = p;
+        let Prepared { pending, root } = p;
         let mut released = Journal::default();
         // Publish: customers first, the root last.
         for (slot, live) in &pending {
@@ -788,8 +763,8 @@ impl<B: MapBackend> Dataplane<B> {
             .filter(|(c, _)| !wanted.contains(c))
             .map(|(c, s)| (*c, *s))
             .collect();
-        let dropped_ids = self.ids.others(&used);
-        let dropped_stats = self.stats.others(&used_stats);
+        let dropped_ids = self.ids.untouched();
+        let dropped_stats = self.stats.untouched();
 
         // Nothing unpublished above is read by any packet after this. Should the barrier
         // fail, the new policy is live but nothing old is reused: the old regions leak
@@ -863,10 +838,10 @@ impl<B: MapBackend> Dataplane<B> {
             self.slot_of.remove(&c);
             self.free_slots.insert(s);
         }
-        for k in tx.new_ids {
+        for (k, _) in tx.new_ids {
             self.ids.release(&k);
         }
-        for k in tx.new_stats {
+        for (k, _) in tx.new_stats {
             self.stats.release(&k);
         }
     }
@@ -875,8 +850,6 @@ impl<B: MapBackend> Dataplane<B> {
 struct Prepared {
     pending: Vec<(u32, Live)>,
     root: Option<Live>,
-    used: HashSet<EntryKey>,
-    used_stats: HashSet<StatKey>,
 }
 
 fn tree_at<N: crate::compile::tree::NodeKind>(t: &Built<N>, at: u32) -> Tree {

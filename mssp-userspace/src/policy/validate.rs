@@ -83,19 +83,21 @@ fn action(a: ActionDoc) -> SourceAction {
 
 fn sources(list: &[SourceDoc], path: &str, errors: &mut Errors) -> Vec<SourceEntry> {
     let mut out = Vec::with_capacity(list.len());
-    let mut seen: HashMap<Net, usize> = HashMap::new();
+    let mut seen: HashMap<Net, usize, foldhash::fast::RandomState> = HashMap::default();
+    seen.reserve(list.len());
     for (i, s) in list.iter().enumerate() {
-        let here = format!("{path}[{i}]");
+        // Built only on the error paths: a million entries need no million strings.
+        let here = || format!("{path}[{i}]");
         let net = match parse_cidr(&s.prefix, false) {
             Ok(n) => n,
             Err(m) => {
-                errors.add(format!("{here}.prefix"), m);
+                errors.add(format!("{}.prefix", here()), m);
                 continue;
             }
         };
         if let Some(first) = seen.insert(net, i) {
             errors.add(
-                format!("{here}.prefix"),
+                format!("{}.prefix", here()),
                 format!(
                     "{} is listed twice (also at {path}[{first}]); keep one entry per prefix",
                     format_net(&net)
@@ -110,7 +112,7 @@ fn sources(list: &[SourceDoc], path: &str, errors: &mut Errors) -> Vec<SourceEnt
                     Ok(t) => Some(t),
                     Err(e) => {
                         errors.add(
-                        format!("{here}.expires"),
+                        format!("{}.expires", here()),
                         format!("{t:?} is not an RFC 3339 time ({e}); write e.g. 2026-12-01T00:00:00Z"),
                     );
                         continue;
