@@ -88,6 +88,36 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Push a policy document to edges' push APIs (the central controller's side), e.g.
+    /// mssp push --policy p.json --cert ctl.crt --key ctl.key --ca edges-ca.crt https://edge1:9443
+    Push {
+        /// Policy document (JSON); validated here before anything is sent.
+        #[arg(long)]
+        policy: PathBuf,
+        /// This controller's client certificate (PEM), signed by the edges' client_ca.
+        #[arg(long)]
+        cert: PathBuf,
+        /// Its private key (PEM).
+        #[arg(long)]
+        key: PathBuf,
+        /// The CA that signed the edges' certificates (PEM).
+        #[arg(long)]
+        ca: PathBuf,
+        /// Edges at once.
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        /// Per attempt: connect, send, apply and reply (e.g. 60s, 2m).
+        #[arg(long, default_value = "120s")]
+        timeout: String,
+        /// Further attempts for an edge that cannot be reached or answers 5xx.
+        #[arg(long, default_value_t = 3)]
+        retries: u32,
+        #[arg(long)]
+        json: bool,
+        /// The edges' push API URLs, e.g. https://edge1.example.net:9443
+        #[arg(required = true)]
+        urls: Vec<String>,
+    },
     /// Benchmarks (run by `cargo xtask bench`).
     #[command(hide = true)]
     Bench {
@@ -296,6 +326,36 @@ pub fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+        Command::Push {
+            policy,
+            cert,
+            key,
+            ca,
+            concurrency,
+            timeout,
+            retries,
+            json,
+            urls,
+        } => {
+            let Some(timeout) = humantime::parse_duration(&timeout)
+                .ok()
+                .filter(|d| !d.is_zero())
+            else {
+                eprintln!("mssp push: --timeout {timeout:?} is not a duration like 60s or 2m");
+                return ExitCode::from(EXIT_USAGE);
+            };
+            crate::push_client::run(crate::push_client::PushOptions {
+                policy,
+                cert,
+                key,
+                ca,
+                urls,
+                concurrency,
+                timeout,
+                retries,
+                json,
+            })
         }
         Command::Unpin { pin_dir } => match crate::pins::remove_all(&pin_dir) {
             Ok(removed) => {

@@ -93,6 +93,10 @@ pub struct Config {
     /// Largest policy document a push may carry, in bytes.
     #[serde(default = "default_push_max_bytes")]
     pub push_max_bytes: usize,
+    /// How long a push client may take for the TLS handshake and for sending its request,
+    /// e.g. "60s"; slower clients are cut off.
+    #[serde(default = "default_push_timeout")]
+    pub push_timeout: String,
 }
 
 fn default_socket_mode() -> String {
@@ -105,6 +109,10 @@ fn default_entry_metrics() -> String {
 
 fn default_push_max_bytes() -> usize {
     512 * 1024 * 1024
+}
+
+fn default_push_timeout() -> String {
+    "60s".into()
 }
 
 /// A configuration that cannot be used (the agent exits 64).
@@ -150,6 +158,7 @@ impl Config {
                 self.metrics_entry_hits
             ));
         }
+        self.push_timeout()?;
         if self.push_listen.is_some()
             && (self.tls_cert.is_none() || self.tls_key.is_none() || self.client_ca.is_none())
         {
@@ -159,6 +168,18 @@ impl Config {
             );
         }
         Ok(())
+    }
+
+    pub fn push_timeout(&self) -> Result<std::time::Duration, String> {
+        humantime::parse_duration(&self.push_timeout)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| {
+                format!(
+                    "push_timeout = {:?} is not a duration like \"60s\" or \"2m\"",
+                    self.push_timeout
+                )
+            })
     }
 
     pub fn interfaces(&self) -> Vec<InterfaceConfig> {
@@ -184,6 +205,15 @@ impl Config {
                     self.socket_mode
                 )
             })
+    }
+
+    /// What a policy document may hold with these map sizes (checked at validation).
+    pub fn policy_capacity(&self) -> crate::policy::Capacity {
+        let caps = self.capacities();
+        crate::policy::Capacity {
+            customers: caps.slots - 1,
+            source_entries: caps.entry_ids.saturating_sub(1),
+        }
     }
 
     pub fn capacities(&self) -> Capacities {
@@ -243,5 +273,7 @@ mod tests {
         assert!(e.contains("socket_mode"), "{e}");
         let e = parse(&format!("{MIN}\npush_listen = \"0.0.0.0:8443\"")).unwrap_err();
         assert!(e.contains("mutual TLS"), "{e}");
+        let e = parse(&format!("{MIN}\npush_timeout = \"soon\"")).unwrap_err();
+        assert!(e.contains("push_timeout"), "{e}");
     }
 }

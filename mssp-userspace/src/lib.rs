@@ -13,5 +13,7 @@ pub mod loader;
 pub mod metrics;
 pub mod pins;
 pub mod policy;
+pub mod push_client;
 pub mod simulate;
+pub mod tls;
 pub mod traffic;

@@ -283,9 +283,9 @@ async fn policy(
 ) -> Result<Response, ApiError> {
     blocking(&agent, move |inner| {
         let v = match (&inner.central, q.full) {
-            (Some(c), true) => serde_json::json!({"version": c.version, "digest": c.digest, "applied_at": ts(c.applied_at), "policy": c.policy}),
-            (Some(c), false) => serde_json::json!({"version": c.version, "digest": c.digest, "applied_at": ts(c.applied_at)}),
-            (None, _) => serde_json::json!({"version": 0, "digest": null, "applied_at": null}),
+            (Some(c), true) => serde_json::json!({"version": c.version, "digest": c.digest, "applied_at": ts(c.applied_at), "source": c.source, "policy": inner.policy.doc}),
+            (Some(c), false) => serde_json::json!({"version": c.version, "digest": c.digest, "applied_at": ts(c.applied_at), "source": c.source}),
+            (None, _) => serde_json::json!({"version": 0, "digest": null, "applied_at": null, "source": null}),
         };
         Ok(Json(v).into_response())
     })
@@ -662,9 +662,11 @@ pub fn rules_view(inner: &Inner, customer: u32) -> Vec<RuleView> {
     let mut out = Vec::new();
     let central = inner.policy.customer(customer);
     let central_docs = inner
-        .central
-        .as_ref()
-        .and_then(|f| f.policy.customers.iter().find(|x| x.id == customer))
+        .policy
+        .doc
+        .customers
+        .iter()
+        .find(|x| x.id == customer)
         .map(|x| x.rules.clone())
         .unwrap_or_default();
     let mut push = |layer: Layer, id: u32, doc: serde_json::Value, who: String, added: String| {

@@ -6,6 +6,7 @@
 //! stop an agent in-process. Stopping the agent never stops the filter: the links are pinned.
 
 pub mod api;
+pub mod push;
 pub mod store;
 pub mod views;
 
@@ -20,7 +21,7 @@ use std::{
 
 use aya::Ebpf;
 use log::{error, info, warn};
-use store::{CentralFile, IdLog, LocalEntry, LocalFile, StateError, Store};
+use store::{CentralMeta, IdLog, LocalEntry, LocalFile, StateError, Store};
 use time::OffsetDateTime;
 
 use crate::{
@@ -30,7 +31,7 @@ use crate::{
         Scope, kernel::KernelBackend,
     },
     pins::{self, Attached, PinError},
-    policy::{Capacity, Policy, PolicyDoc, parse_policy},
+    policy::{Policy, parse_policy},
 };
 
 /// Exit codes (sysexits): bad config 64, bad state or policy data 65, pins we must not
@@ -87,7 +88,7 @@ pub struct LastApply {
 pub struct Inner {
     pub dp: Dataplane<KernelBackend>,
     _ebpf: Ebpf,
-    pub central: Option<CentralFile>,
+    pub central: Option<CentralMeta>,
     pub policy: Policy,
     pub local: LocalFile,
     idlog: IdLog,
@@ -170,11 +171,7 @@ impl Agent {
     pub fn start(cfg: Config, opts: &RunOptions) -> Result<Agent, AgentError> {
         let store = Store::open(&cfg.state_dir)?;
         let lock = lock_state_dir(&cfg.state_dir)?;
-        let caps = cfg.capacities();
-        let cap = Capacity {
-            customers: caps.slots - 1,
-            source_entries: caps.entry_ids.saturating_sub(1),
-        };
+        let cap = cfg.policy_capacity();
         // State first: a corrupt file stops us before anything in the kernel is touched.
         let mut central = store.load_central(&cap)?;
         let local = store.load_local()?;
@@ -192,11 +189,11 @@ impl Agent {
             })?;
             info!("initial policy {} (version {})", path.display(), p.version);
             central = Some((
-                CentralFile {
+                CentralMeta {
                     version: p.version,
-                    digest: digest_of(&p.doc),
+                    digest: crate::tls::digest(&bytes),
                     applied_at: OffsetDateTime::now_utc(),
-                    policy: p.doc.clone(),
+                    source: Some(format!("file {}", path.display())),
                 },
                 p,
             ));
@@ -236,7 +233,7 @@ impl Agent {
         // an empty policy; an adopted link keeps the old program until the swap below.
         inner.apply("start")?;
         if let Some(c) = &inner.central {
-            inner.store.save_central(c)?;
+            inner.store.save_central(c, &inner.policy.doc)?;
         }
         let modes = inner.store.load_links();
         let attached = pins::attach_all(&mut inner._ebpf, &cfg, &modes)?;
@@ -304,11 +301,7 @@ impl Agent {
             notes.push("interfaces updated".into());
         }
         if let Some(p) = &new.policy {
-            let caps = new.capacities();
-            let cap = Capacity {
-                customers: caps.slots - 1,
-                source_entries: caps.entry_ids.saturating_sub(1),
-            };
+            let cap = new.policy_capacity();
             let bytes = std::fs::read(p).map_err(|e| AgentError::InitialPolicy {
                 file: p.display().to_string(),
                 message: format!("cannot read: {e}"),
@@ -319,7 +312,11 @@ impl Agent {
             })?;
             let held = inner.central.as_ref().map_or(0, |c| c.version);
             if policy.version > held {
-                inner.set_central(policy, "reload")?;
+                let origin = Origin {
+                    digest: crate::tls::digest(&bytes),
+                    source: format!("file {} (SIGHUP)", p.display()),
+                };
+                inner.set_central(policy, origin, "reload")?;
                 notes.push(format!(
                     "policy file {} applied (version {held} -> {})",
                     p.display(),
@@ -344,12 +341,11 @@ impl Agent {
     }
 }
 
-/// The digest of a policy document as the push API reports it.
-pub fn digest_of(doc: &PolicyDoc) -> String {
-    let bytes = serde_json::to_vec(doc).unwrap_or_default();
-    let mut h = crate::compile::Fnv::new();
-    h.bytes(&bytes);
-    format!("fnv1a64:{:016x}", h.finish())
+/// Where a central policy came from: the digest of its bytes and who sent it.
+#[derive(Clone, Debug)]
+pub struct Origin {
+    pub digest: String,
+    pub source: String,
 }
 
 impl Inner {
@@ -357,6 +353,7 @@ impl Inner {
     pub fn apply(&mut self, trigger: &str) -> Result<ApplyStats, DataplaneError> {
         let started = Instant::now();
         let d = desired(&self.policy, &self.local);
+        log::debug!("apply: desired state in {:?}", started.elapsed());
         let idlog = &mut self.idlog;
         let r = self
             .dp
@@ -370,35 +367,55 @@ impl Inner {
                     trigger: trigger.into(),
                 });
                 self.last_error = None;
-                if let Err(e) = self.idlog.maybe_compact(&self.dp.id_table()) {
+                // The table is built only when the log is due (it is a million rows at most).
+                if self.idlog.needs_compaction(self.dp.assignments())
+                    && let Err(e) = self.idlog.maybe_compact(&self.dp.id_table())
+                {
                     warn!("compacting the id log: {e}");
                 }
+                log::debug!("apply: done in {:?}", started.elapsed());
             }
             Err(e) => self.last_error = Some(format!("{trigger}: {e}")),
         }
         r
     }
 
-    /// Replaces the central layer: applied first, persisted once enforced.
-    pub fn set_central(&mut self, policy: Policy, trigger: &str) -> Result<ApplyStats, AgentError> {
+    /// Replaces the central layer: applied first, then persisted, so what the state
+    /// directory holds is always something that was enforced. If it cannot be persisted, the
+    /// previous policy is put back (a restart would otherwise silently roll back to it).
+    pub fn set_central(
+        &mut self,
+        policy: Policy,
+        origin: Origin,
+        trigger: &str,
+    ) -> Result<ApplyStats, AgentError> {
         let old = std::mem::replace(&mut self.policy, policy);
-        match self.apply(trigger) {
-            Ok(stats) => {
-                let file = CentralFile {
-                    version: self.policy.version,
-                    digest: digest_of(&self.policy.doc),
-                    applied_at: OffsetDateTime::now_utc(),
-                    policy: self.policy.doc.clone(),
-                };
-                self.store.save_central(&file)?;
-                self.central = Some(file);
-                Ok(stats)
-            }
+        let stats = match self.apply(trigger) {
+            Ok(stats) => stats,
             Err(e) => {
                 self.policy = old;
-                Err(e.into())
+                return Err(e.into());
             }
+        };
+        let meta = CentralMeta {
+            version: self.policy.version,
+            digest: origin.digest,
+            applied_at: OffsetDateTime::now_utc(),
+            source: Some(origin.source),
+        };
+        let t = Instant::now();
+        let saved = self.store.save_central(&meta, &self.policy.doc);
+        log::debug!("central policy persisted in {:?}", t.elapsed());
+        if let Err(e) = saved {
+            error!("{e}; putting the previous central policy back");
+            self.policy = old;
+            if let Err(e2) = self.apply("rollback") {
+                error!("re-applying the previous central policy failed too: {e2}");
+            }
+            return Err(e.into());
         }
+        self.central = Some(meta);
+        Ok(stats)
     }
 
     /// Replaces the local layer: applied first, persisted once enforced; on failure the old
@@ -457,13 +474,14 @@ pub async fn run(
     let cfg = agent.config();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
 
-    let api = api::serve_unix(agent.clone(), &cfg, stop_rx.clone())
-        .await
-        .map_err(AgentError::Other)?;
+    // The push endpoint and metrics first: once the socket answers, everything does.
+    let push = push::serve(agent.clone(), &cfg, stop_rx.clone()).await?;
     let metrics = crate::metrics::serve(agent.clone(), cfg.metrics_listen, stop_rx.clone())
         .await
         .map_err(AgentError::Other)?;
-    let push: Option<tokio::task::JoinHandle<()>> = None;
+    let api = api::serve_unix(agent.clone(), &cfg, stop_rx.clone())
+        .await
+        .map_err(AgentError::Other)?;
 
     let expiry = tokio::spawn(expiry_loop(agent.clone(), stop_rx.clone()));
     let watchdog = tokio::spawn(watchdog_loop(agent.clone(), stop_rx.clone()));
