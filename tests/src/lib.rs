@@ -5,6 +5,8 @@
 pub mod agent;
 pub mod netns;
 pub mod packet;
+pub mod pki;
+pub mod push;
 pub mod traffic;
 
 use std::{
