@@ -281,6 +281,7 @@ impl Net {
         for ns in [&n.a, &n.b] {
             let _ = Command::new("ip").args(["netns", "del", ns]).output();
             sh(&["ip", "netns", "add", ns])?;
+            sh(&["ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"])?;
         }
         sh(&[
             "ip", "link", "add", &n.if_a, "netns", &n.a, "type", "veth", "peer", "name", &n.if_b,
@@ -782,6 +783,78 @@ fn print_table(s: &serde_json::Value) {
 }
 
 /// A real agent with the 1M policy: restart-to-ready time and CLI block latency.
+/// A lab PKI for the push figures: an edge certificate for 127.0.0.1 and a controller
+/// certificate, each from its own CA. Returns (edge ca, edge cert, edge key, controller ca,
+/// controller cert, controller key) paths.
+pub fn lab_pki(dir: &Path) -> anyhow::Result<[PathBuf; 6]> {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose,
+    };
+    let ca = |name: &str| -> anyhow::Result<(String, Issuer<'static, KeyPair>)> {
+        let key = KeyPair::generate()?;
+        let mut p = CertificateParams::new(Vec::<String>::new())?;
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name.push(DnType::CommonName, name);
+        p.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+        let cert = p.self_signed(&key)?;
+        Ok((cert.pem(), Issuer::new(p, key)))
+    };
+    let leaf = |issuer: &Issuer<'static, KeyPair>,
+                names: Vec<String>,
+                server: bool|
+     -> anyhow::Result<(String, String)> {
+        let key = KeyPair::generate()?;
+        let mut p = CertificateParams::new(names)?;
+        p.distinguished_name.push(
+            DnType::CommonName,
+            if server { "edge" } else { "bench-controller" },
+        );
+        p.extended_key_usages = vec![if server {
+            ExtendedKeyUsagePurpose::ServerAuth
+        } else {
+            ExtendedKeyUsagePurpose::ClientAuth
+        }];
+        Ok((p.signed_by(&key, issuer)?.pem(), key.serialize_pem()))
+    };
+    let (edge_ca, edge_issuer) = ca("bench edges CA")?;
+    let (ctl_ca, ctl_issuer) = ca("bench controllers CA")?;
+    let (edge_cert, edge_key) = leaf(&edge_issuer, vec!["127.0.0.1".into()], true)?;
+    let (ctl_cert, ctl_key) = leaf(&ctl_issuer, Vec::new(), false)?;
+    let files = [
+        ("edges-ca.crt", edge_ca),
+        ("edge.crt", edge_cert),
+        ("edge.key", edge_key),
+        ("controllers-ca.crt", ctl_ca),
+        ("controller.crt", ctl_cert),
+        ("controller.key", ctl_key),
+    ];
+    let mut out: Vec<PathBuf> = Vec::new();
+    for (name, text) in files {
+        let p = dir.join(name);
+        std::fs::write(&p, text)?;
+        out.push(p);
+    }
+    out.try_into().map_err(|_| anyhow::anyhow!("six files"))
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<f64>().ok())
+            })
+        })
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+/// The control-plane figures, with a real agent on a veth interface: a 1M-entry push through
+/// the push API (end to end, as `mssp push` sees it), the agent's memory, CLI block latency
+/// to enforcement, and restart-to-ready with that policy.
 fn control_plane(g: &Gen, control: &mut BTreeMap<String, serde_json::Value>) -> anyhow::Result<()> {
     let exe = std::env::current_exe()?;
     let dir = std::env::temp_dir().join(format!("mssp-bench-agent-{}", std::process::id()));
@@ -797,19 +870,29 @@ fn control_plane(g: &Gen, control: &mut BTreeMap<String, serde_json::Value>) -> 
     ])?;
     let net = Net::new()?;
     let result = (|| -> anyhow::Result<()> {
-        let policy = dir.join("policy.json");
-        std::fs::write(&policy, serde_json::to_vec(&g.doc())?)?;
+        let [edge_ca, edge_cert, edge_key, ctl_ca, ctl_cert, ctl_key] = lab_pki(&dir)?;
+        let mut doc = g.doc();
+        doc.version = 2;
+        let policy = dir.join("policy-1m.json");
+        std::fs::write(&policy, serde_json::to_vec(&doc)?)?;
+        let size = std::fs::metadata(&policy)?.len();
+        control.insert(
+            "push_1m_document_mib".into(),
+            json!(size as f64 / (1 << 20) as f64),
+        );
         let cfg = dir.join("mssp.toml");
         let sock = dir.join("mssp.sock");
         std::fs::write(
             &cfg,
             format!(
-                "interfaces = [\"{}\"]\npin_dir = \"{}\"\nstate_dir = \"{}\"\nsocket = \"{}\"\nmetrics_listen = \"127.0.0.1:19999\"\npolicy = \"{}\"\n",
+                "interfaces = [\"{}\"]\npin_dir = {:?}\nstate_dir = {:?}\nsocket = {:?}\nmetrics_listen = \"127.0.0.1:19999\"\npush_listen = \"127.0.0.1:19443\"\ntls_cert = {:?}\ntls_key = {:?}\nclient_ca = {:?}\n",
                 net.if_b,
-                bpffs.join("mssp").display(),
-                dir.join("state").display(),
-                sock.display(),
-                policy.display()
+                bpffs.join("mssp").display().to_string(),
+                dir.join("state").display().to_string(),
+                sock.display().to_string(),
+                edge_cert.display().to_string(),
+                edge_key.display().to_string(),
+                ctl_ca.display().to_string(),
             ),
         )?;
         let start = |what: &str| -> anyhow::Result<(std::process::Child, f64)> {
@@ -841,21 +924,35 @@ fn control_plane(g: &Gen, control: &mut BTreeMap<String, serde_json::Value>) -> 
                 std::thread::sleep(Duration::from_millis(20));
             }
         };
-        let (mut agent, first) = start("first")?;
-        control.insert("agent_first_start_1m_s".into(), json!(first));
-        let rss = std::fs::read_to_string(format!("/proc/{}/status", agent.id()))
-            .ok()
-            .and_then(|s| {
-                s.lines().find(|l| l.starts_with("VmRSS:")).map(|l| {
-                    l.split_whitespace()
-                        .nth(1)
-                        .unwrap_or("0")
-                        .parse::<u64>()
-                        .unwrap_or(0)
-                })
-            })
-            .unwrap_or(0);
-        control.insert("agent_rss_1m_mib".into(), json!(rss as f64 / 1024.0));
+        let (mut agent, _) = start("first")?;
+        let idle = rss_mib(agent.id());
+        // The push, end to end: mssp push validates, sends over mutual TLS, the agent
+        // validates, applies and replies once enforced.
+        let t = Instant::now();
+        let out = Command::new("ip")
+            .args(["netns", "exec", &net.b])
+            .arg(&exe)
+            .args(["push", "--json", "--retries", "0", "--policy"])
+            .arg(&policy)
+            .arg("--cert")
+            .arg(&ctl_cert)
+            .arg("--key")
+            .arg(&ctl_key)
+            .arg("--ca")
+            .arg(&edge_ca)
+            .arg("https://127.0.0.1:19443")
+            .output()?;
+        let push_s = t.elapsed().as_secs_f64();
+        if !out.status.success() {
+            bail!(
+                "the 1M push failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        control.insert("push_1m_end_to_end_s".into(), json!(push_s));
+        control.insert("agent_rss_idle_mib".into(), json!(idle));
+        control.insert("agent_rss_1m_mib".into(), json!(rss_mib(agent.id())));
         let mut lat = Vec::new();
         for i in 0..40u32 {
             let prefix = format!("198.18.{}.{}/32", 200 + i / 250, i % 250);
@@ -893,7 +990,11 @@ fn control_plane(g: &Gen, control: &mut BTreeMap<String, serde_json::Value>) -> 
         .arg(bpffs.join("mssp"))
         .output();
     let _ = Command::new("umount").arg(&bpffs).output();
-    let _ = std::fs::remove_dir_all(&dir);
+    if result.is_err() {
+        eprintln!("bench: agent logs kept in {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     drop(net);
     result
 }
