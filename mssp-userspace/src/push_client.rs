@@ -1,5 +1,5 @@
-//! `mssp push`: the controller's side of the push API. Validates the document locally, then
-//! sends it to every edge at once (bounded concurrency), with a timeout per attempt and
+//! `mssp push`: the controller's side of the push API. Validates the document locally while
+//! sending it to every edge at once (bounded concurrency), with a timeout per attempt and
 //! retries with backoff for what can heal (unreachable edge, 5xx). Prints one row per edge
 //! and exits non-zero if any edge does not enforce the document afterwards.
 
@@ -36,6 +36,18 @@ pub struct PushOptions {
     pub timeout: Duration,
     pub retries: u32,
     pub json: bool,
+}
+
+/// Capacity is each edge's business: it checks the document against its own maps.
+const UNLIMITED: Capacity = Capacity {
+    customers: u32::MAX,
+    source_entries: u32::MAX,
+};
+
+/// The one field needed before the document is validated in full.
+#[derive(serde::Deserialize)]
+struct VersionOnly {
+    version: u64,
 }
 
 /// Where one edge's push API is.
@@ -303,18 +315,19 @@ pub fn run(opts: PushOptions) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    // Validated here first: a broken document is never sent anywhere. Capacity is the
-    // edges' business (each checks against its own maps).
-    let unlimited = Capacity {
-        customers: u32::MAX,
-        source_entries: u32::MAX,
-    };
-    let version = match parse_policy(&bytes, &unlimited) {
-        Ok(p) => p.version,
-        Err(e) => {
-            eprintln!("mssp push: {}: {e}; nothing pushed", opts.policy.display());
-            return ExitCode::from(EXIT_DATAERR);
-        }
+    // A document that is not even JSON with a version is never sent anywhere. The full validation of a large document takes a second or more, so it runs while the
+    // uploads start: every edge runs the same validation (at least as strict, since it also
+    // checks capacity) before touching anything, so a document refused here is refused
+    // there too. A refusal here cancels the uploads still in flight.
+    let version = match serde_json::from_slice::<VersionOnly>(&bytes) {
+        Ok(v) => v.version,
+        Err(_) => match parse_policy(&bytes, &UNLIMITED) {
+            Ok(p) => p.version,
+            Err(e) => {
+                eprintln!("mssp push: {}: {e}; nothing pushed", opts.policy.display());
+                return ExitCode::from(EXIT_DATAERR);
+            }
+        },
     };
     let digest = crate::tls::digest(&bytes);
     let cfg = match crate::tls::client_config(&opts.cert, &opts.key, &opts.ca) {
@@ -352,7 +365,41 @@ pub fn run(opts: PushOptions) -> ExitCode {
         timeout: opts.timeout,
         retries: opts.retries,
     };
-    let results = rt.block_on(push_all(cfg, targets, &push));
+    let bytes = push.body.clone();
+    let results = rt.block_on(async {
+        let check = tokio::task::spawn_blocking(move || {
+            parse_policy(&bytes, &UNLIMITED)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        });
+        let pushes = push_all(cfg, targets, &push);
+        tokio::pin!(pushes, check);
+        let (checked, results) = tokio::select! {
+            biased;
+            checked = &mut check => match checked {
+                Ok(Ok(())) => (Ok(()), pushes.await),
+                Ok(Err(e)) => (Err(e), Vec::new()),
+                Err(e) => (Err(format!("local validation failed: {e}")), Vec::new()),
+            },
+            // Every edge answered before the local check finished (each refused a broken
+            // document itself); the local verdict still decides the exit status.
+            results = &mut pushes => (
+                check.await.unwrap_or_else(|e| Err(format!("local validation failed: {e}"))),
+                results,
+            ),
+        };
+        checked.map(|()| results)
+    });
+    let results = match results {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!(
+                "mssp push: {}: {e}; nothing applied (uploads cancelled; every edge validates before it applies)",
+                opts.policy.display()
+            );
+            return ExitCode::from(EXIT_DATAERR);
+        }
+    };
     let failed = results.iter().filter(|r| !r.ok).count();
     if opts.json {
         let v = serde_json::json!({

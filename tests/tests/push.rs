@@ -289,12 +289,13 @@ fn invalid_documents_are_refused_and_nothing_changes() {
             .contains("push_max_bytes")
     );
 
-    // `mssp push` refuses an invalid document itself, before contacting any edge.
+    // `mssp push` refuses an invalid document itself (its check runs while the uploads
+    // start, and cancels them), exits 65, and no edge changes.
     let file = f.policy_file("bad.json", bad);
     let (status, _, err) = f.push(&file, &f.pki.controller, &f.urls(), &[]);
     assert_eq!(status.code(), Some(65), "{err}");
     assert!(
-        err.contains("customers[0].sources[0].prefix") && err.contains("nothing pushed"),
+        err.contains("customers[0].sources[0].prefix") && err.contains("nothing applied"),
         "{err}"
     );
 
