@@ -216,6 +216,8 @@ struct Extras {
     rules: CompiledRules,
     limit_bucket: u32,
     limit: RateParams,
+    /// Every rule counter and bucket index it uses.
+    stats: Vec<u32>,
 }
 
 // Arena indices in `Dataplane::arenas`.
@@ -235,6 +237,44 @@ pub struct Dataplane<B: MapBackend> {
     ids: Ids<EntryKey>,
     stats: Ids<StatKey>,
     live: HashMap<u32, Live>,
+    /// Per slot: what its live record was compiled from, so an apply that leaves a customer
+    /// as it was (a CLI edit to another customer, a push that changes a few) skips it.
+    memo: HashMap<u32, Memo>,
+}
+
+/// What a customer's live record was compiled from, and the ids it uses.
+struct Memo {
+    customer: u32,
+    /// Digest of the customer's desired state (entries, rules, limits) as given.
+    input: u64,
+    /// The live record's spec at the time.
+    spec: u64,
+    ids: Vec<u32>,
+    stats: Vec<u32>,
+}
+
+/// Digest of a customer's desired state, or `None` when it depends on the time (an entry
+/// with an expiry: which entries are in effect changes as time passes).
+fn input_digest(c: &DesiredCustomer) -> Option<u64> {
+    use std::hash::{BuildHasher, Hasher};
+    if c.entries.iter().any(|e| e.expires.is_some()) {
+        return None;
+    }
+    let mut h = foldhash::quality::FixedState::with_seed(0x6d73_7370).build_hasher();
+    h.write_u32(c.id);
+    h.write_usize(c.entries.len());
+    for e in &c.entries {
+        h.write_u128(e.net.addr);
+        h.write_u32(
+            ((e.net.len as u32) << 16)
+                | ((e.net.v6 as u32) << 12)
+                | ((e.layer as u32) << 8)
+                | e.action as u32,
+        );
+    }
+    // Rules and limits are few per customer; their debug form names every field.
+    h.write(format!("{:?}{:?}", c.rules, c.limits).as_bytes());
+    Some(h.finish())
 }
 
 impl<B: MapBackend> Dataplane<B> {
@@ -258,6 +298,7 @@ impl<B: MapBackend> Dataplane<B> {
             // fresh ids are used before recycled ones.
             stats: Ids::new("BUCKETS", caps.buckets, true),
             live: HashMap::new(),
+            memo: HashMap::new(),
             backend,
         }
     }
@@ -571,10 +612,15 @@ impl<B: MapBackend> Dataplane<B> {
             }
             None => (0, RateParams::default()),
         };
+        let mut stats: Vec<u32> = list.iter().map(|(_, s)| *s).collect();
+        if c.limits.is_some() {
+            stats.push(limit_bucket);
+        }
         Ok(Extras {
             rules,
             limit_bucket,
             limit,
+            stats,
         })
     }
 
@@ -619,12 +665,41 @@ impl<B: MapBackend> Dataplane<B> {
         }
 
         // Customers.
+        let mut memos = Vec::new();
         for (c, &slot) in desired.customers.iter().zip(&slots) {
+            let input = input_digest(c);
+            if let (Some(d), Some(m)) = (input, self.memo.get(&slot))
+                && m.input == d
+                && m.customer == c.id
+                && self
+                    .live
+                    .get(&slot)
+                    .is_some_and(|l| l.spec == m.spec && l.customer_id == c.id)
+            {
+                // Unchanged since it was compiled: its ids stay in use, nothing else to do.
+                for &id in &m.ids {
+                    self.ids.touch(id);
+                }
+                for &id in &m.stats {
+                    self.stats.touch(id);
+                }
+                continue;
+            }
             let mut spec = Fnv::new();
             spec.u64(c.id as u64);
             let items = self.items(Scope::Customer(c.id), &c.entries, clock, tx, &mut spec)?;
             let extras = self.extras(c, tx, &mut spec)?;
             let spec = spec.finish();
+            memos.push((
+                slot,
+                input.map(|input| Memo {
+                    customer: c.id,
+                    input,
+                    spec,
+                    ids: items.iter().map(|i| i.id).collect(),
+                    stats: extras.stats.clone(),
+                }),
+            ));
             if self
                 .live
                 .get(&slot)
@@ -667,7 +742,11 @@ impl<B: MapBackend> Dataplane<B> {
         };
         self.backend.reset_entry_hits(&tx.reset_ids)?;
         self.backend.reset_stats(&tx.reset_stats)?;
-        Ok(Prepared { pending, root })
+        Ok(Prepared {
+            pending,
+            root,
+            memos,
+        })
     }
 
     fn alloc(&mut self, arena: usize, len: usize, tx: &mut Tx) -> Result<Span, DataplaneError> {
@@ -744,7 +823,11 @@ impl<B: MapBackend> Dataplane<B> {
         p: Prepared,
         stats: &mut ApplyStats,
     ) -> Result<Journal, DataplaneError> {
-        let Prepared { pending, root } = p;
+        let Prepared {
+            pending,
+            root,
+            memos,
+        } = p;
         let mut released = Journal::default();
         // Publish: customers first, the root last.
         for (slot, live) in &pending {
@@ -794,10 +877,17 @@ impl<B: MapBackend> Dataplane<B> {
                 self.release_live(old);
             }
             self.slot_of.remove(c);
+            self.memo.remove(slot);
             self.free_slots.insert(*slot);
             released.released_slots.push((*c, *slot));
         }
         stats.customers_removed = removed.len();
+        for (slot, m) in memos {
+            match m {
+                Some(m) => self.memo.insert(slot, m),
+                None => self.memo.remove(&slot),
+            };
+        }
         for k in dropped_ids {
             if let Some(id) = self.ids.release(&k) {
                 released.released_ids.push(id);
@@ -850,6 +940,8 @@ impl<B: MapBackend> Dataplane<B> {
 struct Prepared {
     pending: Vec<(u32, Live)>,
     root: Option<Live>,
+    /// Memos of the customers compiled (or checked) in this apply; `None`: keep none.
+    memos: Vec<(u32, Option<Memo>)>,
 }
 
 fn tree_at<N: crate::compile::tree::NodeKind>(t: &Built<N>, at: u32) -> Tree {

@@ -146,6 +146,48 @@ fn reapplying_changes_nothing_and_changes_reclaim() {
 }
 
 #[test]
+fn unchanged_customers_are_skipped_and_keep_their_ids() {
+    let mut dp = Dataplane::new(MemBackend::new(small()));
+    dp.apply(&policy(P1), &Clock::now()).unwrap();
+    let ids: BTreeSet<(String, u32)> = dp.entries().map(|(k, id)| (format!("{k:?}"), id)).collect();
+    let p2 = P1.replace("198.18.1.0/24", "198.18.2.0/24");
+    // Customer 9 changes back and forth; 7 and 8 are skipped every time (memo), yet their
+    // entries keep their ids and nothing of theirs is released.
+    for round in 0..4 {
+        let doc = if round % 2 == 0 { &p2 } else { P1 };
+        let s = dp.apply(&policy(doc), &Clock::now()).unwrap();
+        assert_eq!(
+            (s.customers_changed, s.root_changed),
+            (1, false),
+            "round {round}"
+        );
+    }
+    let after: BTreeSet<(String, u32)> =
+        dp.entries().map(|(k, id)| (format!("{k:?}"), id)).collect();
+    let kept = |s: &BTreeSet<(String, u32)>| {
+        s.iter()
+            .filter(|(k, _)| !k.contains("Customer(9)"))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(kept(&after), kept(&ids));
+    assert_eq!(after.len(), ids.len());
+    // A failed apply leaves the memo as it was: the next apply still sees 7 unchanged.
+    let changed = P1.replace("198.18.66.0/24", "198.18.67.0/24");
+    dp.backend_mut().fail_write_in = 1;
+    dp.apply(&policy(&changed), &Clock::now()).unwrap_err();
+    let s = dp.apply(&policy(&changed), &Clock::now()).unwrap();
+    assert_eq!(s.customers_changed, 1);
+    let (_, v, _, _) = look(
+        dp.backend(),
+        false,
+        ip4([198, 18, 67, 1]),
+        ip4([198, 19, 7, 9]),
+    );
+    assert_eq!(value::action(v), SourceAction::Drop as u32);
+}
+
+#[test]
 fn removing_a_customer_frees_its_slot() {
     let mut dp = Dataplane::new(MemBackend::new(small()));
     dp.apply(&policy(P1), &Clock::now()).unwrap();
