@@ -127,9 +127,13 @@ impl Bench {
     }
 }
 
+/// The two tests flood veths from every CPU: run at once, each would measure the other.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn delivered_rate_within_5_percent_from_100_pps_to_the_top() {
     require_root();
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut b = Bench::new("rate");
     let sources: Vec<IpAddr> = (1..=200u32)
         .map(|i| IpAddr::from([198, 18, 1, (i % 250) as u8]))
@@ -151,7 +155,8 @@ fn delivered_rate_within_5_percent_from_100_pps_to_the_top() {
             r#"{{"rate_limit":{{"pps":{rate},"burst":{}}}}}"#,
             (rate / 10.0).max(1.0)
         ));
-        let secs = if rate < 1_000.0 { 4.0 } else { 2.0 };
+        // Over 10 s, as the contract states the accuracy.
+        let secs = 10.0;
         let (offered, delivered) = b.measure(&g, secs);
         println!(
             "limit {rate:>9.0} pps: offered {offered:>9.0}, delivered {delivered:>9.1} ({:+.2}%)",
@@ -175,6 +180,7 @@ fn delivered_rate_within_5_percent_from_100_pps_to_the_top() {
 #[test]
 fn per_source_buckets_isolate_sources() {
     require_root();
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut b = Bench::new("psrc");
     b.policy(r#"{"rate_limit":{"pps":200,"burst":20,"per_source":true}}"#);
     let sources: Vec<IpAddr> = (1..=4u8).map(|i| IpAddr::from([198, 18, 2, i])).collect();
