@@ -104,6 +104,8 @@ pub struct Agent {
     pub started: OffsetDateTime,
     /// Wakes the expiry task when the set of expiries changes.
     pub expiry_changed: tokio::sync::Notify,
+    /// The push API's TLS settings; replaced when SIGHUP finds new certificate files.
+    pub push_tls: Mutex<Option<Arc<rustls::ServerConfig>>>,
     _lock: File,
 }
 
@@ -251,6 +253,7 @@ impl Agent {
             inner: Mutex::new(inner),
             started: OffsetDateTime::now_utc(),
             expiry_changed: tokio::sync::Notify::new(),
+            push_tls: Mutex::new(None),
             _lock: lock,
         })
     }
@@ -331,6 +334,23 @@ impl Agent {
             }
         }
         drop(inner);
+        // Certificates are read again (rotation): new connections use them; if they do not
+        // load, the ones in use stay.
+        let mut tls = self.push_tls.lock().unwrap_or_else(|e| e.into_inner());
+        if tls.is_some()
+            && let (Some(cert), Some(key), Some(ca)) = (&new.tls_cert, &new.tls_key, &new.client_ca)
+        {
+            match crate::tls::server_config(cert, key, ca) {
+                Ok(c) => {
+                    *tls = Some(Arc::new(c));
+                    notes.push("push TLS certificates re-read".into());
+                }
+                Err(e) => notes.push(format!(
+                    "push TLS certificates not re-read, the current ones stay: {e}"
+                )),
+            }
+        }
+        drop(tls);
         *self.cfg.lock().unwrap_or_else(|e| e.into_inner()) = new;
         self.expiry_changed.notify_one();
         Ok(if notes.is_empty() {

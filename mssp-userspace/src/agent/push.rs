@@ -103,7 +103,7 @@ pub async fn serve(
         })
     })?;
     let timeout = cfg.push_timeout().map_err(AgentError::Other)?;
-    let acceptor = TlsAcceptor::from(Arc::new(tls));
+    *agent.push_tls.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(tls));
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| AgentError::Other(format!("push_listen {addr}: cannot bind: {e}")))?;
@@ -112,7 +112,7 @@ pub async fn serve(
         ca.display()
     );
     let state = Arc::new(PushState {
-        agent,
+        agent: agent.clone(),
         serial: tokio::sync::Mutex::new(()),
         max_bytes: cfg.push_max_bytes,
         timeout,
@@ -137,7 +137,16 @@ pub async fn serve(
                 },
                 _ = stop.changed() => break,
             };
-            let acceptor = acceptor.clone();
+            // The TLS settings of the moment: SIGHUP may have rotated the certificates.
+            let Some(tls) = agent
+                .push_tls
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+            else {
+                break;
+            };
+            let acceptor = TlsAcceptor::from(tls);
             let app = app.clone();
             conns.spawn(async move {
                 let _permit = permit;

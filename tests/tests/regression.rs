@@ -1,0 +1,267 @@
+//! Performance regression check that cannot flake: BPF_PROG_TEST_RUN program time per packet
+//! for each fixture class, as a ratio to `parse_only` (the same program built to parse and
+//! drop) on the same frames, in the same run. Hot-cache figures (a small working set, passes repeated), so they
+//! measure instructions and map lookups, not this VM's DRAM; the bounds are loose (several
+//! times what a healthy build measures) so only a real regression — an accidental linear
+//! scan, a lookup per rule per packet, a per-packet map update — trips them. Every class also
+//! checks its verdict, so it measures the path it is named after.
+//!
+//! `cargo xtask bench` is where the absolute and at-scale figures come from.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use aya::programs::{TestRun, TestRunOptions, Xdp};
+use mssp::{
+    dataplane::{Clock, Dataplane, Desired, kernel::KernelBackend},
+    loader::{self, LoadOptions, PROGRAM_NAME},
+    policy::{Capacity, parse_policy},
+    traffic::udp_template,
+};
+use mssp_tests::require_root;
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+const CUSTOMERS: u32 = 100;
+
+/// 100 customers with 10 IPv4 and 10 IPv6 source drops each, a global list and an
+/// infrastructure prefix; customer 0 has eight rules, only the last of which matches UDP.
+fn policy() -> String {
+    let mut customers = Vec::new();
+    for c in 0..CUSTOMERS {
+        let mut sources = Vec::new();
+        for x in 0..10 {
+            sources.push(format!(
+                r#"{{"prefix":"198.18.{c}.{x}/32","action":"drop"}}"#
+            ));
+            sources.push(format!(
+                r#"{{"prefix":"2001:db8:2:{c:x}::{x:x}/128","action":"drop"}}"#
+            ));
+        }
+        let rules = if c == 0 {
+            let mut r: Vec<String> = (0..7)
+                .map(|i| {
+                    format!(
+                        r#"{{"id":{i},"match":{{"protocol":"tcp","dst_ports":["{}"]}},"action":"drop"}}"#,
+                        1000 + i
+                    )
+                })
+                .collect();
+            r.push(r#"{"id":7,"match":{"protocol":"udp"},"action":"monitor"}"#.into());
+            r.join(",")
+        } else {
+            String::new()
+        };
+        customers.push(format!(
+            r#"{{"id":{},"prefixes":["198.19.{c}.0/24","2001:db8:1:{c:x}::/64"],"sources":[{}],"rules":[{rules}]}}"#,
+            c + 1,
+            sources.join(",")
+        ));
+    }
+    format!(
+        r#"{{"version":1,"infrastructure":["198.18.255.0/24"],
+            "global":{{"sources":[{{"prefix":"198.18.200.0/22","action":"drop"}}]}},
+            "customers":[{}]}}"#,
+        customers.join(",")
+    )
+}
+
+fn frame(src: IpAddr, dst: IpAddr, vlans: usize) -> Vec<u8> {
+    let t = udp_template(src.is_ipv6(), [2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], 64, 9);
+    let mut f = t.frame;
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            f[26..30].copy_from_slice(&s.octets());
+            f[30..34].copy_from_slice(&d.octets());
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            f[22..38].copy_from_slice(&s.octets());
+            f[38..54].copy_from_slice(&d.octets());
+        }
+        _ => unreachable!("one family per frame"),
+    }
+    for i in 0..vlans {
+        let tpid: u16 = if i + 1 == vlans { 0x8100 } else { 0x88a8 };
+        let tag = [tpid.to_be_bytes(), (100 + i as u16).to_be_bytes()].concat();
+        f.splice(12..12, tag);
+    }
+    f
+}
+
+struct Class {
+    name: &'static str,
+    frames: Vec<Vec<u8>>,
+    verdict: u32,
+    /// At most this many times `parse_only` on the same frames.
+    bound: f64,
+}
+
+fn classes() -> Vec<Class> {
+    let v4 = |a, b, c, d| IpAddr::V4(Ipv4Addr::new(a, b, c, d));
+    let v6 = |s: String| IpAddr::V6(s.parse::<Ipv6Addr>().expect("v6"));
+    let n = 256u32;
+    let each = |f: &dyn Fn(u32) -> Vec<u8>| (0..n).map(f).collect::<Vec<_>>();
+    vec![
+        Class {
+            name: "ipv4_default",
+            frames: each(&|j| {
+                let c = (j % CUSTOMERS) as u8;
+                frame(v4(198, 18, 150, j as u8), v4(198, 19, c, 1), 0)
+            }),
+            verdict: XDP_PASS,
+            bound: 6.0,
+        },
+        Class {
+            name: "ipv4_customer_block",
+            frames: each(&|j| {
+                let c = (j % CUSTOMERS) as u8;
+                frame(v4(198, 18, c, (j % 10) as u8), v4(198, 19, c, 1), 0)
+            }),
+            verdict: XDP_DROP,
+            bound: 6.0,
+        },
+        Class {
+            name: "ipv4_global_block",
+            frames: each(&|j| {
+                let c = (j % CUSTOMERS) as u8;
+                frame(v4(198, 18, 200, j as u8), v4(198, 19, c, 1), 0)
+            }),
+            verdict: XDP_DROP,
+            bound: 6.0,
+        },
+        Class {
+            name: "ipv4_infrastructure",
+            frames: each(&|j| frame(v4(198, 18, 255, j as u8), v4(198, 19, 1, 1), 0)),
+            verdict: XDP_PASS,
+            bound: 6.0,
+        },
+        Class {
+            name: "ipv4_eight_rules",
+            frames: each(&|j| frame(v4(198, 18, 150, j as u8), v4(198, 19, 0, 1), 0)),
+            verdict: XDP_PASS,
+            bound: 10.0,
+        },
+        Class {
+            name: "ipv4_two_vlan_tags",
+            frames: each(&|j| {
+                let c = (j % CUSTOMERS) as u8;
+                frame(v4(198, 18, 150, j as u8), v4(198, 19, c, 1), 2)
+            }),
+            verdict: XDP_PASS,
+            bound: 6.0,
+        },
+        Class {
+            name: "ipv6_default",
+            frames: each(&|j| {
+                let c = j % CUSTOMERS;
+                frame(
+                    v6(format!("2001:db8:3::{j:x}")),
+                    v6(format!("2001:db8:1:{c:x}::1")),
+                    0,
+                )
+            }),
+            verdict: XDP_PASS,
+            bound: 6.0,
+        },
+        Class {
+            name: "ipv6_customer_block",
+            frames: each(&|j| {
+                let c = j % CUSTOMERS;
+                frame(
+                    v6(format!("2001:db8:2:{c:x}::{:x}", j % 10)),
+                    v6(format!("2001:db8:1:{c:x}::1")),
+                    0,
+                )
+            }),
+            verdict: XDP_DROP,
+            bound: 6.0,
+        },
+    ]
+}
+
+/// Mean program time per packet over `frames` (the kernel's own clock around each run), the
+/// least of five passes over a working set small enough to stay in cache; and the verdicts
+/// seen.
+fn measure(prog: &Xdp, frames: &[Vec<u8>]) -> (f64, Vec<u32>) {
+    let mut best = f64::MAX;
+    let mut verdicts = Vec::new();
+    for pass in 0..5 {
+        let mut total = 0u128;
+        for f in frames {
+            let r = prog
+                .test_run(TestRunOptions {
+                    data_in: Some(f),
+                    // One run per call: with repeat > 1 the kernel swaps the XDP dispatcher
+                    // in and out around the runs (a synchronize_rcu each, milliseconds).
+                    ..Default::default()
+                })
+                .expect("test run");
+            total += r.duration.as_nanos();
+            if pass == 0 {
+                verdicts.push(r.return_value);
+            }
+        }
+        best = best.min(total as f64 / frames.len() as f64);
+    }
+    (best, verdicts)
+}
+
+#[test]
+fn program_time_per_fixture_class_stays_within_bounds_of_parse_only() {
+    require_root();
+
+    let floor = loader::load(&LoadOptions {
+        parse_only: true,
+        ..Default::default()
+    })
+    .expect("load parse_only");
+    let mut full = loader::load(&LoadOptions::default()).expect("load");
+    {
+        let mut dp = Dataplane::new(KernelBackend::from_ebpf(&mut full).expect("maps"));
+        let p = parse_policy(policy().as_bytes(), &Capacity::default()).expect("policy");
+        dp.apply(&Desired::from_policy(&p), &Clock::now())
+            .expect("apply");
+    }
+
+    let floor_prog: &Xdp = floor
+        .program(PROGRAM_NAME)
+        .expect("program")
+        .try_into()
+        .expect("xdp");
+    let floor_prog = &*floor_prog;
+    let full_prog: &Xdp = full
+        .program(PROGRAM_NAME)
+        .expect("program")
+        .try_into()
+        .expect("xdp");
+    let mut failures = Vec::new();
+    println!(
+        "{:<22} {:>12} {:>12} {:>7} {:>7}",
+        "class", "parse_only", "mssp", "ratio", "bound"
+    );
+    for c in classes() {
+        let (base, _) = measure(floor_prog, &c.frames);
+        let (ns, verdicts) = measure(full_prog, &c.frames);
+        let wrong = verdicts.iter().filter(|v| **v != c.verdict).count();
+        assert_eq!(
+            wrong,
+            0,
+            "{}: {wrong} of {} frames did not get verdict {} (got {:?}…)",
+            c.name,
+            verdicts.len(),
+            c.verdict,
+            &verdicts[..verdicts.len().min(8)]
+        );
+        let ratio = ns / base.max(1.0);
+        println!(
+            "{:<22} {:>9.1} ns {:>9.1} ns {:>7.2} {:>7.1}",
+            c.name, base, ns, ratio, c.bound
+        );
+        if ratio > c.bound {
+            failures.push(format!(
+                "{}: {ns:.1} ns per packet is {ratio:.2}x parse_only ({base:.1} ns); the bound is {}x",
+                c.name, c.bound
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
