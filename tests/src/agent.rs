@@ -152,6 +152,14 @@ impl AgentProc {
         let _ = self.child.wait();
     }
 
+    /// SIGHUP (`systemctl reload`).
+    pub fn hup(&self) {
+        // SAFETY: kill on our own child's pid.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGHUP);
+        }
+    }
+
     /// SIGTERM and wait.
     pub fn stop(&mut self) -> std::process::ExitStatus {
         // SAFETY: kill on our own child's pid.

@@ -71,6 +71,8 @@ pub struct Pki {
     pub controller_ca: PathBuf,
     pub controller: Identity,
     pub stranger: Identity,
+    /// The CA that signed `stranger`.
+    pub stranger_ca: PathBuf,
 }
 
 impl Pki {
@@ -81,6 +83,8 @@ impl Pki {
         let strangers = Ca::new("someone else's CA");
         let edge_ca = dir.join("edges-ca.crt");
         let controller_ca = dir.join("controllers-ca.crt");
+        let stranger_ca = dir.join("strangers-ca.crt");
+        std::fs::write(&stranger_ca, &strangers.cert_pem).unwrap();
         std::fs::write(&edge_ca, &edges.cert_pem).unwrap();
         std::fs::write(&controller_ca, &controllers.cert_pem).unwrap();
         Pki {
@@ -98,6 +102,7 @@ impl Pki {
             stranger: write_identity(dir, "stranger", strangers.issue("controller-1", &[], false)),
             edge_ca,
             controller_ca,
+            stranger_ca,
         }
     }
 

@@ -207,6 +207,29 @@ fn client_certificates_are_required_and_checked() {
     // And the trusted controller gets through.
     let (status, v, err) = f.push(&v2, &f.pki.controller, &f.urls(), &[]);
     assert!(status.success(), "{err}\n{v:#}");
+
+    // Rotation: edge 0's client_ca file now holds the other CA; after SIGHUP (systemctl
+    // reload) new connections trust that one and no longer the old one.
+    std::fs::copy(&f.pki.stranger_ca, &f.pki.controller_ca).expect("rotate client_ca");
+    f.agents[0].as_ref().expect("agent 0").hup();
+    let t = std::time::Instant::now();
+    while !f.log(0).contains("push TLS certificates re-read") {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "no reload in the log:\n{}",
+            f.log(0)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let v3 = f.policy_file("v3.json", &V2.replace(r#""version":2"#, r#""version":3"#));
+    let (status, v, err) = f.push(&v3, &f.pki.controller, &[f.url(0)], &["--retries", "0"]);
+    assert!(
+        !status.success(),
+        "the retired CA still works: {err}\n{v:#}"
+    );
+    let (status, v, err) = f.push(&v3, &f.pki.stranger, &[f.url(0)], &[]);
+    assert!(status.success(), "the new CA is not trusted: {err}\n{v:#}");
+    assert_eq!(v["edges"][0]["version"], 3, "{v:#}");
 }
 
 #[test]
