@@ -91,7 +91,7 @@ enum Command {
     /// Push a policy document to edges' push APIs (the central controller's side), e.g.
     /// mssp push --policy p.json --cert ctl.crt --key ctl.key --ca edges-ca.crt https://edge1:9443
     Push {
-        /// Policy document (JSON); validated here before anything is sent.
+        /// Policy document (JSON); validated here while the uploads start (a refusal cancels them)
         #[arg(long)]
         policy: PathBuf,
         /// This controller's client certificate (PEM), signed by the edges' client_ca.
