@@ -302,12 +302,7 @@ fn in_effect(s: &RefSource, now_unix_ns: u64) -> bool {
 }
 
 /// Longest-prefix match by linear scan.
-fn best_source<'a>(
-    list: &'a [RefSource],
-    v6: bool,
-    addr: u128,
-    now_unix_ns: u64,
-) -> Option<&'a RefSource> {
+fn best_source(list: &[RefSource], v6: bool, addr: u128, now_unix_ns: u64) -> Option<&RefSource> {
     list.iter()
         .filter(|s| in_effect(s, now_unix_ns) && s.net.contains(v6, addr))
         .max_by_key(|s| s.net.len)

@@ -173,7 +173,7 @@ fn flips_under_traffic_never_mix_and_failures_keep_the_old_policy() {
     assert!(n > 20_000, "too little traffic during the flips: {n}");
 
     // A policy the maps cannot hold is refused, and the last one stays wholly in force.
-    let live = if flips % 2 == 0 { false } else { true };
+    let live = flips % 2 != 0;
     let mut huge = policy_json(!live, 99);
     huge = huge.replace(
         "]}]}",

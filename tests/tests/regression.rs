@@ -227,7 +227,6 @@ fn program_time_per_fixture_class_stays_within_bounds_of_parse_only() {
         .expect("program")
         .try_into()
         .expect("xdp");
-    let floor_prog = &*floor_prog;
     let full_prog: &Xdp = full
         .program(PROGRAM_NAME)
         .expect("program")

@@ -194,10 +194,10 @@ async fn connection(
         .header_read_timeout(timeout)
         .max_buf_size(64 * 1024);
 
-    if let Err(e) = http.serve_connection(TokioIo::new(tls), svc).await {
-        if !e.is_incomplete_message() {
-            warn!("push API: connection from {peer}: {e}");
-        }
+    if let Err(e) = http.serve_connection(TokioIo::new(tls), svc).await
+        && !e.is_incomplete_message()
+    {
+        warn!("push API: connection from {peer}: {e}");
     }
 }
 

@@ -17,20 +17,17 @@ pub fn parse_cidr(text: &str, allow_bare: bool) -> Result<Net, String> {
     })?;
     let bits = if addr.is_ipv4() { 32 } else { 128 };
     let len: u8 = match len_text {
-        Some(l) => {
-            let len = l
-                .trim()
-                .parse::<u8>()
-                .ok()
-                .filter(|len| *len <= bits)
-                .ok_or_else(|| {
-                    format!(
-                        "{text:?} is not a CIDR: prefix length {l:?} must be 0 to {bits} for {}",
-                        if bits == 32 { "IPv4" } else { "IPv6" }
-                    )
-                })?;
-            len
-        }
+        Some(l) => l
+            .trim()
+            .parse::<u8>()
+            .ok()
+            .filter(|len| *len <= bits)
+            .ok_or_else(|| {
+                format!(
+                    "{text:?} is not a CIDR: prefix length {l:?} must be 0 to {bits} for {}",
+                    if bits == 32 { "IPv4" } else { "IPv6" }
+                )
+            })?,
         None if allow_bare => bits,
         None => {
             return Err(format!(

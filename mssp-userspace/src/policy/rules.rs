@@ -449,7 +449,7 @@ fn rate(c: &mut Ctx, v: &RateLimitDoc, path: &str) -> Option<RateSpec> {
         );
         ok = false;
     }
-    ok.then(|| RateSpec {
+    ok.then_some(RateSpec {
         pps: v.pps,
         bps: v.bps,
         burst: v.burst,
@@ -690,7 +690,7 @@ pub fn limits(doc: &LimitsDoc, path: &str, errors: &mut Vec<FieldError>) -> Opti
         });
         ok = false;
     }
-    ok.then(|| Limits {
+    ok.then_some(Limits {
         pps: doc.pps,
         bps: doc.bps,
     })
