@@ -951,6 +951,54 @@ fn control_plane(g: &Gen, control: &mut BTreeMap<String, serde_json::Value>) -> 
             );
         }
         control.insert("push_1m_end_to_end_s".into(), json!(push_s));
+        // Enforced, not only acknowledged: real frames from the document's sources, sent
+        // over the veth, are dropped by the agent's program, every one.
+        let dropped = || -> anyhow::Result<u64> {
+            let out = Command::new(&exe)
+                .arg("--socket")
+                .arg(&sock)
+                .args(["stats", "--json"])
+                .output()?;
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+                .context("mssp stats --json did not answer JSON")?;
+            Ok(v["customers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|c| !c["customer"].is_null())
+                .map(|c| c["dropped_packets"].as_u64().unwrap_or(0))
+                .sum())
+        };
+        let before = dropped()?;
+        let probe = Generator::new(
+            udp_template(
+                false,
+                net.mac(&net.a, &net.if_a)?,
+                net.mac(&net.b, &net.if_b)?,
+                64,
+                9,
+            ),
+            &g.flows(false, false, 4096, 11),
+        )?;
+        let sent = probe.run(
+            Some(&Net::path(&net.a)),
+            &net.if_a,
+            1,
+            Duration::from_millis(500),
+            Some(20_000),
+        )?;
+        std::thread::sleep(Duration::from_millis(300));
+        let drops = dropped()? - before;
+        control.insert(
+            "push_1m_enforced".into(),
+            json!({"sent": sent.frames, "dropped": drops}),
+        );
+        if drops != sent.frames {
+            bail!(
+                "after the 1M push, {drops} of {} frames from its sources were dropped",
+                sent.frames
+            );
+        }
         control.insert("agent_rss_idle_mib".into(), json!(idle));
         control.insert("agent_rss_1m_mib".into(), json!(rss_mib(agent.id())));
         let mut lat = Vec::new();
