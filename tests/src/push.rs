@@ -334,11 +334,17 @@ pub fn https(
         "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
-    s.write_all(head.as_bytes())
+    let sent = s
+        .write_all(head.as_bytes())
         .and_then(|_| s.write_all(body))
-        .and_then(|_| s.flush())
-        .map_err(|e| format!("sending: {e}"))?;
-    read_response(&mut s)
+        .and_then(|_| s.flush());
+    // A server may answer before the body is all sent (a 413) and close: its answer, if it
+    // arrived, is what counts.
+    match (sent, read_response(&mut s)) {
+        (_, Ok(r)) => Ok(r),
+        (Err(e), Err(_)) => Err(format!("sending: {e}")),
+        (Ok(()), Err(e)) => Err(e),
+    }
 }
 
 /// Reads a whole `Connection: close` response.

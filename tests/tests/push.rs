@@ -376,10 +376,10 @@ fn slow_clients_are_cut_off() {
 fn an_agent_killed_during_a_push_is_consistent_after_restart() {
     require_root();
     let mut f = Fleet::new("pk", V1, "");
-    // A document large enough that its apply takes a while: 200k entries besides the one
-    // the probe checks.
+    // A document large enough that its apply takes a while (over a second here): 600k
+    // entries besides the one the probe checks.
     let mut sources = vec![r#"{"prefix":"198.18.66.0/24","action":"drop"}"#.to_string()];
-    for i in 0..200_000u32 {
+    for i in 0..600_000u32 {
         sources.push(format!(
             r#"{{"prefix":"2001:db8:{:x}:{:x}::/64","action":"drop"}}"#,
             1 + i / 60000,
@@ -420,7 +420,7 @@ fn an_agent_killed_during_a_push_is_consistent_after_restart() {
         })
     };
     // Kill it while it applies: that is when it holds its lock, so its local API stops
-    // answering (a status request that does not return within 150 ms).
+    // answering (a status request that does not return within 100 ms).
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut busy = false;
     while !busy && Instant::now() < deadline && !handle.is_finished() {
@@ -432,7 +432,7 @@ fn an_agent_killed_during_a_push_is_consistent_after_restart() {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("mssp status");
-        std::thread::sleep(Duration::from_millis(150));
+        std::thread::sleep(Duration::from_millis(100));
         busy = status.try_wait().expect("status").is_none();
         let _ = status.kill();
         let _ = status.wait();

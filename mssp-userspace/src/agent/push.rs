@@ -23,6 +23,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
+use futures_util::StreamExt;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use log::{info, warn};
 use serde_json::{Value, json};
@@ -258,6 +259,17 @@ async fn put_policy(
             "push from {client}: {n} bytes refused (push_max_bytes {})",
             s.max_bytes
         );
+        // Read and discard what the client is still sending (bounded by push_timeout), so
+        // it can finish writing and read the 413 instead of failing on a reset connection.
+        let body = req.into_body();
+        let within = s.timeout;
+        tokio::spawn(async move {
+            let mut data = body.into_data_stream();
+            let _ = tokio::time::timeout(within, async {
+                while let Some(Ok(_)) = data.next().await {}
+            })
+            .await;
+        });
         return too_large(n, s.max_bytes);
     }
     let body = match tokio::time::timeout(
