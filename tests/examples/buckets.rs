@@ -6,13 +6,14 @@
 //! `cargo run --release -p mssp-tests --example buckets` (root). BENCHMARKS.md records a run.
 use std::net::Ipv4Addr;
 
-use aya::programs::{TestRun, TestRunOptions, Xdp};
+use aya::programs::Xdp;
 use mssp::{
     dataplane::{Clock, Dataplane, Desired, kernel::KernelBackend},
     loader::{self, LoadOptions, PROGRAM_NAME},
     policy::{Capacity, parse_policy},
     traffic::udp_template,
 };
+use mssp_tests::timing::mean_ns;
 
 const VARIANTS: [(&str, &str); 4] = [
     ("no rules", ""),
@@ -40,17 +41,7 @@ fn pin(cpu: usize) {
 }
 
 fn run(prog: &Xdp, frames: &[Vec<u8>]) -> f64 {
-    let mut total = 0u128;
-    for f in frames {
-        let r = prog
-            .test_run(TestRunOptions {
-                data_in: Some(f),
-                ..Default::default()
-            })
-            .expect("test run");
-        total += r.duration.as_nanos();
-    }
-    total as f64 / frames.len() as f64
+    mean_ns(prog, frames).0
 }
 
 fn main() {

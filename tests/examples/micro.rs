@@ -1,5 +1,5 @@
 //! Development aid: mean program time over many distinct frames (BPF_PROG_TEST_RUN, repeat 1).
-use aya::programs::{TestRun, TestRunOptions, Xdp};
+use aya::programs::Xdp;
 use mssp::{
     bench::generate,
     dataplane::{Clock, Dataplane, Desired, kernel::KernelBackend},
@@ -37,19 +37,9 @@ fn main() {
         frames.push(f);
     }
     for pass in 0..3 {
-        let mut total = 0u128;
-        for f in &frames {
-            let r = prog
-                .test_run(TestRunOptions {
-                    data_in: Some(f),
-                    ..Default::default()
-                })
-                .unwrap();
-            total += r.duration.as_nanos();
-        }
         println!(
             "pass {pass}: {:.0} ns per packet (mean over {} distinct frames)",
-            total as f64 / frames.len() as f64,
+            mssp_tests::timing::mean_ns(prog, &frames).0,
             frames.len()
         );
     }

@@ -7,6 +7,7 @@ pub mod netns;
 pub mod packet;
 pub mod pki;
 pub mod push;
+pub mod timing;
 pub mod traffic;
 
 use std::{

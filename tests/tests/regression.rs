@@ -10,14 +10,14 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use aya::programs::{TestRun, TestRunOptions, Xdp};
+use aya::programs::Xdp;
 use mssp::{
     dataplane::{Clock, Dataplane, Desired, kernel::KernelBackend},
     loader::{self, LoadOptions, PROGRAM_NAME},
     policy::{Capacity, parse_policy},
     traffic::udp_template,
 };
-use mssp_tests::require_root;
+use mssp_tests::{require_root, timing::mean_ns};
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
@@ -182,25 +182,9 @@ fn classes() -> Vec<Class> {
 /// least of five passes over a working set small enough to stay in cache; and the verdicts
 /// seen.
 fn measure(prog: &Xdp, frames: &[Vec<u8>]) -> (f64, Vec<u32>) {
-    let mut best = f64::MAX;
-    let mut verdicts = Vec::new();
-    for pass in 0..5 {
-        let mut total = 0u128;
-        for f in frames {
-            let r = prog
-                .test_run(TestRunOptions {
-                    data_in: Some(f),
-                    // One run per call: with repeat > 1 the kernel swaps the XDP dispatcher
-                    // in and out around the runs (a synchronize_rcu each, milliseconds).
-                    ..Default::default()
-                })
-                .expect("test run");
-            total += r.duration.as_nanos();
-            if pass == 0 {
-                verdicts.push(r.return_value);
-            }
-        }
-        best = best.min(total as f64 / frames.len() as f64);
+    let (mut best, verdicts) = mean_ns(prog, frames);
+    for _ in 1..5 {
+        best = best.min(mean_ns(prog, frames).0);
     }
     (best, verdicts)
 }

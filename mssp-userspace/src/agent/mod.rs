@@ -14,7 +14,7 @@ use std::{
     collections::HashMap,
     fs::File,
     os::fd::AsRawFd,
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::{Arc, Mutex, MutexGuard},
     time::{Duration, Instant},
 };
@@ -31,7 +31,7 @@ use crate::{
         Scope, kernel::KernelBackend,
     },
     pins::{self, Attached, PinError},
-    policy::{Policy, parse_policy},
+    policy::{Capacity, Policy, parse_policy},
 };
 
 /// Exit codes (sysexits): bad config 64, bad state or policy data 65, pins we must not
@@ -181,14 +181,7 @@ impl Agent {
         if central.is_none()
             && let Some(path) = &cfg.policy
         {
-            let bytes = std::fs::read(path).map_err(|e| AgentError::InitialPolicy {
-                file: path.display().to_string(),
-                message: format!("cannot read: {e}"),
-            })?;
-            let p = parse_policy(&bytes, &cap).map_err(|e| AgentError::InitialPolicy {
-                file: path.display().to_string(),
-                message: e.to_string(),
-            })?;
+            let (bytes, p) = read_policy_file(path, &cap)?;
             info!("initial policy {} (version {})", path.display(), p.version);
             central = Some((
                 CentralMeta {
@@ -304,15 +297,7 @@ impl Agent {
             notes.push("interfaces updated".into());
         }
         if let Some(p) = &new.policy {
-            let cap = new.policy_capacity();
-            let bytes = std::fs::read(p).map_err(|e| AgentError::InitialPolicy {
-                file: p.display().to_string(),
-                message: format!("cannot read: {e}"),
-            })?;
-            let policy = parse_policy(&bytes, &cap).map_err(|e| AgentError::InitialPolicy {
-                file: p.display().to_string(),
-                message: e.to_string(),
-            })?;
+            let (bytes, policy) = read_policy_file(p, &new.policy_capacity())?;
             let held = inner.central.as_ref().map_or(0, |c| c.version);
             if policy.version > held {
                 let origin = Origin {
@@ -359,6 +344,17 @@ impl Agent {
             notes.join("; ")
         })
     }
+}
+
+/// The `policy` file of the config: its bytes (for the digest) and the validated policy.
+fn read_policy_file(path: &Path, cap: &Capacity) -> Result<(Vec<u8>, Policy), AgentError> {
+    let failed = |message: String| AgentError::InitialPolicy {
+        file: path.display().to_string(),
+        message,
+    };
+    let bytes = std::fs::read(path).map_err(|e| failed(format!("cannot read: {e}")))?;
+    let policy = parse_policy(&bytes, cap).map_err(|e| failed(e.to_string()))?;
+    Ok((bytes, policy))
 }
 
 /// Where a central policy came from: the digest of its bytes and who sent it.
