@@ -170,9 +170,12 @@ pub mod value {
     }
 }
 
-/// What a source entry does. The numbers are the top bits of a source value.
+/// What a source entry does. The numbers are the top bits of a source value; the names are
+/// the policy document's and the API's (`"drop"`, `"allow"`, `"monitor"`).
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "lowercase"))]
 pub enum SourceAction {
     Drop = 1,
     Allow = 2,
@@ -538,40 +541,6 @@ pub mod trace_flags {
     pub const CUSTOMER_MONITOR: u32 = 4;
 }
 
-/// The traffic generator (`mssp-gen`, used by the benchmarks and rate tests): a table of
-/// flows the program writes into each frame it sends, one after the other.
-pub mod generator {
-    /// Flows in the table, at most.
-    pub const MAX_FLOWS: u32 = 1 << 21;
-
-    /// Where to write addresses in the template frame, and how many flows there are.
-    #[repr(C)]
-    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-    pub struct GenConfig {
-        pub n_flows: u32,
-        pub v6: u32,
-        /// Byte offsets of the source and destination address in the frame.
-        pub src_off: u32,
-        pub dst_off: u32,
-    }
-
-    /// One (source, destination) pair; IPv4 uses the first word, in network byte order.
-    #[repr(C)]
-    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-    pub struct Flow {
-        pub src: [u8; 16],
-        pub dst: [u8; 16],
-    }
-
-    /// One IPv4 (source, destination) pair, addresses in network byte order: a quarter of
-    /// a [`Flow`], so an IPv4 table of a million flows stays in the cache.
-    pub type Flow4 = [u8; 8];
-
-    pub const CONFIG: &str = "GEN_CONFIG";
-    pub const FLOWS: &str = "GEN_FLOWS";
-    pub const FLOWS4: &str = "GEN_FLOWS4";
-}
-
 /// Names of the maps, as the agent pins and finds them.
 pub mod map_names {
     pub const CUR: &str = "CUR";
@@ -614,8 +583,6 @@ mod pod {
     unsafe impl aya::Pod for Record {}
     unsafe impl aya::Pod for Counter {}
     unsafe impl aya::Pod for Trace {}
-    unsafe impl aya::Pod for generator::GenConfig {}
-    unsafe impl aya::Pod for generator::Flow {}
     unsafe impl aya::Pod for Rule {}
     unsafe impl aya::Pod for RuleCidr {}
     unsafe impl aya::Pod for RuleCounter {}

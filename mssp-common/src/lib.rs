@@ -7,6 +7,7 @@
 extern crate alloc;
 
 pub mod abi;
+pub mod model;
 pub mod net;
 pub mod proto;
 pub mod reason;
@@ -14,5 +15,6 @@ pub mod reason;
 #[cfg(feature = "alloc")]
 pub mod reference;
 
+pub use model::{Layer, Scope};
 pub use net::Net;
 pub use reason::{Reason, Verdict};

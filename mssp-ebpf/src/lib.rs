@@ -1,4 +1,7 @@
-//! Empty on purpose: `mssp-ebpf` is a binary for `bpfel-unknown-none`. This library target
-//! exists so `mssp-userspace` can name the crate as a build dependency, which makes cargo
-//! rebuild the embedded object when the program's sources change.
+//! The parts of mssp's XDP program other programs reuse: the packet parser. The program itself
+//! is the `mssp-xdp` binary target (`main.rs`); `mssp-core` embeds it. Being a library also
+//! lets `mssp-core` name this crate as a build dependency, so cargo rebuilds the embedded
+//! object when these sources change.
 #![no_std]
+
+pub mod parse;

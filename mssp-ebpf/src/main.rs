@@ -10,7 +10,6 @@
 
 mod lookup;
 mod maps;
-mod parse;
 mod rules;
 
 use aya_ebpf::{
@@ -21,7 +20,7 @@ use mssp_common::{
     Reason, Verdict,
     abi::{ROOT_SLOT, SourceAction, TRACE_MAGIC, Trace, counter_index, trace_flags, value},
 };
-use parse::Packet;
+use mssp_ebpf::parse::{self, Packet};
 
 use crate::maps::{COUNTERS, ENTRY_HITS, SCRATCH};
 

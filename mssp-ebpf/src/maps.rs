@@ -49,7 +49,7 @@ pub static ENTRY_HITS: Array<Counter> = Array::with_max_entries(MAX_ENTRY_IDS, 0
 
 /// 0 -> the packet being evaluated on this CPU (see `parse::Packet` for why not the stack).
 #[map]
-pub static SCRATCH: PerCpuArray<crate::parse::Packet> = PerCpuArray::with_max_entries(1, 0);
+pub static SCRATCH: PerCpuArray<mssp_ebpf::parse::Packet> = PerCpuArray::with_max_entries(1, 0);
 
 /// index -> rule. Arena of every customer's rule list (a record names its range).
 #[map]

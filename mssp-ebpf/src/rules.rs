@@ -22,10 +22,9 @@ use mssp_common::{
     proto::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP},
 };
 
-use crate::{
-    maps::{BUCKETS, RULE_CIDRS, RULE_STATS, RULES, SRC_BUCKETS},
-    parse::{Packet, frag},
-};
+use mssp_ebpf::parse::{Packet, frag};
+
+use crate::maps::{BUCKETS, RULE_CIDRS, RULE_STATS, RULES, SRC_BUCKETS};
 
 /// What the rules decided.
 pub mod outcome {

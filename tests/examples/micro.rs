@@ -1,12 +1,12 @@
 //! Development aid: mean program time over many distinct frames (BPF_PROG_TEST_RUN, repeat 1).
 use aya::programs::Xdp;
-use mssp::{
-    bench::generate,
+use mssp_core::{
     dataplane::{Clock, Dataplane, Desired, kernel::KernelBackend},
     loader::{self, LoadOptions, PROGRAM_NAME},
     policy::{Capacity, validate},
-    traffic::udp_template,
 };
+use mssp_bench::{policy_gen::generate, traffic::udp_template};
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let customers: u32 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(10_000);

@@ -5,12 +5,12 @@ fn main() {
     let dir = std::path::PathBuf::from(&args[1]);
     let version: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(2);
     std::fs::create_dir_all(&dir).unwrap();
-    let mut doc = mssp::bench::generate(10_000, 100, 2).doc();
+    let mut doc = mssp_bench::policy_gen::generate(10_000, 100, 2).doc();
     doc.version = version;
     std::fs::write(
         dir.join("policy-1m.json"),
         serde_json::to_vec(&doc).unwrap(),
     )
     .unwrap();
-    mssp::bench::lab_pki(&dir).unwrap();
+    mssp_bench::pki::Pki::new(&dir.join("pki"));
 }

@@ -3,9 +3,7 @@
 //! themselves.
 
 pub mod agent;
-pub mod netns;
 pub mod packet;
-pub mod pki;
 pub mod push;
 pub mod timing;
 pub mod traffic;
@@ -15,7 +13,12 @@ use std::{
     sync::{Mutex, MutexGuard, OnceLock},
 };
 
-use mssp::{
+/// The lab topologies (namespaces, veth pairs, bpffs), shared with the bench and the demo.
+pub use mssp_lab as netns;
+/// The lab PKI, shared with the bench.
+pub use mssp_bench::pki;
+
+use mssp_core::{
     dataplane::{Clock, Desired, EntryKey, Layer, Scope, backend::MapBackend},
     policy::{Capacity, Policy, cidr::parse_cidr, parse_policy},
     simulate::{Decision, Simulator},
@@ -96,9 +99,9 @@ impl Harness {
     /// Counters of a central-layer rule.
     pub fn rule_stats(&self, customer: u32, id: u32) -> mssp_common::abi::RuleCounter {
         let dp = self.sim.dataplane();
-        let key = mssp::dataplane::StatKey {
+        let key = mssp_core::dataplane::StatKey {
             customer,
-            kind: mssp::dataplane::StatKind::Rule {
+            kind: mssp_core::dataplane::StatKind::Rule {
                 layer: Layer::Central,
                 id,
             },
@@ -132,7 +135,7 @@ pub trait ReadCounters {
     fn read_hits_at(&self, id: u32) -> Counter;
 }
 
-impl<B: mssp::dataplane::backend::MapBackend> ReadCounters for B {
+impl<B: mssp_core::dataplane::backend::MapBackend> ReadCounters for B {
     fn read_counter_at(&self, index: u32) -> Counter {
         self.read_counter(index).expect("read counter")
     }

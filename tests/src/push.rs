@@ -371,5 +371,5 @@ pub fn read_response(s: &mut impl Read) -> Result<(u16, serde_json::Value), Stri
 
 /// `sha256:<hex>` of a document, as the agent reports it.
 pub fn digest(bytes: &[u8]) -> String {
-    mssp::tls::digest(bytes)
+    mssp_core::policy::document_digest(bytes)
 }

@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use mssp::{
+use mssp_core::{
     dataplane::{
         Clock, Dataplane, DataplaneError, Desired, backend::Capacities, kernel::KernelBackend,
     },
@@ -96,7 +96,7 @@ fn flips_under_traffic_never_mix_and_failures_keep_the_old_policy() {
     let ever: Arc<std::sync::Mutex<HashMap<u32, HashSet<String>>>> = Default::default();
     let record = |ever: &Arc<std::sync::Mutex<HashMap<u32, HashSet<String>>>>| {
         let ever = ever.clone();
-        move |j: &mssp::dataplane::Journal| -> Result<(), String> {
+        move |j: &mssp_core::dataplane::Journal| -> Result<(), String> {
             let mut e = ever.lock().unwrap();
             for (k, id) in &j.assigned_ids {
                 e.entry(*id).or_default().insert(format_net(&k.net));

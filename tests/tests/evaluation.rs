@@ -1,7 +1,7 @@
 //! Steps 2-8 of the contract through the real program: each step and every precedence the
 //! brief names, with the counters each packet must move.
 
-use mssp::dataplane::Scope;
+use mssp_core::dataplane::Scope;
 use mssp_common::{Reason, Verdict, abi::Counter};
 use mssp_tests::{Harness, packet::Frame};
 

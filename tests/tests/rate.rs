@@ -12,14 +12,14 @@ use std::{
 };
 
 use aya::programs::{Xdp, XdpMode};
-use mssp::{
+use mssp_core::{
     dataplane::{
         Clock, Dataplane, Desired, Layer, StatKey, StatKind, backend::MapBackend,
         kernel::KernelBackend,
     },
     loader::{self, LoadOptions, PROGRAM_NAME},
-    traffic::{Generator, udp_template},
 };
+use mssp_bench::traffic::{Generator, udp_template};
 use mssp_tests::{netns::Pair, policy, require_root};
 
 fn mac(s: &str) -> [u8; 6] {

@@ -11,12 +11,12 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use aya::programs::Xdp;
-use mssp::{
+use mssp_core::{
     dataplane::{Clock, Dataplane, Desired, kernel::KernelBackend},
     loader::{self, LoadOptions, PROGRAM_NAME},
     policy::{Capacity, parse_policy},
-    traffic::udp_template,
 };
+use mssp_bench::traffic::udp_template;
 use mssp_tests::{require_root, timing::mean_ns};
 
 const XDP_DROP: u32 = 1;

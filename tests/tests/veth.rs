@@ -5,8 +5,8 @@
 use std::{net::SocketAddr, time::Duration};
 
 use aya::programs::{Xdp, XdpMode};
-use mssp::dataplane::backend::MapBackend;
-use mssp::{
+use mssp_core::dataplane::backend::MapBackend;
+use mssp_core::{
     dataplane::{Clock, Dataplane, Desired, kernel::KernelBackend},
     loader::{self, LoadOptions, PROGRAM_NAME},
 };

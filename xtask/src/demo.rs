@@ -6,7 +6,6 @@
 use std::{
     fs::File,
     net::{SocketAddr, UdpSocket},
-    os::fd::AsRawFd,
     path::PathBuf,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -51,14 +50,7 @@ fn mssp() -> PathBuf {
 }
 
 fn sh(args: &[&str]) -> Result<String> {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .with_context(|| format!("cannot run {args:?}"))?;
-    if !out.status.success() {
-        bail!("{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    mssp_lab::try_sh(args).map_err(anyhow::Error::msg)
 }
 
 fn ns(name: &str, args: &[&str]) -> Result<String> {
@@ -73,13 +65,7 @@ fn in_ns<T: Send + 'static>(
 ) -> std::thread::JoinHandle<T> {
     let path = format!("/var/run/netns/{name}");
     std::thread::spawn(move || {
-        let fd = File::open(&path).expect("netns");
-        // SAFETY: setns only moves this thread.
-        assert_eq!(
-            unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) },
-            0,
-            "setns {path}"
-        );
+        mssp_lab::enter(&path);
         f()
     })
 }

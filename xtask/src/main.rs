@@ -1,7 +1,7 @@
 //! `cargo xtask`: everything that needs more than `cargo build` — installing the toolchain
 //! pieces (setup), running every test (test), the demo topology (demo), benchmarks (bench)
-//! and installing on a router (install). Deliberately independent of the mssp crates, so it
-//! builds before bpf-linker exists.
+//! and installing on a router (install). Independent of the mssp crates that build eBPF
+//! (it uses only mssp-lab), so it builds before bpf-linker exists.
 
 mod demo;
 mod install;
@@ -64,15 +64,15 @@ fn main() -> Result<()> {
         Command::Bench { quick } => {
             setup::setup()?;
             util::require_root("the benchmarks attach XDP programs in network namespaces")?;
-            util::cargo(&["build", "--release"])?;
+            util::cargo(&["build", "--release", "-p", "mssp", "-p", "mssp-bench"])?;
             let out = util::workspace_root().join("target/bench/summary.json");
             let mut c = util::command(
                 &util::workspace_root()
-                    .join("target/release/mssp")
+                    .join("target/release/mssp-bench")
                     .display()
                     .to_string(),
             );
-            c.arg("bench").arg("--out").arg(&out);
+            c.arg("--out").arg(&out);
             if quick {
                 c.arg("--quick");
             }
@@ -89,7 +89,17 @@ fn test(args: &[String]) -> Result<()> {
     util::require_root("the kernel tests load XDP programs and create network namespaces")?;
     util::sweep_stale();
     util::cargo(&["build", "--release"])?;
-    let mut a = vec!["test", "--release", "--no-fail-fast"];
+    // Every crate's tests, the kernel tests (out of the default members) included.
+    let mut a = vec![
+        "test",
+        "--release",
+        "--no-fail-fast",
+        "--workspace",
+        "--exclude",
+        "mssp-ebpf",
+        "--exclude",
+        "mssp-bench-ebpf",
+    ];
     a.extend(args.iter().map(String::as_str));
     let r = util::cargo(&a).and_then(|()| install_check());
     util::sweep_stale();

@@ -1,0 +1,269 @@
+//! The agent's configuration file (TOML). Unknown keys are refused; every error names the
+//! key and the file.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use mssp_core::{
+    capacity::Capacities,
+    pins::{AttachMode, InterfaceConfig, PinSpec},
+    policy::Capacity,
+};
+use serde::Deserialize;
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum InterfaceEntry {
+    Name(String),
+    Detailed(InterfaceConfig),
+}
+
+/// Map sizes (entries). Defaults hold about a million source entries with room to replace
+/// them; raise them for larger policies (memory: see README).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CapacityConfig {
+    pub customers: Option<u32>,
+    pub nodes4: Option<u32>,
+    pub nodes6: Option<u32>,
+    pub entries: Option<u32>,
+    pub chain: Option<u32>,
+    pub rules: Option<u32>,
+    pub rule_cidrs: Option<u32>,
+    pub buckets: Option<u32>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Upstream-facing interfaces to filter.
+    pub interfaces: Vec<InterfaceEntry>,
+    /// Where the program, maps and links are pinned (on a bpffs).
+    pub pin_dir: PathBuf,
+    /// Where the policy layers and id tables persist.
+    pub state_dir: PathBuf,
+    /// The local API's Unix socket (NOC CLI).
+    pub socket: PathBuf,
+    /// Octal mode of the socket.
+    #[serde(default = "default_socket_mode")]
+    pub socket_mode: String,
+    /// Group that owns the socket (the agent's own group when unset).
+    #[serde(default)]
+    pub socket_group: Option<String>,
+    /// Prometheus endpoint, e.g. "127.0.0.1:9469".
+    pub metrics_listen: SocketAddr,
+    /// Initial central policy, used when the state directory holds none.
+    #[serde(default)]
+    pub policy: Option<PathBuf>,
+    /// Which per-entry hit series to export: "nonzero" (default), "all" or "none".
+    #[serde(default = "default_entry_metrics")]
+    pub metrics_entry_hits: String,
+    #[serde(default)]
+    pub capacity: CapacityConfig,
+    /// Central push endpoint (HTTPS with mutual TLS).
+    #[serde(default)]
+    pub push_listen: Option<SocketAddr>,
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+    /// Largest policy document a push may carry, in bytes.
+    #[serde(default = "default_push_max_bytes")]
+    pub push_max_bytes: usize,
+    /// How long a push client may take for the TLS handshake and for sending its request,
+    /// e.g. "60s"; slower clients are cut off.
+    #[serde(default = "default_push_timeout")]
+    pub push_timeout: String,
+}
+
+fn default_socket_mode() -> String {
+    "0660".into()
+}
+
+fn default_entry_metrics() -> String {
+    "nonzero".into()
+}
+
+fn default_push_max_bytes() -> usize {
+    512 * 1024 * 1024
+}
+
+fn default_push_timeout() -> String {
+    "60s".into()
+}
+
+/// A configuration that cannot be used (the agent exits 64).
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let err = |message: String| ConfigError {
+            path: path.display().to_string(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
+        let cfg: Config =
+            toml::from_str(&text).map_err(|e| err(e.to_string().trim_end().to_string()))?;
+        cfg.check().map_err(err)?;
+        Ok(cfg)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.interfaces.is_empty() {
+            return Err(
+                "interfaces is empty; list the upstream-facing interfaces to filter".into(),
+            );
+        }
+        let mut seen = std::collections::HashSet::new();
+        for i in self.interfaces() {
+            if i.name.is_empty() || i.name.len() > 15 || i.name.contains('/') {
+                return Err(format!("interfaces: {:?} is not an interface name", i.name));
+            }
+            if !seen.insert(i.name.clone()) {
+                return Err(format!("interfaces: {} is listed twice", i.name));
+            }
+        }
+        self.socket_mode_bits()?;
+        if !matches!(self.metrics_entry_hits.as_str(), "nonzero" | "all" | "none") {
+            return Err(format!(
+                "metrics_entry_hits = {:?}; use \"nonzero\", \"all\" or \"none\"",
+                self.metrics_entry_hits
+            ));
+        }
+        self.push_timeout()?;
+        if self.push_listen.is_some()
+            && (self.tls_cert.is_none() || self.tls_key.is_none() || self.client_ca.is_none())
+        {
+            return Err(
+                "push_listen needs tls_cert, tls_key and client_ca (mutual TLS is mandatory)"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
+    pub fn push_timeout(&self) -> Result<std::time::Duration, String> {
+        humantime::parse_duration(&self.push_timeout)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| {
+                format!(
+                    "push_timeout = {:?} is not a duration like \"60s\" or \"2m\"",
+                    self.push_timeout
+                )
+            })
+    }
+
+    pub fn interfaces(&self) -> Vec<InterfaceConfig> {
+        self.interfaces
+            .iter()
+            .map(|e| match e {
+                InterfaceEntry::Name(n) => InterfaceConfig {
+                    name: n.clone(),
+                    mode: AttachMode::Auto,
+                },
+                InterfaceEntry::Detailed(c) => c.clone(),
+            })
+            .collect()
+    }
+
+    pub fn socket_mode_bits(&self) -> Result<u32, String> {
+        u32::from_str_radix(self.socket_mode.trim_start_matches("0o"), 8)
+            .ok()
+            .filter(|m| *m <= 0o777)
+            .ok_or_else(|| {
+                format!(
+                    "socket_mode = {:?} is not an octal file mode like \"0660\"",
+                    self.socket_mode
+                )
+            })
+    }
+
+    /// The pinned data plane this config describes.
+    pub fn pin_spec(&self) -> PinSpec {
+        PinSpec {
+            pin_dir: self.pin_dir.clone(),
+            capacities: self.capacities(),
+            interfaces: self.interfaces(),
+        }
+    }
+
+    /// What a policy document may hold with these map sizes (checked at validation).
+    pub fn policy_capacity(&self) -> Capacity {
+        let caps = self.capacities();
+        Capacity {
+            customers: caps.slots - 1,
+            source_entries: caps.entry_ids.saturating_sub(1),
+        }
+    }
+
+    pub fn capacities(&self) -> Capacities {
+        let d = Capacities::default();
+        let c = &self.capacity;
+        let slots = c.customers.map_or(d.slots, |n| n + 1);
+        Capacities {
+            slots,
+            records: 2 * slots + 64,
+            nodes4: c.nodes4.unwrap_or(d.nodes4),
+            nodes6: c.nodes6.unwrap_or(d.nodes6),
+            chain: c.chain.unwrap_or(d.chain),
+            entry_ids: c.entries.map_or(d.entry_ids, |n| n + 1),
+            rules: c.rules.unwrap_or(d.rules),
+            rule_cidrs: c.rule_cidrs.unwrap_or(d.rule_cidrs),
+            buckets: c.buckets.unwrap_or(d.buckets),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Config, String> {
+        let cfg: Config = toml::from_str(s).map_err(|e| e.to_string())?;
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    const MIN: &str = r#"
+        interfaces = ["eth1", { name = "eth2", mode = "skb" }]
+        pin_dir = "/sys/fs/bpf/mssp"
+        state_dir = "/var/lib/mssp"
+        socket = "/run/mssp/mssp.sock"
+        metrics_listen = "127.0.0.1:9469"
+    "#;
+
+    #[test]
+    fn minimal() {
+        let c = parse(MIN).unwrap();
+        let i = c.interfaces();
+        assert_eq!(i[0].mode, AttachMode::Auto);
+        assert_eq!(i[1].mode, AttachMode::Skb);
+        assert_eq!(c.socket_mode_bits().unwrap(), 0o660);
+    }
+
+    #[test]
+    fn refusals_name_the_key() {
+        let e = parse(&format!("{MIN}\nbogus = 1")).unwrap_err();
+        assert!(e.contains("unknown field `bogus`"), "{e}");
+        let e = parse(&MIN.replace("\"skb\"", "\"fast\"")).unwrap_err();
+        assert!(e.contains("interfaces"), "{e}");
+        let e = parse(&MIN.replace("127.0.0.1:9469", "localhost")).unwrap_err();
+        assert!(e.contains("metrics_listen"), "{e}");
+        let e = parse(&format!("{MIN}\nsocket_mode = \"rw\"")).unwrap_err();
+        assert!(e.contains("socket_mode"), "{e}");
+        let e = parse(&format!("{MIN}\npush_listen = \"0.0.0.0:8443\"")).unwrap_err();
+        assert!(e.contains("mutual TLS"), "{e}");
+        let e = parse(&format!("{MIN}\npush_timeout = \"soon\"")).unwrap_err();
+        assert!(e.contains("push_timeout"), "{e}");
+    }
+}

@@ -1,0 +1,25 @@
+//! `mssp agent`: the daemon on each edge router. It adopts (or creates) the pinned data plane,
+//! keeps the policy layers (central pushes, local CLI edits) in the state directory,
+//! publishes their union, and serves the NOC's CLI (the local API), the metrics endpoint and
+//! the push API. Generic over the map backend, so everything above the maps is tested on the
+//! in-memory one.
+
+pub mod agent;
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod host;
+pub mod idlog;
+pub mod layers;
+pub mod lifecycle;
+pub mod metrics;
+pub mod push;
+pub mod serve;
+pub mod state;
+pub mod store;
+pub mod tls;
+pub mod views;
+
+pub use agent::{Agent, RunOptions};
+pub use error::AgentError;
+pub use lifecycle::{Listeners, run};

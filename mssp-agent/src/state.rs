@@ -1,0 +1,189 @@
+//! Everything behind the agent's lock: the policy layers, the publisher over the maps, the
+//! state directory, and what was last applied. One writer at a time (pushes, CLI edits and
+//! expiry are serialised), readers briefly.
+//!
+//! Every change follows one rule: publish, then persist, and if persisting fails put the
+//! previous layer back (in memory and in the maps), so what a reply says, what the data path
+//! enforces and what a restart would load never differ.
+
+use std::time::{Duration, Instant};
+
+use log::{error, info, warn};
+use mssp_core::{
+    dataplane::{ApplyStats, Clock, Dataplane, DataplaneError, backend::MapBackend},
+    pins::Attached,
+    policy::Policy,
+};
+use time::OffsetDateTime;
+
+use crate::{
+    error::AgentError,
+    host::Host,
+    idlog::IdLog,
+    layers::desired,
+    store::{CentralMeta, LocalFile, Store},
+};
+
+/// The last successful apply.
+#[derive(Clone, Debug)]
+pub struct LastApply {
+    pub at: OffsetDateTime,
+    pub duration: Duration,
+    pub stats: ApplyStats,
+    pub trigger: String,
+}
+
+/// Where a central policy came from: the digest of its bytes and who sent it.
+#[derive(Clone, Debug)]
+pub struct Origin {
+    pub digest: String,
+    pub source: String,
+}
+
+pub struct AgentState<B: MapBackend> {
+    pub dp: Dataplane<B>,
+    pub host: Box<dyn Host>,
+    pub central: Option<CentralMeta>,
+    pub policy: Policy,
+    pub local: LocalFile,
+    pub(crate) idlog: IdLog,
+    pub store: Store,
+    pub attached: Vec<Attached>,
+    pub last_apply: Option<LastApply>,
+    pub last_error: Option<String>,
+}
+
+impl<B: MapBackend> AgentState<B> {
+    /// Publishes the union of the layers (only what changed is rewritten).
+    pub fn apply(&mut self, trigger: &str) -> Result<ApplyStats, DataplaneError> {
+        let started = Instant::now();
+        let d = desired(&self.policy, &self.local);
+        log::debug!("apply: desired state in {:?}", started.elapsed());
+        let idlog = &mut self.idlog;
+        let r = self
+            .dp
+            .apply_journaled(&d, &Clock::now(), &mut |j| idlog.record(j));
+        match &r {
+            Ok(stats) => {
+                self.last_apply = Some(LastApply {
+                    at: OffsetDateTime::now_utc(),
+                    duration: started.elapsed(),
+                    stats: stats.clone(),
+                    trigger: trigger.into(),
+                });
+                self.last_error = None;
+                // The table is built only when the log is due (it is a million rows at most).
+                if self.idlog.needs_compaction(self.dp.assignments())
+                    && let Err(e) = self.idlog.maybe_compact(&self.dp.id_table())
+                {
+                    warn!("compacting the id log: {e}");
+                }
+                log::debug!("apply: done in {:?}", started.elapsed());
+            }
+            Err(e) => self.last_error = Some(format!("{trigger}: {e}")),
+        }
+        r
+    }
+
+    /// Replaces the central layer: applied first, then persisted, so what the state
+    /// directory holds is always something that was enforced. If it cannot be persisted, the
+    /// previous policy is put back (a restart would otherwise silently roll back to it).
+    pub fn set_central(
+        &mut self,
+        policy: Policy,
+        origin: Origin,
+        trigger: &str,
+    ) -> Result<ApplyStats, AgentError> {
+        let old = std::mem::replace(&mut self.policy, policy);
+        let stats = match self.apply(trigger) {
+            Ok(stats) => stats,
+            Err(e) => {
+                self.policy = old;
+                return Err(e.into());
+            }
+        };
+        let meta = CentralMeta {
+            version: self.policy.version,
+            digest: origin.digest,
+            applied_at: OffsetDateTime::now_utc(),
+            source: Some(origin.source),
+        };
+        let t = Instant::now();
+        let saved = self.store.save_central(&meta, &self.policy.doc);
+        log::debug!("central policy persisted in {:?}", t.elapsed());
+        if let Err(e) = saved {
+            error!("{e}; putting the previous central policy back");
+            self.policy = old;
+            if let Err(e2) = self.apply("rollback") {
+                error!("re-applying the previous central policy failed too: {e2}");
+            }
+            return Err(e.into());
+        }
+        self.central = Some(meta);
+        Ok(stats)
+    }
+
+    /// Puts a central layer back as it was (a reload that could not finish).
+    pub fn restore_central(&mut self, policy: Policy, meta: Option<CentralMeta>) {
+        self.policy = policy;
+        self.central = meta.clone();
+        if let Err(e) = self.apply("rollback") {
+            error!("re-applying the previous central policy failed: {e}");
+        }
+        let saved = match &meta {
+            Some(m) => self.store.save_central(m, &self.policy.doc),
+            None => self.store.remove_central(),
+        };
+        if let Err(e) = saved {
+            error!("writing back the previous central policy failed: {e}");
+        }
+    }
+
+    /// Replaces the local layer: applied first, persisted once enforced. If it cannot be
+    /// applied or persisted, the previous layer is put back in memory and in the maps.
+    pub fn set_local(&mut self, mut local: LocalFile, trigger: &str) -> Result<ApplyStats, AgentError> {
+        local.version = self.local.version + 1;
+        let old = std::mem::replace(&mut self.local, local);
+        let stats = match self.apply(trigger) {
+            Ok(stats) => stats,
+            Err(e) => {
+                self.local = old;
+                return Err(e.into());
+            }
+        };
+        if let Err(e) = self.store.save_local(&self.local) {
+            error!("{e}; putting the previous local layer back");
+            self.local = old;
+            if let Err(e2) = self.apply("rollback") {
+                error!("re-applying the previous local layer failed too: {e2}");
+            }
+            return Err(e.into());
+        }
+        Ok(stats)
+    }
+
+    pub fn central_version(&self) -> u64 {
+        self.central.as_ref().map_or(0, |c| c.version)
+    }
+
+    /// Drops local entries that have expired (the data path stopped enforcing them at their
+    /// expiry already) and republishes, so the maps and listings match.
+    pub fn expire(&mut self) -> Result<(), AgentError> {
+        let now = OffsetDateTime::now_utc();
+        let before = self.local.entries.len();
+        let mut local = self.local.clone();
+        local.entries.retain(|e| e.expires.is_none_or(|t| t > now));
+        if local.entries.len() != before {
+            info!("{} local entries expired", before - local.entries.len());
+            self.set_local(local, "expiry")?;
+        } else {
+            self.apply("expiry")?;
+        }
+        Ok(())
+    }
+
+    /// When the next entry of any layer expires.
+    pub fn next_expiry(&self) -> Option<OffsetDateTime> {
+        desired(&self.policy, &self.local).next_expiry(OffsetDateTime::now_utc())
+    }
+}

@@ -1,0 +1,281 @@
+//! One benchmark run: every variant over every traffic mix, interleaved in rounds on one veth
+//! pair, then the control-plane figures; the summary (`target/bench/summary.json`) and the
+//! tables.
+//!
+//! Variants: `parse_only` (mssp's parser, then drop), `mssp_1k`, `mssp_1m`, `lpm_trie_1m`
+//! (the same 1M source entries in one kernel LPM trie keyed by (customer, source)) and
+//! `nft_set_1m` (nftables at the netdev ingress hook: a verdict map on the destination jumps
+//! to the customer's chain, which drops sources in the customer's set). Every variant drops
+//! all the traffic it is offered, so each measures its own per-packet cost.
+//!
+//! Mpps is measured with BPF statistics off (packets the receiving veth took); the
+//! per-packet program time (`ns_per_pkt`) in a second half of each window with
+//! `BPF_ENABLE_STATS` on.
+
+use std::{
+    collections::BTreeMap,
+    io::Write as _,
+    path::PathBuf,
+    time::Instant,
+};
+
+use anyhow::Context as _;
+use mssp_lab::Pair;
+use serde_json::json;
+
+use crate::{
+    control::control_plane,
+    policy_gen::generate,
+    traffic::{Generator, udp_template},
+    variants::{Variant, attach, detach, lpm_variant, measure, mssp_variant},
+};
+
+/// Per variant: the Mpps and the ns/packet of each round.
+type PerVariant = BTreeMap<&'static str, (Vec<f64>, Vec<f64>)>;
+
+pub struct BenchOpts {
+    pub quick: bool,
+    pub out: PathBuf,
+    /// Only these variants (development; the summary then lacks the others).
+    pub only: Vec<String>,
+    /// Only these traffic mixes.
+    pub mixes: Vec<String>,
+    pub rounds: Option<usize>,
+    pub secs: Option<f64>,
+    pub skip_control: bool,
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    if v.is_empty() { 0.0 } else { v[v.len() / 2] }
+}
+
+pub const NAMES: [&str; 5] = [
+    "parse_only",
+    "mssp_1k",
+    "mssp_1m",
+    "lpm_trie_1m",
+    "nft_set_1m",
+];
+
+pub fn run(opts: &BenchOpts) -> anyhow::Result<()> {
+    let rounds = opts.rounds.unwrap_or(if opts.quick { 3 } else { 5 });
+    let secs = opts.secs.unwrap_or(if opts.quick { 2.0 } else { 10.0 });
+    let mut mixes: Vec<(&str, bool, bool)> = if opts.quick {
+        vec![
+            ("ipv4_uniform", false, false),
+            ("ipv6_uniform", true, false),
+        ]
+    } else {
+        vec![
+            ("ipv4_uniform", false, false),
+            ("ipv4_zipf", false, true),
+            ("ipv6_uniform", true, false),
+            ("ipv6_zipf", true, true),
+        ]
+    };
+    if !opts.mixes.is_empty() {
+        let all = [
+            ("ipv4_uniform", false, false),
+            ("ipv4_zipf", false, true),
+            ("ipv6_uniform", true, false),
+            ("ipv6_zipf", true, true),
+        ];
+        mixes = all
+            .into_iter()
+            .filter(|m| opts.mixes.iter().any(|x| x == m.0))
+            .collect();
+    }
+    let wanted = |name: &str| opts.only.is_empty() || opts.only.iter().any(|o| o == name);
+    let started = Instant::now();
+    let mut control = BTreeMap::new();
+    eprintln!(
+        "bench: generating policies (1k: 100 customers x 10 sources; 1M: 10k customers x 100 sources)"
+    );
+    let g1k = generate(100, 10, 1);
+    let g1m = generate(10_000, 100, 2);
+    let net = Pair::try_new("bench").map_err(anyhow::Error::msg)?;
+    let src_mac = net.a.mac(&net.if_a).map_err(anyhow::Error::msg)?;
+    let dst_mac = net.b.mac(&net.if_b).map_err(anyhow::Error::msg)?;
+
+    eprintln!("bench: loading the variants");
+    let mut variants: Vec<(usize, Variant)> = Vec::new();
+    if wanted("parse_only") {
+        variants.push((0, mssp_variant(None, true, &mut control)?));
+    }
+    if wanted("mssp_1k") {
+        variants.push((1, mssp_variant(Some(&g1k), false, &mut control)?));
+    }
+    if wanted("mssp_1m") {
+        variants.push((2, mssp_variant(Some(&g1m), false, &mut control)?));
+    }
+    if wanted("lpm_trie_1m") {
+        variants.push((3, lpm_variant(&g1m)?));
+    }
+    if wanted("nft_set_1m") {
+        let t = Instant::now();
+        let rules = g1m.nft_ruleset(&net.if_b);
+        let file = std::env::temp_dir().join(format!("mssp-bench-{}.nft", std::process::id()));
+        std::fs::write(&file, rules)?;
+        let r = net
+            .b
+            .try_sh(&["nft", "-f", file.to_str().unwrap_or_default()])
+            .map_err(anyhow::Error::msg);
+        let _ = std::fs::remove_file(&file);
+        r.context("loading the nftables ruleset")?;
+        control.insert("nft_load_1m_s".into(), json!(t.elapsed().as_secs_f64()));
+        variants.push((4, Variant::Nft));
+    }
+
+    let mut results: BTreeMap<String, PerVariant> = BTreeMap::new();
+    for (mix, v6, zipf) in &mixes {
+        eprintln!("bench: traffic {mix}");
+        let template = udp_template(*v6, src_mac, dst_mac, 64, 9);
+        let gens = [
+            Generator::new(template.clone(), &g1m.flows(*v6, *zipf, 1 << 20, 3))?,
+            Generator::new(template, &g1k.flows(*v6, *zipf, 1 << 16, 4))?,
+        ];
+        let per = results.entry(mix.to_string()).or_default();
+        for round in 0..rounds {
+            for (i, v) in variants.iter_mut() {
+                let i = *i;
+                attach(v, &net)?;
+                let g = if NAMES[i] == "mssp_1k" {
+                    &gens[1]
+                } else {
+                    &gens[0]
+                };
+                let (mpps, ns) = measure(v, &net, g, secs)?;
+                detach(v);
+                eprintln!(
+                    "  round {round} {:<12} {mpps:.3} Mpps {}",
+                    NAMES[i],
+                    ns.map_or("-".into(), |n| format!("{n:.0} ns/pkt"))
+                );
+                let e = per.entry(NAMES[i]).or_default();
+                e.0.push(mpps);
+                if let Some(n) = ns {
+                    e.1.push(n);
+                }
+            }
+        }
+    }
+    drop(variants);
+    drop(net);
+
+    if !opts.skip_control {
+        eprintln!("bench: control-plane figures");
+        control_plane(&g1m, &mut control).context("control-plane figures")?;
+    }
+
+    // Summary: the headline mix's figures at the top level, every mix below.
+    let summarize = |per: &BTreeMap<&str, (Vec<f64>, Vec<f64>)>| {
+        let mut out = serde_json::Map::new();
+        for (name, (m, n)) in per {
+            let (mut m, mut n) = (m.clone(), n.clone());
+            let mm = median(&mut m);
+            let nn = (!n.is_empty()).then(|| median(&mut n));
+            out.insert(
+                name.to_string(),
+                json!({
+                    "mpps": mm, "mpps_min": m.first(), "mpps_max": m.last(),
+                    "ns_per_pkt": nn, "ns_min": n.first(), "ns_max": n.last(),
+                }),
+            );
+        }
+        serde_json::Value::Object(out)
+    };
+    let headline = results
+        .get("ipv4_uniform")
+        .map(summarize)
+        .unwrap_or_else(|| json!({}));
+    let f = |name: &str, k: &str| headline[name][k].as_f64().unwrap_or(f64::NAN);
+    let ratios = json!({
+        "mssp_1k_over_parse_only_mpps": f("mssp_1k", "mpps") / f("parse_only", "mpps"),
+        "mssp_1m_over_parse_only_mpps": f("mssp_1m", "mpps") / f("parse_only", "mpps"),
+        "mssp_1m_over_lpm_trie_1m_ns": f("mssp_1m", "ns_per_pkt") / f("lpm_trie_1m", "ns_per_pkt"),
+        "mssp_1m_over_nft_set_1m_mpps": f("mssp_1m", "mpps") / f("nft_set_1m", "mpps"),
+    });
+    let targets = json!({
+        "mssp_1k >= 0.8 x parse_only Mpps": ratios["mssp_1k_over_parse_only_mpps"].as_f64().unwrap_or(0.0) >= 0.8,
+        "mssp_1m >= 0.5 x parse_only Mpps": ratios["mssp_1m_over_parse_only_mpps"].as_f64().unwrap_or(0.0) >= 0.5,
+        "mssp_1m ns/pkt <= 1/3 lpm_trie_1m": ratios["mssp_1m_over_lpm_trie_1m_ns"].as_f64().unwrap_or(1.0) <= 1.0 / 3.0,
+        "mssp_1m >= 2.5 x nft_set_1m Mpps": ratios["mssp_1m_over_nft_set_1m_mpps"].as_f64().unwrap_or(0.0) >= 2.5,
+    });
+    let mixes_json: serde_json::Map<String, serde_json::Value> = results
+        .iter()
+        .map(|(k, v)| (k.clone(), summarize(v)))
+        .collect();
+    let summary = json!({
+        "variants": headline,
+        "headline_traffic": "ipv4_uniform",
+        "traffic": mixes_json,
+        "ratios": ratios,
+        "targets": targets,
+        "control_plane": control,
+        "method": {
+            "rounds": rounds, "seconds_per_measurement": secs, "quick": opts.quick,
+            "generator": "BPF_PROG_TEST_RUN live frames (mssp-gen), 2 threads pinned to CPUs 0 and 1, 64-byte UDP frames into a veth pair",
+            "mpps": "packets the variant handled per second, BPF statistics off",
+            "ns_per_pkt": "run_time_ns / run_cnt of the XDP program over the second half of each window, BPF_ENABLE_STATS on",
+        },
+        "elapsed_s": started.elapsed().as_secs_f64(),
+    });
+    if let Some(dir) = opts.out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&opts.out, serde_json::to_string_pretty(&summary)?)?;
+    print_table(&summary);
+    println!("summary: {}", opts.out.display());
+    Ok(())
+}
+
+fn print_table(s: &serde_json::Value) {
+    let mut out = std::io::stdout().lock();
+    for (mix, per) in s["traffic"].as_object().into_iter().flatten() {
+        let _ = writeln!(out, "\n{mix}: median (min-max)");
+        let _ = writeln!(
+            out,
+            "  {:<12} {:>22} {:>24}",
+            "variant", "Mpps", "ns/pkt (program)"
+        );
+        for name in NAMES {
+            let v = &per[name];
+            if v.is_null() {
+                continue;
+            }
+            let ns = match v["ns_per_pkt"].as_f64() {
+                Some(n) => format!(
+                    "{n:.0} ({:.0}-{:.0})",
+                    v["ns_min"].as_f64().unwrap_or(0.0),
+                    v["ns_max"].as_f64().unwrap_or(0.0)
+                ),
+                None => "-".into(),
+            };
+            let _ = writeln!(
+                out,
+                "  {name:<12} {:>22} {ns:>24}",
+                format!(
+                    "{:.3} ({:.3}-{:.3})",
+                    v["mpps"].as_f64().unwrap_or(0.0),
+                    v["mpps_min"].as_f64().unwrap_or(0.0),
+                    v["mpps_max"].as_f64().unwrap_or(0.0)
+                )
+            );
+        }
+    }
+    let _ = writeln!(out, "\nratios (ipv4_uniform): {}", s["ratios"]);
+    for (k, v) in s["targets"].as_object().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "  {} {k}",
+            if v.as_bool() == Some(true) {
+                "MET   "
+            } else {
+                "MISSED"
+            }
+        );
+    }
+    let _ = writeln!(out, "control plane: {}", s["control_plane"]);
+}
+

@@ -1,0 +1,128 @@
+//! The desired state the publisher makes true: infrastructure, customers and their prefixes,
+//! and source entries with their layer, independent of the document they came from.
+
+pub use mssp_common::{Layer, Scope};
+use mssp_common::{Net, abi::SourceAction};
+use time::OffsetDateTime;
+
+use crate::policy::{
+    Policy, SourceEntry,
+    rules::{Limits, RuleSpec},
+};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DesiredEntry {
+    pub net: Net,
+    pub action: SourceAction,
+    pub expires: Option<OffsetDateTime>,
+    pub layer: Layer,
+}
+
+impl DesiredEntry {
+    fn central(s: &SourceEntry) -> DesiredEntry {
+        DesiredEntry {
+            net: s.net,
+            action: s.action,
+            expires: s.expires,
+            layer: Layer::Central,
+        }
+    }
+
+    pub fn in_effect(&self, now: OffsetDateTime) -> bool {
+        self.expires.is_none_or(|e| now < e)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct DesiredRule {
+    pub spec: RuleSpec,
+    pub layer: Layer,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DesiredCustomer {
+    pub id: u32,
+    pub prefixes: Vec<Net>,
+    pub entries: Vec<DesiredEntry>,
+    pub rules: Vec<DesiredRule>,
+    pub limits: Option<Limits>,
+}
+
+impl DesiredCustomer {
+    /// The rules in evaluation order: the NOC's local rules first, then the central ones; a
+    /// local rule replaces a central rule with the same id.
+    pub fn effective_rules(&self) -> Vec<&DesiredRule> {
+        let local: Vec<&DesiredRule> = self
+            .rules
+            .iter()
+            .filter(|r| r.layer == Layer::Local)
+            .collect();
+        let mut out = local.clone();
+        out.extend(self.rules.iter().filter(|r| {
+            r.layer == Layer::Central && !local.iter().any(|l| l.spec.id == r.spec.id)
+        }));
+        out
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Desired {
+    pub infrastructure: Vec<Net>,
+    pub global: Vec<DesiredEntry>,
+    pub customers: Vec<DesiredCustomer>,
+}
+
+impl Desired {
+    /// The central layer of a policy.
+    pub fn from_policy(p: &Policy) -> Desired {
+        Desired {
+            infrastructure: p.infrastructure.clone(),
+            global: p.global.iter().map(DesiredEntry::central).collect(),
+            customers: p
+                .customers
+                .iter()
+                .map(|c| DesiredCustomer {
+                    id: c.id,
+                    prefixes: c.prefixes.clone(),
+                    entries: c.sources.iter().map(DesiredEntry::central).collect(),
+                    rules: c
+                        .rules
+                        .iter()
+                        .map(|r| DesiredRule {
+                            spec: r.clone(),
+                            layer: Layer::Central,
+                        })
+                        .collect(),
+                    limits: c.limits.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// The entries of a list that are enforced at `now`: one per prefix, the local layer's
+    /// where both layers name the prefix, expired ones left out.
+    pub fn effective(entries: &[DesiredEntry], now: OffsetDateTime) -> Vec<&DesiredEntry> {
+        let mut all: Vec<&DesiredEntry> = entries.iter().collect();
+        // Sorted by prefix, then layer: of each run of the same prefix the last one wins.
+        all.sort_unstable_by_key(|e| (e.net.v6, e.net.addr, e.net.len, e.layer));
+        let mut out: Vec<&DesiredEntry> = Vec::with_capacity(all.len());
+        for e in all {
+            match out.last_mut() {
+                Some(last) if last.net == e.net => *last = e,
+                _ => out.push(e),
+            }
+        }
+        out.retain(|e| e.in_effect(now));
+        out
+    }
+
+    /// The earliest expiry still ahead of `now`, when the publisher must run again.
+    pub fn next_expiry(&self, now: OffsetDateTime) -> Option<OffsetDateTime> {
+        self.global
+            .iter()
+            .chain(self.customers.iter().flat_map(|c| c.entries.iter()))
+            .filter_map(|e| e.expires)
+            .filter(|t| *t > now)
+            .min()
+    }
+}

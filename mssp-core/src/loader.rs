@@ -1,0 +1,165 @@
+//! Loading the embedded XDP program: load-time specialisation (trace on or off, map sizes)
+//! and the errors an operator can act on.
+
+use aya::{Ebpf, EbpfLoader, programs::Xdp};
+
+use crate::capacity::{Capacities, ncpus};
+use mssp_common::{
+    abi::{
+        Bucket, ChainLink, Counter, Node4, Node6, Record, Rule, RuleCidr, RuleCounter, map_names,
+    },
+    reason::{NREASONS, NVERDICTS},
+};
+
+/// The XDP object built from `mssp-ebpf` by `build.rs`.
+pub static PROGRAM: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mssp-xdp"));
+
+/// The program's name in the object.
+pub const PROGRAM_NAME: &str = "mssp_xdp";
+
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    /// Prepend every decision to the frame BPF_PROG_TEST_RUN hands back (simulate, tests).
+    /// Off in production.
+    pub trace: bool,
+    /// Map sizes; `None` keeps the program's defaults.
+    pub capacities: Option<Capacities>,
+    /// The benchmark floor: parse, drop, count; no lookups.
+    pub parse_only: bool,
+    /// Reuse (or create and pin) every map under this directory instead of private maps.
+    pub pin_maps: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("loading the XDP program failed: {0}{hint}", hint = permission_hint(.0))]
+    Load(String),
+    #[error("the verifier refused the XDP program: {0}")]
+    Verifier(String),
+}
+
+fn permission_hint(msg: &str) -> &'static str {
+    if msg.contains("Operation not permitted") || msg.contains("permission denied") {
+        " (loading BPF needs root, or CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON)"
+    } else {
+        ""
+    }
+}
+
+/// The load-time globals that follow from the map sizes. The loader borrows them until it
+/// loads, so the caller owns them.
+#[derive(Clone, Copy, Debug)]
+struct Globals {
+    slots: u32,
+    counters_stride: u32,
+    hits_stride: u32,
+    rule_stats_stride: u32,
+}
+
+impl Globals {
+    fn new(c: &Capacities) -> Self {
+        Globals {
+            slots: c.slots,
+            counters_stride: c.slots * NVERDICTS * NREASONS,
+            hits_stride: c.entry_ids,
+            rule_stats_stride: c.buckets,
+        }
+    }
+}
+
+/// Map sizes and the load-time globals that go with them, for a fresh or pinned load alike.
+fn configure<'a>(loader: &mut EbpfLoader<'a>, c: &Capacities, g: &'a Globals) {
+    loader
+        .override_global("SLOTS", &g.slots, true)
+        .override_global("COUNTERS_STRIDE", &g.counters_stride, true)
+        .override_global("HITS_STRIDE", &g.hits_stride, true)
+        .override_global("RULE_STATS_STRIDE", &g.rule_stats_stride, true);
+    for (name, _, entries) in expected_shapes(c, ncpus()) {
+        loader.map_max_entries(name, entries);
+    }
+}
+
+/// Every map the agent pins: (name, value size, entries), as `configure` creates them.
+pub fn expected_shapes(c: &Capacities, cpus: u32) -> Vec<(&'static str, u32, u32)> {
+    let counters = c.slots * NVERDICTS * NREASONS;
+    vec![
+        (map_names::CUR, 4, c.slots),
+        (map_names::RECORDS, size_of::<Record>() as u32, c.records),
+        (map_names::NODES4, size_of::<Node4>() as u32, c.nodes4),
+        (map_names::NODES6, size_of::<Node6>() as u32, c.nodes6),
+        (map_names::CHAIN, size_of::<ChainLink>() as u32, c.chain),
+        (
+            map_names::COUNTERS,
+            size_of::<Counter>() as u32,
+            counters * cpus,
+        ),
+        (
+            map_names::ENTRY_HITS,
+            size_of::<Counter>() as u32,
+            c.entry_ids * cpus,
+        ),
+        (map_names::RULES, size_of::<Rule>() as u32, c.rules),
+        (
+            map_names::RULE_CIDRS,
+            size_of::<RuleCidr>() as u32,
+            c.rule_cidrs,
+        ),
+        (
+            map_names::RULE_STATS,
+            size_of::<RuleCounter>() as u32,
+            c.buckets * cpus,
+        ),
+        (map_names::BUCKETS, size_of::<Bucket>() as u32, c.buckets),
+    ]
+}
+
+/// Loads the object and the program (not attached anywhere).
+pub fn load(opts: &LoadOptions) -> Result<Ebpf, LoadError> {
+    let mut loader = EbpfLoader::new();
+    if std::env::var_os("MSSP_VERIFIER_LOG").is_some() {
+        // Debugging the verifier: the whole log comes back with a refusal.
+        loader.verifier_log_level(aya::VerifierLogLevel::VERBOSE | aya::VerifierLogLevel::STATS);
+    }
+    if opts.trace {
+        loader.override_global("TRACE", &1u32, true);
+    }
+
+    if opts.parse_only {
+        loader.override_global("PARSE_ONLY", &1u32, true);
+    }
+    let caps = opts.capacities.unwrap_or_default();
+    let globals = Globals::new(&caps);
+    configure(&mut loader, &caps, &globals);
+    let pin_paths: Vec<(&str, std::path::PathBuf)> = match &opts.pin_maps {
+        Some(dir) => map_names::ALL.iter().map(|n| (*n, dir.join(n))).collect(),
+        None => Vec::new(),
+    };
+    for (name, path) in &pin_paths {
+        loader.map_pin_path(name, path.as_path());
+    }
+    let mut ebpf = loader
+        .load(PROGRAM)
+        .map_err(|e| LoadError::Load(format!("{e:#}")))?;
+    let prog: &mut Xdp = ebpf
+        .program_mut(PROGRAM_NAME)
+        .ok_or_else(|| LoadError::Load(format!("the object has no program {PROGRAM_NAME}")))?
+        .try_into()
+        .map_err(|e| LoadError::Load(format!("{e}")))?;
+    prog.load().map_err(|e| match e {
+        aya::programs::ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => LoadError::Verifier(format!("{io_error}\n{verifier_log}")),
+        other => LoadError::Load(format!("{other}")),
+    })?;
+    if std::env::var_os("MSSP_VERIFIER_STATS").is_some()
+        && let Ok(info) = prog.info()
+    {
+        eprintln!(
+            "mssp: verifier processed the program ({} instructions verified, {} translated bytes)",
+            info.verified_instruction_count().unwrap_or(0),
+            info.size_translated().unwrap_or(0)
+        );
+    }
+    Ok(ebpf)
+}

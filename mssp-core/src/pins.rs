@@ -1,0 +1,548 @@
+//! The pinned data plane under `pin_dir`:
+//!
+//! ```text
+//! pin_dir/v<ABI>/<MAP>     every policy and counter map (versioned by the map ABI)
+//! pin_dir/v<ABI>/prog      the program currently loaded
+//! pin_dir/links/<ifname>   one bpf_link per filtered interface
+//! ```
+//!
+//! Links keep the filter running when no agent does. A starting agent reuses the pinned maps
+//! (policy and counters survive) and swaps its freshly loaded program in under each existing
+//! link with `bpf_link_update`: no detach, no second attachment, no gap.
+
+use std::{
+    ffi::CString,
+    fs, io,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    Ebpf,
+    maps::MapInfo,
+    programs::{
+        Xdp, XdpMode,
+        links::{FdLink, PinnedLink},
+        xdp::XdpLink,
+    },
+};
+use log::{info, warn};
+use mssp_common::abi::ABI_VERSION;
+
+use crate::{
+    capacity::{Capacities, ncpus},
+    dataplane::sys,
+    loader::{self, LoadError, LoadOptions, PROGRAM_NAME},
+};
+
+/// How the program is attached to an interface.
+#[derive(Clone, Copy, Debug, Default, serde::Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachMode {
+    /// Native (driver) XDP, falling back to generic (skb) mode with a warning where the
+    /// driver has no native XDP.
+    #[default]
+    Auto,
+    /// Native XDP only; fail if the driver cannot.
+    Native,
+    /// Generic XDP (skb mode).
+    Skb,
+}
+
+/// One interface to filter and how.
+#[derive(Clone, Debug, serde::Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct InterfaceConfig {
+    pub name: String,
+    #[serde(default)]
+    pub mode: AttachMode,
+}
+
+/// What the pinned data plane is made of: where it lives, the map sizes, and the interfaces
+/// it filters.
+#[derive(Clone, Debug)]
+pub struct PinSpec {
+    pub pin_dir: PathBuf,
+    pub capacities: Capacities,
+    pub interfaces: Vec<InterfaceConfig>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PinError {
+    #[error("pin_dir {dir}: {message}")]
+    Dir { dir: String, message: String },
+    #[error(
+        "{dir} holds pins of mssp data-plane ABI {found}; this agent speaks v{expected}. They were \
+         left untouched and keep filtering. To upgrade without a gap, start this agent once with \
+         --replace-pins: it loads the new program with fresh maps, republishes the policy from \
+         the state directory, and swaps it in under the existing links"
+    )]
+    Incompatible {
+        dir: String,
+        found: String,
+        expected: u32,
+    },
+    #[error(
+        "map {name} pinned at {path} has {found}, but this agent expects {expected}. It was left \
+         untouched and keeps filtering; to resize without a gap, start the agent once with \
+         --replace-pins"
+    )]
+    MapMismatch {
+        name: String,
+        path: String,
+        found: String,
+        expected: String,
+    },
+    #[error("{0}")]
+    Load(#[from] LoadError),
+    #[error("pinning the program at {path}: {message}")]
+    PinProgram { path: String, message: String },
+    #[error("interface {name}: {message}")]
+    Interface { name: String, message: String },
+}
+
+/// How an interface is being filtered.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Attached {
+    pub name: String,
+    pub ifindex: u32,
+    /// "native" or "skb".
+    pub mode: String,
+    pub link_id: u32,
+    pub prog_id: u32,
+    /// The link existed and the program was swapped in under it.
+    pub adopted: bool,
+}
+
+pub struct Layout {
+    pub root: PathBuf,
+}
+
+impl Layout {
+    pub fn new(root: &Path) -> Layout {
+        Layout {
+            root: root.to_path_buf(),
+        }
+    }
+
+    pub fn abi_dir(&self) -> PathBuf {
+        self.root.join(format!("v{ABI_VERSION}"))
+    }
+
+    pub fn map(&self, name: &str) -> PathBuf {
+        self.abi_dir().join(name)
+    }
+
+    pub fn prog(&self) -> PathBuf {
+        self.abi_dir().join("prog")
+    }
+
+    pub fn links(&self) -> PathBuf {
+        self.root.join("links")
+    }
+
+    pub fn link(&self, ifname: &str) -> PathBuf {
+        self.links().join(ifname)
+    }
+}
+
+fn dir_err(dir: &Path, message: impl Into<String>) -> PinError {
+    PinError::Dir {
+        dir: dir.display().to_string(),
+        message: message.into(),
+    }
+}
+
+/// Makes sure `root` is a directory on a bpffs, mounting one there if its filesystem is not.
+pub fn prepare_dir(root: &Path) -> Result<(), PinError> {
+    let mut existing = root.to_path_buf();
+    while !existing.exists() {
+        if !existing.pop() {
+            break;
+        }
+    }
+    let on_bpffs = sys::is_bpffs(&existing).map_err(|e| dir_err(&existing, e.to_string()))?;
+    fs::create_dir_all(root).map_err(|e| dir_err(root, format!("cannot create it: {e}")))?;
+    if !on_bpffs && !sys::is_bpffs(root).unwrap_or(false) {
+        sys::mount_bpffs(root).map_err(|e| {
+            dir_err(
+                root,
+                format!(
+                    "it is not on a bpffs and mounting one failed ({e}); mount it (`mount -t bpf bpffs {}`) \
+                     or give the agent CAP_SYS_ADMIN",
+                    root.display()
+                ),
+            )
+        })?;
+        warn!(
+            "mounted a bpffs at {}: pins there live only as long as this mount namespace; mount \
+             bpffs on the host (systemd does at /sys/fs/bpf) so the filter outlives the agent",
+            root.display()
+        );
+    }
+    Ok(())
+}
+
+/// Pinned ABI versions other than ours ("v3", ...).
+fn other_versions(root: &Path) -> Vec<String> {
+    let Ok(rd) = fs::read_dir(root) else {
+        return Vec::new();
+    };
+    let mine = format!("v{ABI_VERSION}");
+    let mut v: Vec<String> = rd
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('v') && n[1..].parse::<u32>().is_ok() && *n != mine)
+        .collect();
+    v.sort();
+    v
+}
+
+/// Checks that every pinned map has the shape this build expects; returns whether any map
+/// was pinned at all.
+fn check_pinned_maps(layout: &Layout, caps: &Capacities) -> Result<bool, PinError> {
+    let mut any = false;
+    for (name, value_size, entries) in loader::expected_shapes(caps, ncpus())
+    {
+        let path = layout.map(name);
+        if !path.exists() {
+            continue;
+        }
+        any = true;
+        let info = MapInfo::from_pin(&path).map_err(|e| PinError::MapMismatch {
+            name: name.into(),
+            path: path.display().to_string(),
+            found: format!("no readable map ({e})"),
+            expected: "a map".into(),
+        })?;
+        if info.value_size() != value_size || info.max_entries() != entries || info.key_size() != 4
+        {
+            return Err(PinError::MapMismatch {
+                name: name.into(),
+                path: path.display().to_string(),
+                found: format!(
+                    "{} entries of {} bytes",
+                    info.max_entries(),
+                    info.value_size()
+                ),
+                expected: format!("{entries} entries of {value_size} bytes"),
+            });
+        }
+    }
+    Ok(any)
+}
+
+/// Loads the program over the pinned maps (creating and pinning the ones that are missing).
+/// With `replace`, pins of another ABI or shape are first moved aside (they keep serving
+/// the running filter until the links are swapped; see [`retire_old`]).
+pub fn load(spec: &PinSpec, replace: bool) -> Result<(Ebpf, bool), PinError> {
+    let pin_dir = &spec.pin_dir;
+    let layout = Layout::new(pin_dir);
+    prepare_dir(pin_dir)?;
+    let caps = spec.capacities;
+    let others = other_versions(pin_dir);
+    if !others.is_empty() && !replace {
+        return Err(PinError::Incompatible {
+            dir: pin_dir.display().to_string(),
+            found: others.join(", "),
+            expected: ABI_VERSION,
+        });
+    }
+    let existing = match check_pinned_maps(&layout, &caps) {
+        Ok(any) => any,
+        Err(e) if replace => {
+            warn!("{e}; moving the old maps aside (--replace-pins)");
+            retire_dir(pin_dir, &layout.abi_dir())?;
+            false
+        }
+        Err(e) => return Err(e),
+    };
+    if replace {
+        for v in &others {
+            retire_dir(pin_dir, &pin_dir.join(v))?;
+        }
+    }
+    fs::create_dir_all(layout.abi_dir()).map_err(|e| dir_err(&layout.abi_dir(), e.to_string()))?;
+
+    let mut ebpf = loader::load(&LoadOptions {
+        capacities: Some(caps),
+        pin_maps: Some(layout.abi_dir()),
+        ..LoadOptions::default()
+    })?;
+    let prog: &mut Xdp = ebpf
+        .program_mut(PROGRAM_NAME)
+        .ok_or_else(|| LoadError::Load(format!("the object has no program {PROGRAM_NAME}")))?
+        .try_into()
+        .map_err(|e| LoadError::Load(format!("{e}")))?;
+    let _ = fs::remove_file(layout.prog());
+    prog.pin(layout.prog()).map_err(|e| PinError::PinProgram {
+        path: layout.prog().display().to_string(),
+        message: e.to_string(),
+    })?;
+    Ok((ebpf, existing))
+}
+
+/// Moves a pin directory aside (bpffs supports rename); its objects live on while the
+/// running filter uses them.
+fn retire_dir(root: &Path, dir: &Path) -> Result<(), PinError> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let to = root.join(format!("retired-{name}-{}", std::process::id()));
+    fs::rename(dir, &to).map_err(|e| dir_err(dir, format!("cannot move it aside: {e}")))?;
+    info!("moved {} to {}", dir.display(), to.display());
+    Ok(())
+}
+
+/// Removes retired pin directories once the links run the new program.
+pub fn retire_old(root: &Path) {
+    let Ok(rd) = fs::read_dir(root) else { return };
+    for e in rd.filter_map(|e| e.ok()) {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with("retired-") {
+            if let Ok(inner) = fs::read_dir(e.path()) {
+                for f in inner.filter_map(|f| f.ok()) {
+                    let _ = fs::remove_file(f.path());
+                }
+            }
+            match fs::remove_dir(e.path()) {
+                Ok(()) => info!("removed retired pins {name}"),
+                Err(err) => warn!("cannot remove retired pins {name}: {err}"),
+            }
+        }
+    }
+}
+
+fn ifindex(name: &str) -> Result<u32, PinError> {
+    let c = CString::new(name).map_err(|_| PinError::Interface {
+        name: name.into(),
+        message: "bad interface name".into(),
+    })?;
+    // SAFETY: if_nametoindex reads a valid C string.
+    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if idx == 0 {
+        return Err(PinError::Interface {
+            name: name.into(),
+            message: "not found; `ip link` lists the interfaces".into(),
+        });
+    }
+    Ok(idx)
+}
+
+fn pinned_link(path: &Path) -> Option<(PinnedLink, sys::XdpLinkInfo)> {
+    let info = sys::pinned_link_info(path).ok()?;
+    let link = PinnedLink::from_pin(path).ok()?;
+    Some((link, info))
+}
+
+/// Puts the loaded program on every configured interface: under the existing pinned link
+/// when there is one (atomic swap), otherwise through a new link that is pinned at once.
+/// Links of interfaces no longer configured are removed (filtering stops there).
+pub fn attach_all(
+    ebpf: &mut Ebpf,
+    spec: &PinSpec,
+    known_modes: &std::collections::HashMap<String, String>,
+) -> Result<Vec<Attached>, PinError> {
+    let layout = Layout::new(&spec.pin_dir);
+    fs::create_dir_all(layout.links()).map_err(|e| dir_err(&layout.links(), e.to_string()))?;
+    let prog: &mut Xdp = ebpf
+        .program_mut(PROGRAM_NAME)
+        .ok_or_else(|| LoadError::Load(format!("the object has no program {PROGRAM_NAME}")))?
+        .try_into()
+        .map_err(|e| LoadError::Load(format!("{e}")))?;
+    let prog_id = prog.info().map(|i| i.id()).unwrap_or(0);
+    let wanted = &spec.interfaces;
+    // Every interface must exist before anything changes.
+    let indices = check_interfaces(spec)?;
+    let mut out = Vec::new();
+    // Links made by this call, removed again (detaching) if a later interface fails.
+    let mut created: Vec<PathBuf> = Vec::new();
+    for (InterfaceConfig { name, mode }, idx) in wanted.iter().zip(indices) {
+        match attach_one(prog, &layout, name, *mode, idx, known_modes) {
+            Ok((a, new)) => {
+                if new {
+                    created.push(layout.link(name));
+                }
+                out.push(Attached { prog_id, ..a });
+            }
+            Err(e) => {
+                for p in created {
+                    let _ = fs::remove_file(&p);
+                }
+                return Err(e);
+            }
+        }
+    }
+    // Interfaces dropped from the config.
+    if let Ok(rd) = fs::read_dir(layout.links()) {
+        for e in rd.filter_map(|e| e.ok()) {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if !wanted.iter().any(|w| w.name == n) {
+                info!("{n}: no longer configured; removing its link (filtering stops there)");
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The ifindex of every interface of `spec`, or the first that does not exist.
+pub fn check_interfaces(spec: &PinSpec) -> Result<Vec<u32>, PinError> {
+    spec.interfaces.iter().map(|i| ifindex(&i.name)).collect()
+}
+
+/// One interface: the program swapped in under its pinned link, or a new pinned link.
+/// Returns whether the link is new.
+fn attach_one(
+    prog: &mut Xdp,
+    layout: &Layout,
+    name: &String,
+    mode: AttachMode,
+    idx: u32,
+    known_modes: &std::collections::HashMap<String, String>,
+) -> Result<(Attached, bool), PinError> {
+    {
+        let path = layout.link(name);
+        let mut adopted = None;
+        if path.exists() {
+            match pinned_link(&path) {
+                Some((link, info))
+                    if info.ifindex == idx && info.link_type == sys::BPF_LINK_TYPE_XDP =>
+                {
+                    let fd: FdLink = link.into();
+                    let xdp = XdpLink::try_from(fd).map_err(|e| PinError::Interface {
+                        name: name.clone(),
+                        message: format!("pinned link is not an XDP link: {e}"),
+                    })?;
+                    prog.attach_to_link(xdp).map_err(|e| PinError::Interface {
+                        name: name.clone(),
+                        message: format!(
+                            "swapping the program in under the pinned link failed: {e}"
+                        ),
+                    })?;
+                    adopted = Some(info.id);
+                }
+                other => {
+                    warn!(
+                        "{name}: pinned link {} is defunct or for another interface ({other:?}); replacing it",
+                        path.display()
+                    );
+                    let _ = fs::remove_file(&path);
+                }
+            }
+        }
+        let (link_id, mode_name) = match adopted {
+            Some(id) => (
+                id,
+                known_modes
+                    .get(name)
+                    .cloned()
+                    .unwrap_or_else(|| "unknown".into()),
+            ),
+            None => attach_new(prog, name, idx, mode, &path)?,
+        };
+        info!(
+            "{name}: filtering in {mode_name} mode (link {link_id}, {})",
+            if adopted.is_some() {
+                "program swapped under the existing link"
+            } else {
+                "new link"
+            }
+        );
+        Ok((
+            Attached {
+                name: name.clone(),
+                ifindex: idx,
+                mode: mode_name,
+                link_id,
+                prog_id: 0,
+                adopted: adopted.is_some(),
+            },
+            adopted.is_none(),
+        ))
+    }
+}
+
+fn attach_new(
+    prog: &mut Xdp,
+    name: &str,
+    idx: u32,
+    mode: AttachMode,
+    path: &Path,
+) -> Result<(u32, String), PinError> {
+    let try_mode = |prog: &mut Xdp, m: XdpMode| prog.attach_to_if_index(idx, m);
+    let (id, mode_name) = match mode {
+        AttachMode::Skb => (try_mode(prog, XdpMode::Skb), "skb"),
+        AttachMode::Native => (try_mode(prog, XdpMode::Driver), "native"),
+        AttachMode::Auto => match try_mode(prog, XdpMode::Driver) {
+            Ok(id) => (Ok(id), "native"),
+            Err(e) if !busy(&e) => {
+                warn!(
+                    "{name}: the driver has no native XDP ({e}); falling back to skb (generic) mode"
+                );
+                (try_mode(prog, XdpMode::Skb), "skb")
+            }
+            Err(e) => (Err(e), "native"),
+        },
+    };
+    let id = id.map_err(|e| PinError::Interface {
+        name: name.into(),
+        message: if busy(&e) {
+            format!(
+                "another XDP program is already attached ({e}); detach it (`ip link set dev {name} xdp off`) \
+                 or remove it from the config"
+            )
+        } else {
+            format!("attaching in {mode_name} mode failed: {e}")
+        },
+    })?;
+    let link = prog.take_link(id).map_err(|e| PinError::Interface {
+        name: name.into(),
+        message: e.to_string(),
+    })?;
+    let fd = FdLink::try_from(link).map_err(|e| PinError::Interface {
+        name: name.into(),
+        message: format!("the kernel attached through netlink, which cannot be pinned ({e}); mssp needs bpf_link (Linux 5.9+)"),
+    })?;
+    fd.pin(path).map_err(|e| PinError::Interface {
+        name: name.into(),
+        message: format!("pinning the link at {}: {e}", path.display()),
+    })?;
+    let link_id = sys::pinned_link_info(path).map(|i| i.id).unwrap_or(0);
+    Ok((link_id, mode_name.to_string()))
+}
+
+fn busy(e: &aya::programs::ProgramError) -> bool {
+    let s = e.to_string();
+    s.contains("Device or resource busy") || s.contains("File exists")
+}
+
+/// Removes everything the agent pinned: the links (filtering stops), the program and maps.
+pub fn remove_all(root: &Path) -> io::Result<Vec<String>> {
+    let layout = Layout::new(root);
+    let mut removed = Vec::new();
+    if let Ok(rd) = fs::read_dir(layout.links()) {
+        for e in rd.filter_map(|e| e.ok()) {
+            fs::remove_file(e.path())?;
+            removed.push(e.path().display().to_string());
+        }
+    }
+    let _ = fs::remove_dir(layout.links());
+    if let Ok(rd) = fs::read_dir(root) {
+        for d in rd.filter_map(|e| e.ok()) {
+            if d.path().is_dir() {
+                if let Ok(inner) = fs::read_dir(d.path()) {
+                    for f in inner.filter_map(|f| f.ok()) {
+                        fs::remove_file(f.path())?;
+                        removed.push(f.path().display().to_string());
+                    }
+                }
+                let _ = fs::remove_dir(d.path());
+            }
+        }
+    }
+    Ok(removed)
+}

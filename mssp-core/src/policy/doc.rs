@@ -1,0 +1,56 @@
+//! The policy document (version 1 of the contract) exactly as it travels: JSON, unknown fields
+//! refused. Validation into the typed [`super::Policy`] happens in `validate.rs`.
+
+use mssp_common::abi::SourceAction;
+use serde::{Deserialize, Serialize};
+
+use super::rules_doc::{LimitsDoc, RuleDoc};
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyDoc {
+    /// Monotonically increasing per controller; a push must carry a larger one.
+    pub version: u64,
+    /// The ISP's own prefixes (routers, BGP peers, NOC): always pass.
+    #[serde(default)]
+    pub infrastructure: Vec<String>,
+    #[serde(default)]
+    pub global: GlobalDoc,
+    #[serde(default)]
+    pub customers: Vec<CustomerDoc>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GlobalDoc {
+    #[serde(default)]
+    pub sources: Vec<SourceDoc>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SourceDoc {
+    pub prefix: String,
+    pub action: SourceAction,
+    /// RFC 3339; the entry is not in effect from then on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CustomerDoc {
+    pub id: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub prefixes: Vec<String>,
+    #[serde(default)]
+    pub sources: Vec<SourceDoc>,
+    #[serde(default)]
+    pub rules: Vec<RuleDoc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<LimitsDoc>,
+}

@@ -1,0 +1,160 @@
+//! The policy: the document as it travels ([`doc`]), its validation into typed, checked
+//! values ([`validate`]), and the errors a refused document gets. Pure Rust, no kernel.
+
+pub mod cidr;
+pub mod doc;
+pub mod rules;
+pub mod rules_doc;
+mod validate;
+
+use std::fmt;
+
+use mssp_common::{Net, abi::SourceAction};
+use time::OffsetDateTime;
+
+pub use doc::PolicyDoc;
+pub use validate::{Capacity, parse_policy, validate};
+
+/// `sha256:<hex>` of a policy document's bytes: what the agent reports and `mssp push`
+/// checks, so both ends agree on exactly which document is in force.
+pub fn document_digest(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    use std::fmt::Write as _;
+    let h = sha2::Sha256::digest(bytes);
+    let mut s = String::with_capacity(7 + 64);
+    s.push_str("sha256:");
+    for b in h {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// One problem in a document: where (a field path such as `customers[0].sources[1].prefix`)
+/// and what (naming the bad value and, where possible, what would be right).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldError {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Why a policy document was refused. Nothing is applied when this is returned.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PolicyError {
+    #[error("policy is not valid JSON: {0}")]
+    Syntax(String),
+    #[error("policy is truncated: {0}")]
+    Truncated(String),
+    #[error("{}", join_errors(.0))]
+    Invalid(Vec<FieldError>),
+}
+
+fn join_errors(errors: &[FieldError]) -> String {
+    let mut out = String::new();
+    for (i, e) in errors.iter().enumerate() {
+        if i > 0 {
+            out.push_str("; ");
+        }
+        out.push_str(&e.to_string());
+    }
+    out
+}
+
+impl PolicyError {
+    /// The individual problems (one for syntax errors).
+    pub fn field_errors(&self) -> Vec<FieldError> {
+        match self {
+            PolicyError::Invalid(v) => v.clone(),
+            other => vec![FieldError {
+                path: String::new(),
+                message: other.to_string(),
+            }],
+        }
+    }
+}
+
+/// A source entry (global or per customer) as validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceEntry {
+    pub net: Net,
+    pub action: SourceAction,
+    pub expires: Option<OffsetDateTime>,
+    pub comment: Option<String>,
+}
+
+impl SourceEntry {
+    pub fn in_effect(&self, now: OffsetDateTime) -> bool {
+        self.expires.is_none_or(|e| now < e)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Customer {
+    pub id: u32,
+    pub name: Option<String>,
+    pub prefixes: Vec<Net>,
+    pub sources: Vec<SourceEntry>,
+    pub rules: Vec<rules::RuleSpec>,
+    pub limits: Option<rules::Limits>,
+}
+
+/// A validated policy document.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Policy {
+    pub version: u64,
+    pub infrastructure: Vec<Net>,
+    pub global: Vec<SourceEntry>,
+    pub customers: Vec<Customer>,
+    /// The document it came from, for `policy show` and the state directory.
+    pub doc: PolicyDoc,
+}
+
+impl Policy {
+    /// An empty policy at version 0 (what an agent holds before any push).
+    pub fn empty() -> Policy {
+        Policy {
+            version: 0,
+            infrastructure: Vec::new(),
+            global: Vec::new(),
+            customers: Vec::new(),
+            doc: PolicyDoc::default(),
+        }
+    }
+
+    pub fn customer(&self, id: u32) -> Option<&Customer> {
+        self.customers.iter().find(|c| c.id == id)
+    }
+
+    /// The reference classifier's view of this policy.
+    pub fn to_reference(&self) -> mssp_common::reference::RefPolicy {
+        use mssp_common::reference::{RefCustomer, RefPolicy, RefSource};
+        let src = |s: &SourceEntry| RefSource {
+            net: s.net,
+            action: s.action,
+            expires_unix_ns: s.expires.map(|e| e.unix_timestamp_nanos().max(0) as u64),
+        };
+        RefPolicy {
+            infrastructure: self.infrastructure.clone(),
+            global: self.global.iter().map(src).collect(),
+            customers: self
+                .customers
+                .iter()
+                .map(|c| RefCustomer {
+                    id: c.id,
+                    prefixes: c.prefixes.clone(),
+                    sources: c.sources.iter().map(src).collect(),
+                    rules: c.rules.iter().map(rules::RuleSpec::to_reference).collect(),
+                })
+                .collect(),
+        }
+    }
+}

@@ -1,0 +1,357 @@
+//! Document -> [`Policy`]: every refusal class of the contract, each error naming the field
+//! path and the bad value. All problems are collected, so one round trip shows them all.
+
+use std::collections::{HashMap, HashSet};
+
+use mssp_common::{
+    Net,
+    abi::{MAX_ENTRY_IDS, MAX_SLOTS},
+};
+use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+
+use super::{
+    Customer, FieldError, Policy, PolicyDoc, PolicyError, SourceEntry,
+    cidr::{format_net, parse_cidr},
+    doc::SourceDoc,
+};
+
+/// What the maps hold, so that a document too large is refused before anything is touched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capacity {
+    /// Customers (slots minus the root).
+    pub customers: u32,
+    /// Source entries, global and per customer together.
+    pub source_entries: u32,
+}
+
+impl Default for Capacity {
+    fn default() -> Self {
+        Capacity {
+            customers: MAX_SLOTS - 1,
+            // Id 0 means "no entry"; room is kept for the NOC's local entries.
+            source_entries: MAX_ENTRY_IDS - 1 - 65_536,
+        }
+    }
+}
+
+/// Parses and validates a JSON policy document.
+pub fn parse_policy(bytes: &[u8], cap: &Capacity) -> Result<Policy, PolicyError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let doc: PolicyDoc = match serde_path_to_error::deserialize(&mut de) {
+        Ok(doc) => doc,
+        Err(e) => return Err(json_error(e)),
+    };
+    if let Err(e) = de.end() {
+        return Err(PolicyError::Syntax(e.to_string()));
+    }
+    validate(&doc, cap)
+}
+
+fn json_error(e: serde_path_to_error::Error<serde_json::Error>) -> PolicyError {
+    let path = e.path().to_string();
+    let inner = e.into_inner();
+    match inner.classify() {
+        serde_json::error::Category::Eof => PolicyError::Truncated(inner.to_string()),
+        serde_json::error::Category::Syntax | serde_json::error::Category::Io => {
+            PolicyError::Syntax(inner.to_string())
+        }
+        serde_json::error::Category::Data => PolicyError::Invalid(vec![FieldError {
+            path: if path == "." { String::new() } else { path },
+            message: inner.to_string(),
+        }]),
+    }
+}
+
+struct Errors(Vec<FieldError>);
+
+impl Errors {
+    fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(FieldError {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+}
+
+fn sources(list: &[SourceDoc], path: &str, errors: &mut Errors) -> Vec<SourceEntry> {
+    let mut out = Vec::with_capacity(list.len());
+    let mut seen: HashMap<Net, usize, foldhash::fast::RandomState> = HashMap::default();
+    seen.reserve(list.len());
+    for (i, s) in list.iter().enumerate() {
+        // Built only on the error paths: a million entries need no million strings.
+        let here = || format!("{path}[{i}]");
+        let net = match parse_cidr(&s.prefix, false) {
+            Ok(n) => n,
+            Err(m) => {
+                errors.add(format!("{}.prefix", here()), m);
+                continue;
+            }
+        };
+        if let Some(first) = seen.insert(net, i) {
+            errors.add(
+                format!("{}.prefix", here()),
+                format!(
+                    "{} is listed twice (also at {path}[{first}]); keep one entry per prefix",
+                    format_net(&net)
+                ),
+            );
+            continue;
+        }
+        let expires = match &s.expires {
+            None => None,
+            Some(t) => {
+                match OffsetDateTime::parse(t, &Rfc3339) {
+                    Ok(t) => Some(t),
+                    Err(e) => {
+                        errors.add(
+                        format!("{}.expires", here()),
+                        format!("{t:?} is not an RFC 3339 time ({e}); write e.g. 2026-12-01T00:00:00Z"),
+                    );
+                        continue;
+                    }
+                }
+            }
+        };
+        out.push(SourceEntry {
+            net,
+            action: s.action,
+            expires,
+            comment: s.comment.clone(),
+        });
+    }
+    out
+}
+
+/// Validates a parsed document against the contract and the map capacity.
+pub fn validate(doc: &PolicyDoc, cap: &Capacity) -> Result<Policy, PolicyError> {
+    let mut errors = Errors(Vec::new());
+
+    let mut infrastructure = Vec::new();
+    for (i, p) in doc.infrastructure.iter().enumerate() {
+        match parse_cidr(p, false) {
+            Ok(n) if !infrastructure.contains(&n) => infrastructure.push(n),
+            Ok(_) => {}
+            Err(m) => errors.add(format!("infrastructure[{i}]"), m),
+        }
+    }
+
+    let global = sources(&doc.global.sources, "global.sources", &mut errors);
+
+    let mut customers = Vec::with_capacity(doc.customers.len());
+    let mut ids: HashMap<u32, usize> = HashMap::new();
+    let mut owners: HashMap<Net, (u32, String)> = HashMap::new();
+    for (ci, c) in doc.customers.iter().enumerate() {
+        let here = format!("customers[{ci}]");
+        if let Some(first) = ids.insert(c.id, ci) {
+            errors.add(
+                format!("{here}.id"),
+                format!(
+                    "customer id {} is used twice (also customers[{first}]); ids must be unique",
+                    c.id
+                ),
+            );
+        }
+        let mut prefixes = Vec::new();
+        let mut mine = HashSet::new();
+        for (pi, p) in c.prefixes.iter().enumerate() {
+            let path = format!("{here}.prefixes[{pi}]");
+            let net = match parse_cidr(p, false) {
+                Ok(n) => n,
+                Err(m) => {
+                    errors.add(path, m);
+                    continue;
+                }
+            };
+            if !mine.insert(net) {
+                continue;
+            }
+            match owners.get(&net) {
+                Some((other, other_path)) if *other != c.id => errors.add(
+                    path.clone(),
+                    format!(
+                        "{} is already claimed by customer {other} ({other_path}); a prefix belongs to one customer",
+                        format_net(&net)
+                    ),
+                ),
+                _ => {
+                    owners.insert(net, (c.id, path.clone()));
+                }
+            }
+            prefixes.push(net);
+        }
+        let srcs = sources(&c.sources, &format!("{here}.sources"), &mut errors);
+        let rules =
+            super::rules::rules(&c.rules, &format!("{here}.rules"), &prefixes, &mut errors.0);
+        let limits = c
+            .limits
+            .as_ref()
+            .and_then(|l| super::rules::limits(l, &format!("{here}.limits"), &mut errors.0));
+        customers.push(Customer {
+            id: c.id,
+            name: c.name.clone(),
+            prefixes,
+            sources: srcs,
+            rules,
+            limits,
+        });
+    }
+
+    if customers.len() as u64 > cap.customers as u64 {
+        errors.add(
+            "customers",
+            format!(
+                "{} customers, but the maps hold {}; raise the capacity in the agent config",
+                customers.len(),
+                cap.customers
+            ),
+        );
+    }
+    let entries = global.len() as u64
+        + customers
+            .iter()
+            .map(|c| c.sources.len() as u64)
+            .sum::<u64>();
+    if entries > cap.source_entries as u64 {
+        errors.add(
+            "",
+            format!(
+                "{entries} source entries, but the maps hold {}; raise the capacity in the agent config",
+                cap.source_entries
+            ),
+        );
+    }
+
+    if !errors.0.is_empty() {
+        return Err(PolicyError::Invalid(errors.0));
+    }
+    Ok(Policy {
+        version: doc.version,
+        infrastructure,
+        global,
+        customers,
+        doc: doc.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refuse(json: &str) -> PolicyError {
+        parse_policy(json.as_bytes(), &Capacity::default()).expect_err("should be refused")
+    }
+
+    const GOOD: &str = r#"{
+      "version": 12,
+      "infrastructure": ["198.18.255.0/24", "2001:db8:ffff::/48"],
+      "global": { "sources": [ {"prefix": "198.18.200.0/22", "action": "drop", "comment": "feed X"} ] },
+      "customers": [
+        { "id": 7, "name": "acme",
+          "prefixes": ["198.19.7.0/24", "2001:db8:7::/48"],
+          "sources": [
+            {"prefix": "198.18.66.0/24",   "action": "drop", "expires": "2026-12-01T00:00:00Z", "comment": "ticket 4411"},
+            {"prefix": "198.18.66.128/25", "action": "allow"}
+          ],
+          "rules": [] }
+      ]
+    }"#;
+
+    #[test]
+    fn the_brief_example_is_accepted() {
+        let p = parse_policy(GOOD.as_bytes(), &Capacity::default()).unwrap();
+        assert_eq!(p.version, 12);
+        assert_eq!(p.infrastructure.len(), 2);
+        assert_eq!(p.customers[0].sources.len(), 2);
+        assert!(p.customers[0].sources[0].expires.is_some());
+    }
+
+    #[test]
+    fn unknown_field_names_its_path() {
+        let e = refuse(r#"{"version":1,"customers":[{"id":1,"prefixes":[],"colour":"red"}]}"#);
+        let s = e.to_string();
+        assert!(s.starts_with("customers[0]"), "{s}");
+        assert!(s.contains("unknown field `colour`"), "{s}");
+    }
+
+    #[test]
+    fn unknown_action_names_its_path_and_value() {
+        let e = refuse(
+            r#"{"version":1,"global":{"sources":[{"prefix":"198.18.0.0/24","action":"block"}]}}"#,
+        );
+        let s = e.to_string();
+        assert!(s.contains("global.sources[0].action"), "{s}");
+        assert!(s.contains("unknown variant `block`"), "{s}");
+    }
+
+    #[test]
+    fn host_bits_say_what_was_meant() {
+        let e = refuse(r#"{"version":1,"customers":[{"id":1,"prefixes":["198.19.7.1/24"]}]}"#);
+        assert_eq!(
+            e.to_string(),
+            "customers[0].prefixes[0]: \"198.19.7.1/24\" has host bits set; did you mean 198.19.7.0/24?"
+        );
+    }
+
+    #[test]
+    fn unparsable_cidr() {
+        let e = refuse(
+            r#"{"version":1,"customers":[{"id":1,"sources":[{"prefix":"198.18.66.0/33","action":"drop"}]}]}"#,
+        );
+        assert!(
+            e.to_string()
+                .contains("customers[0].sources[0].prefix: \"198.18.66.0/33\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn duplicate_ids_and_shared_prefixes() {
+        let e = refuse(
+            r#"{"version":1,"customers":[
+                {"id":1,"prefixes":["198.19.1.0/24"]},
+                {"id":1,"prefixes":["198.19.2.0/24"]},
+                {"id":3,"prefixes":["198.19.1.0/24"]}]}"#,
+        );
+        let errs = e.field_errors();
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert_eq!(errs[0].path, "customers[1].id");
+        assert!(errs[0].message.contains("customer id 1 is used twice"));
+        assert_eq!(errs[1].path, "customers[2].prefixes[0]");
+        assert!(
+            errs[1]
+                .message
+                .contains("198.19.1.0/24 is already claimed by customer 1")
+        );
+    }
+
+    #[test]
+    fn truncated_and_not_json() {
+        assert!(matches!(
+            refuse(&GOOD[..GOOD.len() / 2]),
+            PolicyError::Truncated(_)
+        ));
+        assert!(matches!(refuse("version: 1"), PolicyError::Syntax(_)));
+        assert!(matches!(refuse(""), PolicyError::Truncated(_)));
+        assert!(matches!(
+            refuse(r#"{"version":1} trailing"#),
+            PolicyError::Syntax(_)
+        ));
+    }
+
+    #[test]
+    fn capacity() {
+        let cap = Capacity {
+            customers: 1,
+            source_entries: 1,
+        };
+        let e = parse_policy(
+            br#"{"version":1,"global":{"sources":[{"prefix":"198.18.0.0/24","action":"drop"},{"prefix":"198.18.1.0/24","action":"drop"}]},
+                "customers":[{"id":1},{"id":2}]}"#,
+            &cap,
+        )
+        .unwrap_err();
+        let s = e.to_string();
+        assert!(s.contains("2 customers, but the maps hold 1"), "{s}");
+        assert!(s.contains("2 source entries, but the maps hold 1"), "{s}");
+    }
+}

@@ -1,0 +1,182 @@
+//! What the agent's local API and push API return, and the CLI prints.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct LayerVersion {
+    pub version: u64,
+    pub digest: Option<String>,
+    pub applied_at: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ApplyView {
+    pub at: String,
+    pub duration_ms: f64,
+    pub trigger: String,
+    pub customers_changed: usize,
+    pub customers_removed: usize,
+    pub root_changed: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct FillView {
+    pub map: String,
+    pub used: u32,
+    pub capacity: u32,
+}
+
+/// How an interface is being filtered.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InterfaceView {
+    pub name: String,
+    pub ifindex: u32,
+    /// "native" or "skb".
+    pub mode: String,
+    pub link_id: u32,
+    pub prog_id: u32,
+    /// The link existed and the program was swapped in under it.
+    pub adopted: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct StatusView {
+    pub version: String,
+    pub pid: u32,
+    pub started: String,
+    pub uptime_seconds: u64,
+    pub pin_dir: String,
+    pub abi: u32,
+    pub interfaces: Vec<InterfaceView>,
+    pub central: LayerVersion,
+    pub local_entries: usize,
+    pub customers: usize,
+    pub last_apply: Option<ApplyView>,
+    pub last_error: Option<String>,
+    pub maps: Vec<FillView>,
+}
+
+/// One source entry as the NOC sees it, from either layer.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct BlockView {
+    /// "global" or "customer:ID".
+    pub scope: String,
+    pub prefix: String,
+    pub action: String,
+    /// "central" (pushed) or "local" (CLI).
+    pub layer: String,
+    /// Whether the data path enforces it now (false: expired, overridden by a local entry for
+    /// the same prefix, or its customer is not in the central policy).
+    pub enforced: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    pub who: String,
+    pub added: String,
+    pub hits_packets: u64,
+    pub hits_bytes: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct CounterView {
+    pub verdict: String,
+    pub reason: String,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct CustomerStats {
+    /// None: traffic for no customer.
+    pub customer: Option<u32>,
+    pub name: Option<String>,
+    pub counters: Vec<CounterView>,
+    pub passed_packets: u64,
+    pub dropped_packets: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct StatsView {
+    pub customers: Vec<CustomerStats>,
+}
+
+/// One rule as the NOC sees it, from either layer, in evaluation order.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct RuleView {
+    pub customer: u32,
+    pub id: u32,
+    /// "central" or "local".
+    pub layer: String,
+    /// Position in the evaluation order (1 = first), when enforced.
+    pub order: Option<usize>,
+    pub enforced: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// The rule as written (document shape).
+    pub rule: serde_json::Value,
+    pub who: String,
+    pub added: String,
+    pub packets: u64,
+    pub bytes: u64,
+    pub limited_packets: u64,
+}
+
+/// The local layer entry a `DELETE /v1/blocks` removed.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BlockRemoved {
+    pub removed: String,
+    /// "global" or "customer:ID".
+    pub scope: String,
+}
+
+/// The local rule a `DELETE /v1/rules` removed.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RuleRemoved {
+    pub removed: u32,
+    pub customer: u32,
+}
+
+/// `GET /v1/policy` (local API and push API): the central layer in force.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PolicyVersion {
+    pub version: u64,
+    pub digest: Option<String>,
+    pub applied_at: Option<String>,
+    pub source: Option<String>,
+    /// The whole document (`?full=true` on the local API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<serde_json::Value>,
+}
+
+/// `PUT /v1/policy` on the push API: 200 once the data plane enforces the document and it
+/// is persisted.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PushApplied {
+    pub version: u64,
+    pub digest: String,
+    pub applied_at: Option<String>,
+    /// Time to receive the body, validate it and apply it; the whole request.
+    pub received_ms: f64,
+    pub validate_ms: f64,
+    pub apply_ms: f64,
+    pub elapsed_ms: f64,
+    pub customers_changed: usize,
+    pub customers_removed: usize,
+}
+
+/// `mssp policy validate --json`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PolicyValidation {
+    pub valid: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customers: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_entries: Option<usize>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<crate::FieldErrorView>,
+}

@@ -1,0 +1,138 @@
+//! The command line: the verbs and their arguments, and dispatch to one module per verb
+//! group. Read verbs print a table, or JSON with `--json`; errors name the bad value and exit
+//! with sysexits codes (`mssp_wire::exit`).
+
+mod agent;
+mod block;
+mod output;
+mod policy;
+mod push;
+mod rule;
+mod simulate;
+mod status;
+mod unpin;
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::client::Client;
+
+const DEFAULT_SOCKET: &str = "/run/mssp/mssp.sock";
+
+#[derive(Parser)]
+#[command(
+    name = "mssp",
+    version,
+    about = "Edge packet filter for managed security: agent, NOC CLI, push client"
+)]
+pub struct Cli {
+    /// The agent's Unix socket (the CLI does not read the agent's config file).
+    #[arg(long, global = true, env = "MSSP_SOCKET", default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// How long to wait for the agent's answer (e.g. 30s, 2m).
+    #[arg(long, global = true, env = "MSSP_TIMEOUT", default_value = "120s", value_parser = parse_duration)]
+    timeout: Duration,
+    #[command(subcommand)]
+    command: Command,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("{s:?} is not a duration like 30s or 2m"))
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent (the systemd service).
+    Agent {
+        #[arg(long)]
+        config: PathBuf,
+        /// Replace pins of another mssp ABI or map size, without a gap in filtering.
+        #[arg(long)]
+        replace_pins: bool,
+    },
+    /// Run every frame of a capture through the real XDP program and say what it decided.
+    Simulate(simulate::SimulateArgs),
+    /// Policy documents.
+    Policy {
+        #[command(subcommand)]
+        command: policy::PolicyCommand,
+    },
+    /// The NOC's local blocklist (the local layer).
+    Block {
+        #[command(subcommand)]
+        command: block::BlockCommand,
+    },
+    /// The NOC's local rules (evaluated before the central ones).
+    Rule {
+        #[command(subcommand)]
+        command: rule::RuleCommand,
+    },
+    /// Interfaces, policy versions, map fill.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Packets and bytes per customer, verdict and reason.
+    Stats {
+        #[arg(long)]
+        customer: Option<u32>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Push a policy document to edges' push APIs (the central controller's side), e.g.
+    /// mssp push --policy p.json --cert ctl.crt --key ctl.key --ca edges-ca.crt https://edge1:9443
+    Push(push::PushArgs),
+    /// Remove everything the agent pinned: filtering stops on every interface.
+    Unpin {
+        #[arg(long)]
+        pin_dir: PathBuf,
+    },
+}
+
+/// `--customer ID` or `--global`, exactly one.
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+pub struct ScopeArgs {
+    /// A customer's list.
+    #[arg(long)]
+    pub customer: Option<u32>,
+    /// The ISP-wide list.
+    #[arg(long)]
+    pub global: bool,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if !matches!(cli.command, Command::Agent { .. }) {
+        // A CLI whose output is cut short (`mssp status | head -1`) ends quietly, as Unix
+        // tools do. Not the agent: a client hanging up on its socket must not kill it.
+        // SAFETY: restoring the default disposition of one signal, before any thread starts.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
+    let client = Client::new(&cli.socket, cli.timeout);
+    match cli.command {
+        Command::Agent {
+            config,
+            replace_pins,
+        } => agent::run(&config, replace_pins),
+        Command::Simulate(args) => simulate::run(args),
+        Command::Policy { command } => policy::run(&client, command),
+        Command::Block { command } => block::run(&client, command),
+        Command::Rule { command } => rule::run(&client, command),
+        Command::Status { json } => status::status(&client, json),
+        Command::Stats { customer, json } => status::stats(&client, customer, json),
+        Command::Push(args) => push::run(args),
+        Command::Unpin { pin_dir } => unpin::run(&pin_dir),
+    }
+}
+
+/// The operator as the CLI knows them, passed along for the audit trail.
+pub fn operator() -> Option<String> {
+    std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .ok()
+}

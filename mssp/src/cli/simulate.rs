@@ -1,0 +1,270 @@
+//! `mssp simulate --policy FILE --pcap FILE [--json]`: every frame of a capture through the
+//! real XDP program over private maps loaded from the policy, one line per frame.
+
+use std::{
+    fs::File,
+    io::{BufReader, Read, Write},
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
+
+use anyhow::{Context as _, bail};
+use clap::Args;
+use mssp_common::reference::{L4, parse};
+use mssp_core::{
+    policy::{Capacity, cidr::format_addr},
+    simulate::{Decision, Simulator},
+};
+use pcap_file::{
+    DataLink,
+    pcap::PcapReader,
+    pcapng::{Block, PcapNgReader},
+};
+use serde::Serialize;
+
+#[derive(Args)]
+pub struct SimulateArgs {
+    /// Policy document (JSON).
+    #[arg(long)]
+    policy: PathBuf,
+    /// Capture file (pcap or pcapng, Ethernet).
+    #[arg(long)]
+    pcap: PathBuf,
+    /// One JSON object per frame.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: SimulateArgs) -> ExitCode {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match simulate(&args.policy, &args.pcap, args.json, &mut out) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let _ = out.flush();
+            eprintln!("mssp simulate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// What `--json` prints of a decision.
+#[derive(Serialize)]
+struct DecisionLine<'a> {
+    action: &'static str,
+    reason: &'static str,
+    customer: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    entry: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    layer: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rule: Option<u32>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    monitored: &'a [&'static str],
+}
+
+impl<'a> From<&'a Decision> for DecisionLine<'a> {
+    fn from(d: &'a Decision) -> Self {
+        DecisionLine {
+            action: d.action,
+            reason: d.reason,
+            customer: d.customer,
+            entry: d.entry.as_deref(),
+            layer: d.layer,
+            rule: d.rule,
+            monitored: &d.monitored,
+        }
+    }
+}
+
+/// Frames of a pcap or pcapng capture (Ethernet link type).
+fn read_capture(path: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
+    let mut f = BufReader::new(
+        File::open(path).with_context(|| format!("cannot open {}", path.display()))?,
+    );
+    let mut magic = [0u8; 4];
+    f.read_exact(&mut magic).with_context(|| {
+        format!(
+            "{} is not a pcap or pcapng file (too short)",
+            path.display()
+        )
+    })?;
+    let data = {
+        let mut rest = Vec::new();
+        f.read_to_end(&mut rest)?;
+        let mut all = magic.to_vec();
+        all.extend(rest);
+        all
+    };
+    let mut frames = Vec::new();
+    if magic == [0x0a, 0x0d, 0x0d, 0x0a] {
+        let mut r = PcapNgReader::new(&data[..])
+            .with_context(|| format!("{}: bad pcapng", path.display()))?;
+        while let Some(block) = r.next_block() {
+            match block.with_context(|| format!("{}: bad pcapng block", path.display()))? {
+                Block::EnhancedPacket(p) => frames.push(p.data.to_vec()),
+                Block::SimplePacket(p) => frames.push(p.data.to_vec()),
+                _ => {}
+            }
+        }
+        if let Some(i) = r
+            .interfaces()
+            .iter()
+            .find(|i| i.linktype != DataLink::ETHERNET)
+        {
+            bail!(
+                "{}: link type {:?} is not Ethernet; capture on an Ethernet interface",
+                path.display(),
+                i.linktype
+            );
+        }
+    } else {
+        let mut r = PcapReader::new(&data[..])
+            .with_context(|| format!("{} is not a pcap or pcapng file", path.display()))?;
+        let dl = r.header().datalink;
+        if dl != DataLink::ETHERNET {
+            bail!(
+                "{}: link type {dl:?} is not Ethernet; capture on an Ethernet interface",
+                path.display()
+            );
+        }
+        while let Some(p) = r.next_packet() {
+            frames.push(
+                p.with_context(|| format!("{}: bad packet record", path.display()))?
+                    .data
+                    .to_vec(),
+            );
+        }
+    }
+    Ok(frames)
+}
+
+/// A one-line summary of a frame's headers (from the reference parser).
+fn summary(frame: &[u8]) -> Summary {
+    match parse(frame) {
+        Ok(p) => {
+            let (proto, sport, dport) = match p.l4 {
+                Some(L4::Tcp { sport, dport, .. }) => ("tcp".to_string(), Some(sport), Some(dport)),
+                Some(L4::Udp { sport, dport }) => ("udp".to_string(), Some(sport), Some(dport)),
+                Some(L4::Icmp { .. }) => {
+                    (if p.v6 { "icmpv6" } else { "icmp" }.to_string(), None, None)
+                }
+                None => (p.proto.to_string(), None, None),
+            };
+            Summary {
+                src: Some(format_addr(p.v6, p.src)),
+                dst: Some(format_addr(p.v6, p.dst)),
+                proto: Some(proto),
+                sport,
+                dport,
+                len: frame.len(),
+            }
+        }
+        Err(_) => Summary {
+            src: None,
+            dst: None,
+            proto: None,
+            sport: None,
+            dport: None,
+            len: frame.len(),
+        },
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+struct Summary {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub src: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dst: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proto: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sport: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dport: Option<u16>,
+    pub len: usize,
+}
+
+#[derive(Serialize)]
+struct JsonLine<'a> {
+    index: usize,
+    #[serde(flatten)]
+    decision: Option<DecisionLine<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    #[serde(flatten)]
+    summary: &'a Summary,
+}
+
+/// The whole command: policy file, capture file, one line per frame.
+fn simulate(
+    policy_path: &Path,
+    pcap_path: &Path,
+    json: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let bytes = std::fs::read(policy_path)
+        .with_context(|| format!("cannot read {}", policy_path.display()))?;
+    let policy = mssp_core::policy::parse_policy(&bytes, &Capacity::default())
+        .map_err(|e| anyhow::anyhow!("{}: {e}", policy_path.display()))?;
+    let frames = read_capture(pcap_path)?;
+    let sim = Simulator::new(&policy)?;
+    for (i, frame) in frames.iter().enumerate() {
+        let index = i + 1;
+        let d = sim.run(frame)?;
+        let s = summary(frame);
+        if json {
+            let line = JsonLine {
+                index,
+                decision: d.as_ref().map(DecisionLine::from),
+                error: d.is_none().then(|| {
+                    format!("frame of {} bytes is shorter than an Ethernet header; XDP never sees such a frame", frame.len())
+                }),
+                summary: &s,
+            };
+            writeln!(out, "{}", serde_json::to_string(&line)?)?;
+        } else {
+            let flow = match (&s.src, &s.dst) {
+                (Some(src), Some(dst)) => {
+                    let ports = match (s.sport, s.dport) {
+                        (Some(a), Some(b)) => format!(" {a} -> {b}"),
+                        _ => String::new(),
+                    };
+                    format!(
+                        "{src} -> {dst} {}{ports}",
+                        s.proto.as_deref().unwrap_or("?")
+                    )
+                }
+                _ => "(no IP header)".to_string(),
+            };
+            match d {
+                Some(d) => {
+                    let customer = d.customer.map_or("-".to_string(), |c| c.to_string());
+                    let mut extra = String::new();
+                    if let (Some(e), Some(l)) = (&d.entry, d.layer) {
+                        extra.push_str(&format!(" entry={e} ({l})"));
+                    }
+                    if let Some(r) = d.rule {
+                        extra.push_str(&format!(" rule={r}"));
+                    }
+                    if !d.monitored.is_empty() {
+                        extra.push_str(&format!(" monitored={}", d.monitored.join(",")));
+                    }
+                    writeln!(
+                        out,
+                        "{index:>6} {:<5} {:<18} customer={customer:<6} {flow} len={}{extra}",
+                        d.action, d.reason, s.len
+                    )?;
+                }
+                None => writeln!(
+                    out,
+                    "{index:>6} -     too short ({} bytes): XDP never sees such a frame",
+                    s.len
+                )?,
+            }
+        }
+    }
+    Ok(())
+}

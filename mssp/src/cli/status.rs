@@ -1,0 +1,85 @@
+//! `mssp status` and `mssp stats`.
+
+use std::process::ExitCode;
+
+use mssp_wire::views::{StatsView, StatusView};
+
+use super::output::{report, table};
+use crate::client::Client;
+
+pub fn status(client: &Client, json: bool) -> ExitCode {
+    report(client.get::<StatusView>("/v1/status"), json, print_status)
+}
+
+pub fn stats(client: &Client, customer: Option<u32>, json: bool) -> ExitCode {
+    let path = match customer {
+        Some(c) => format!("/v1/stats?customer={c}"),
+        None => "/v1/stats".into(),
+    };
+    report(client.get::<StatsView>(&path), json, print_stats)
+}
+
+fn print_status(s: &StatusView) {
+    println!(
+        "mssp agent {} (pid {}), up {}s, data-plane ABI v{}, pins in {}",
+        s.version, s.pid, s.uptime_seconds, s.abi, s.pin_dir
+    );
+    println!(
+        "central policy: version {}{}; local entries: {}; customers: {}",
+        s.central.version,
+        s.central
+            .applied_at
+            .as_ref()
+            .map(|a| format!(" applied {a}"))
+            .unwrap_or_default(),
+        s.local_entries,
+        s.customers
+    );
+    if let Some(a) = &s.last_apply {
+        println!(
+            "last publish: {} ({}) took {:.1} ms, {} customers changed",
+            a.at, a.trigger, a.duration_ms, a.customers_changed
+        );
+    }
+    if let Some(e) = &s.last_error {
+        println!("last error: {e}");
+    }
+    let mut t = table(&["interface", "mode", "link", "program", "adopted"]);
+    for i in &s.interfaces {
+        t.add_row(vec![
+            i.name.clone(),
+            i.mode.clone(),
+            i.link_id.to_string(),
+            i.prog_id.to_string(),
+            i.adopted.to_string(),
+        ]);
+    }
+    println!("{t}");
+    let mut m = table(&["map", "used", "capacity", "fill"]);
+    for f in &s.maps {
+        m.add_row(vec![
+            f.map.clone(),
+            f.used.to_string(),
+            f.capacity.to_string(),
+            format!("{:.1}%", 100.0 * f.used as f64 / f.capacity.max(1) as f64),
+        ]);
+    }
+    println!("{m}");
+}
+
+fn print_stats(s: &StatsView) {
+    let mut t = table(&["customer", "name", "verdict", "reason", "packets", "bytes"]);
+    for c in &s.customers {
+        for k in &c.counters {
+            t.add_row(vec![
+                c.customer.map_or("none".to_string(), |c| c.to_string()),
+                c.name.clone().unwrap_or_default(),
+                k.verdict.clone(),
+                k.reason.clone(),
+                k.packets.to_string(),
+                k.bytes.to_string(),
+            ]);
+        }
+    }
+    println!("{t}");
+}
