@@ -20,6 +20,9 @@ pub mod store;
 pub mod tls;
 pub mod views;
 
+#[cfg(test)]
+mod tests;
+
 pub use agent::{Agent, RunOptions};
 pub use error::AgentError;
 pub use lifecycle::{Listeners, run};

@@ -275,6 +275,47 @@ pub fn blocks_view<B: MapBackend>(state: &AgentState<B>, filter: Option<Scope>) 
     out
 }
 
+/// The view of one local entry (what `block add` answers), without listing the others.
+pub fn local_entry_view<B: MapBackend>(state: &AgentState<B>, l: &LocalEntry) -> BlockView {
+    let now = OffsetDateTime::now_utc();
+    let key = EntryKey {
+        scope: l.scope,
+        layer: Layer::Local,
+        net: l.net(),
+    };
+    let id = state.dp.entry_id(&key);
+    let in_effect = l.expires.is_none_or(|t| now < t);
+    let hits = id
+        .and_then(|id| state.dp.backend().read_entry_hits(id).ok())
+        .unwrap_or_default();
+    let known = match l.scope {
+        Scope::Global => true,
+        Scope::Customer(c) => state.policy.customer(c).is_some(),
+    };
+    BlockView {
+        scope: l.scope.label().to_string(),
+        prefix: l.prefix.clone(),
+        action: l.action.name().into(),
+        layer: Layer::Local.name().into(),
+        enforced: id.is_some() && in_effect,
+        note: if !known {
+            Some(format!("{} is not in the central policy", l.scope.label()))
+        } else if !in_effect {
+            Some("expired".into())
+        } else if id.is_none() {
+            Some("not published".into())
+        } else {
+            None
+        },
+        expires: l.expires.map(ts),
+        comment: l.comment.clone(),
+        who: l.by.who.clone(),
+        added: ts(l.by.at),
+        hits_packets: hits.packets,
+        hits_bytes: hits.bytes,
+    }
+}
+
 /// Hits of the rows that have a counter, in one bulk read over their id range (a failed
 /// read leaves them at 0).
 fn fill_hits<B: MapBackend>(state: &AgentState<B>, rows: &mut [(BlockView, Option<u32>)]) {

@@ -5,6 +5,7 @@
 
 mod demo;
 mod install;
+mod layout;
 mod setup;
 mod util;
 
@@ -38,6 +39,11 @@ enum Command {
         /// A shorter run (within five minutes).
         #[arg(long)]
         quick: bool,
+    },
+    /// The module graph of every crate, checked for import cycles.
+    Layout {
+        /// Another workspace to check (default: this one).
+        root: Option<std::path::PathBuf>,
     },
     /// Install the binary, the systemd unit and a commented default config.
     Install {
@@ -78,6 +84,9 @@ fn main() -> Result<()> {
             }
             util::run(&mut c)
         }
+        Command::Layout { root } => {
+            layout::check(&root.unwrap_or_else(util::workspace_root), true)
+        }
         Command::Install { root, prefix } => {
             setup::setup()?;
             install::install(&root, &prefix)
@@ -87,6 +96,7 @@ fn main() -> Result<()> {
 
 fn test(args: &[String]) -> Result<()> {
     util::require_root("the kernel tests load XDP programs and create network namespaces")?;
+    layout::check(&util::workspace_root(), false)?;
     util::sweep_stale();
     util::cargo(&["build", "--release"])?;
     // Every crate's tests, the kernel tests (out of the default members) included.

@@ -7,7 +7,7 @@ use axum::{
     extract::{Query, State},
     http::StatusCode,
 };
-use mssp_common::{Layer, Scope, abi::SourceAction};
+use mssp_common::{Scope, abi::SourceAction};
 use mssp_core::{dataplane::backend::MapBackend, policy::cidr::{format_net, parse_cidr}};
 use mssp_wire::{
     Provenance,
@@ -17,7 +17,12 @@ use mssp_wire::{
 use time::OffsetDateTime;
 
 use super::{ApiError, bad, blocking, not_changed, unknown_customer, user_name};
-use crate::{Agent, serve::Peer, store::LocalEntry, views::blocks_view};
+use crate::{
+    Agent,
+    serve::Peer,
+    store::LocalEntry,
+    views::{blocks_view, local_entry_view},
+};
 
 pub(crate) fn scope_of(customer: Option<u32>, global: bool) -> Result<Option<Scope>, ApiError> {
     match (customer, global) {
@@ -114,14 +119,10 @@ pub(crate) async fn add<B: MapBackend + Send + 'static>(
         local
             .entries
             .retain(|e| !(e.scope == scope && e.net() == net));
-        local.entries.push(entry);
+        local.entries.push(entry.clone());
         state.set_local(local, "block add").map_err(not_changed)?;
         a2.expiry_changed.notify_one();
-        // The one entry's view, from the one list it is in.
-        blocks_view(state, Some(scope))
-            .into_iter()
-            .find(|b| b.layer == Layer::Local.name() && b.prefix == format_net(&net))
-            .ok_or_else(|| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "entry vanished".into()))
+        Ok(local_entry_view(state, &entry))
     })
     .await?;
     Ok(Json(view))

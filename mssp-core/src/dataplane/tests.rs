@@ -362,3 +362,23 @@ fn adoption_refuses_inconsistent_maps() {
     let e = Dataplane::adopt(backend, &dp.id_table()).err().unwrap();
     assert!(e.to_string().contains("left untouched"), "{e}");
 }
+
+/// Regression: the record digest (persisted in the kernel's records, so a restarted agent
+/// recognises what is live) hashed `format!("{:?}")` strings, which change with any
+/// rename in the Rust types. It now hashes the published ABI records, whose layout is
+/// versioned: the same policy must give the same digest in every build.
+#[test]
+fn record_digests_are_a_stable_encoding() {
+    let p = r#"{"version":1,"customers":[{"id":7,"prefixes":["198.19.7.0/24"],
+        "sources":[{"prefix":"198.18.66.0/24","action":"drop"}],
+        "rules":[{"id":10,"match":{"protocol":"udp","src_ports":["53","123"],"length":{"min":600}},"action":"drop"},
+                 {"id":11,"match":{"protocol":"tcp","tcp_flags":{"set":["syn"],"unset":["ack"]}},"action":{"rate_limit":{"pps":10,"burst":50}}}],
+        "limits":{"pps":1000000}}]}"#;
+    let mut dp = Dataplane::new(MemBackend::new(small()));
+    dp.apply(&policy(p), &Clock::now()).unwrap();
+    let slot = dp.slot(7).unwrap();
+    let rec = dp.backend().records[dp.backend().cur[slot as usize] as usize];
+    assert_eq!(rec.digest, GOLDEN_DIGEST, "got {:#x}", rec.digest);
+}
+
+const GOLDEN_DIGEST: u64 = 0xe9d8_1c4a_376e_6da0;

@@ -154,10 +154,6 @@ pub const TCP_FLAGS: &[(&str, u8)] = &[
     ("cwr", 0x80),
 ];
 
-pub fn protocol_name(p: u8) -> Option<&'static str> {
-    PROTOCOLS.iter().find(|(_, n)| *n == p).map(|(s, _)| *s)
-}
-
 struct Ctx<'a> {
     errors: &'a mut Vec<FieldError>,
 }
@@ -528,7 +524,14 @@ fn vlans(c: &mut Ctx, v: &Value, path: &str) -> Option<Vec<u16>> {
     ok.then_some(out)
 }
 
-fn matches(c: &mut Ctx, m: &MatchDoc, path: &str, spec: &mut RuleSpec, prefixes: &[Net]) {
+/// Validates a rule's `match` into `spec`'s fields.
+fn validate_match(
+    c: &mut Ctx,
+    m: &MatchDoc,
+    path: &str,
+    spec: &mut RuleSpec,
+    prefixes: &[Net],
+) {
     if let Some(v) = &m.protocol {
         spec.protocol = protocols(c, v, &format!("{path}.protocol"));
     }
@@ -625,7 +628,7 @@ pub fn rule(
         action: act.clone().unwrap_or(RuleAction::Monitor),
         comment: doc.comment.clone(),
     };
-    matches(
+    validate_match(
         &mut c,
         &doc.matches,
         &format!("{path}.match"),

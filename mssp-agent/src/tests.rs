@@ -1,0 +1,145 @@
+//! The agent over in-memory maps: the local API (through its router, as the CLI calls it),
+//! the state directory and metrics, without root.
+
+use std::sync::Arc;
+
+use axum::{body::Body, http::Request};
+use http_body_util::BodyExt;
+use mssp_core::{capacity::Capacities, dataplane::backend::MemBackend};
+use mssp_wire::{ErrorBody, views::BlockView};
+use tower::ServiceExt;
+
+use crate::{Agent, api, config::Config, metrics, views::metrics_snapshot};
+
+fn caps() -> Capacities {
+    Capacities {
+        slots: 64,
+        records: 192,
+        nodes4: 65_536,
+        nodes6: 4096,
+        chain: 1024,
+        entry_ids: 262_144,
+        rules: 512,
+        rule_cidrs: 512,
+        buckets: 512,
+    }
+}
+
+pub(crate) struct TestAgent {
+    pub agent: Arc<Agent<MemBackend>>,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for TestAgent {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// An in-memory agent whose initial central policy is `policy`.
+pub(crate) fn agent(tag: &str, policy: &str) -> TestAgent {
+    let dir = std::env::temp_dir().join(format!("mssp-agent-unit-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let pfile = dir.join("policy.json");
+    std::fs::write(&pfile, policy).unwrap();
+    let cfg: Config = toml::from_str(&format!(
+        "interfaces = [\"eth0\"]\npin_dir = {:?}\nstate_dir = {:?}\nsocket = {:?}\nmetrics_listen = \"127.0.0.1:1\"\npolicy = {:?}\n",
+        dir.join("pins").display().to_string(),
+        dir.join("state").display().to_string(),
+        dir.join("sock").display().to_string(),
+        pfile.display().to_string(),
+    ))
+    .unwrap();
+    let agent = Arc::new(Agent::in_memory(cfg, caps()).expect("in-memory agent"));
+    TestAgent { agent, dir }
+}
+
+/// One request through the local API's router: status and body.
+pub(crate) async fn call(a: &TestAgent, method: &str, uri: &str, body: &str) -> (u16, Vec<u8>) {
+    let req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    let resp = api::router(a.agent.clone()).oneshot(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes().to_vec();
+    (status, bytes)
+}
+
+const POLICY: &str = r#"{"version":3,"customers":[{"id":7,"name":"acme","prefixes":["198.19.7.0/24"],
+  "sources":[{"prefix":"198.18.66.0/24","action":"drop","comment":"central block"}]}]}"#;
+
+/// Regression: `--ttl 9000y` overflowed `OffsetDateTime + Duration` and panicked the handler.
+#[tokio::test]
+async fn an_absurd_ttl_is_refused_naming_the_value() {
+    let a = agent("ttl", POLICY);
+    let (status, body) = call(
+        &a,
+        "POST",
+        "/v1/blocks",
+        r#"{"prefix":"198.18.1.0/24","customer":7,"ttl":"9000y"}"#,
+    )
+    .await;
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+    let e: ErrorBody = serde_json::from_slice(&body).unwrap();
+    assert!(e.error.contains("\"9000y\"") && e.error.contains("9999"), "{}", e.error);
+    // Nothing changed, and the agent still answers.
+    let (status, body) = call(&a, "GET", "/v1/blocks?customer=7", "").await;
+    assert_eq!(status, 200);
+    let list: Vec<BlockView> = serde_json::from_slice(&body).unwrap();
+    assert_eq!(list.len(), 1, "{list:?}");
+    let (status, _) = call(
+        &a,
+        "POST",
+        "/v1/blocks",
+        r#"{"prefix":"198.18.1.0/24","customer":7,"ttl":"10m"}"#,
+    )
+    .await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn blocks_are_listed_with_provenance_and_enforcement() {
+    let a = agent("blocks", POLICY);
+    let (status, body) = call(
+        &a,
+        "POST",
+        "/v1/blocks",
+        r#"{"prefix":"198.18.66.0/24","customer":7,"comment":"ticket 1","user":"alice"}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let b: BlockView = serde_json::from_slice(&body).unwrap();
+    assert_eq!((b.layer.as_str(), b.enforced, b.who.as_str()), ("local", true, "alice"));
+    let (_, body) = call(&a, "GET", "/v1/blocks?customer=7", "").await;
+    let list: Vec<BlockView> = serde_json::from_slice(&body).unwrap();
+    let central = list.iter().find(|b| b.layer == "central").unwrap();
+    assert!(!central.enforced, "the local entry for the same prefix wins: {central:?}");
+    assert_eq!(central.comment.as_deref(), Some("central block"));
+    // An unknown customer names the ones that exist.
+    let (status, body) = call(&a, "GET", "/v1/blocks?customer=99", "").await;
+    assert_eq!(status, 404);
+    let e: ErrorBody = serde_json::from_slice(&body).unwrap();
+    assert!(e.error.contains("unknown customer id 99") && e.error.contains('7'), "{}", e.error);
+}
+
+#[tokio::test]
+async fn metrics_come_from_a_snapshot_of_the_agent() {
+    let a = agent("metrics", POLICY);
+    call(&a, "POST", "/v1/blocks", r#"{"prefix":"198.18.1.0/24","global":true}"#).await;
+    let ag = a.agent.clone();
+    let reg = metrics::registry(move || metrics_snapshot(&ag, &ag.lock()));
+    let text = metrics::render(&reg);
+    for want in [
+        r#"mssp_policy_version{layer="central"} 3"#,
+        r#"mssp_policy_version{layer="local"} 1"#,
+        "mssp_local_entries 1",
+        r#"mssp_customer_info{customer="7",name="acme"} 1"#,
+        r#"mssp_map_capacity{map="ENTRY_HITS"} 262144"#,
+    ] {
+        assert!(text.contains(want), "{want} missing from:\n{text}");
+    }
+}
