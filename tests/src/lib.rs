@@ -145,8 +145,13 @@ impl<B: mssp_core::dataplane::backend::MapBackend> ReadCounters for B {
     }
 }
 
-/// The `mssp` binary built next to this test binary (`cargo xtask test` builds it first).
+/// The `mssp` binary built next to this test binary (`cargo xtask test` builds it first), or
+/// `$MSSP_BIN` (to run a test against another build: a regression test against the build
+/// before its fix, say).
 pub fn mssp_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("MSSP_BIN") {
+        return PathBuf::from(p);
+    }
     let exe = std::env::current_exe().expect("current exe");
     let dir = exe
         .parent()

@@ -437,50 +437,62 @@ pub fn run(opts: PushArgs) -> ExitCode {
         }
     };
     let failed = results.iter().filter(|r| !r.ok).count();
+    print_results(&opts, version, &digest, &results, started.elapsed());
+    if failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// One row per edge, or one JSON object with `--json`.
+fn print_results(
+    opts: &PushArgs,
+    version: u64,
+    digest: &str,
+    results: &[EdgeResult],
+    elapsed: Duration,
+) {
+    let failed = results.iter().filter(|r| !r.ok).count();
     if opts.json {
         let v = serde_json::json!({
             "policy": {"file": opts.policy.display().to_string(), "version": version, "digest": digest},
             "edges": results,
             "ok": results.len() - failed,
             "failed": failed,
-            "elapsed_ms": started.elapsed().as_secs_f64() * 1000.0,
+            "elapsed_ms": elapsed.as_secs_f64() * 1000.0,
         });
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
-    } else {
-        println!(
-            "policy {} version {version} ({digest})",
-            opts.policy.display()
-        );
-        let mut t = Table::new();
-        t.load_preset(UTF8_FULL_CONDENSED);
-        t.set_header(["edge", "result", "in force", "attempts", "time", "detail"]);
-        for r in &results {
-            t.add_row([
-                r.url.clone(),
-                r.outcome.replace('_', " "),
-                r.version.map_or("-".into(), |v| format!("v{v}")),
-                r.attempts.to_string(),
-                format!("{:.1} s", r.elapsed_ms / 1000.0),
-                r.error.clone().unwrap_or_default(),
-            ]);
+        return;
+    }
+    println!(
+        "policy {} version {version} ({digest})",
+        opts.policy.display()
+    );
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED);
+    t.set_header(["edge", "result", "in force", "attempts", "time", "detail"]);
+    for r in results {
+        t.add_row([
+            r.url.clone(),
+            r.outcome.replace('_', " "),
+            r.version.map_or("-".into(), |v| format!("v{v}")),
+            r.attempts.to_string(),
+            format!("{:.1} s", r.elapsed_ms / 1000.0),
+            r.error.clone().unwrap_or_default(),
+        ]);
+    }
+    println!("{t}");
+    println!(
+        "{} of {} edges enforce version {version}{}",
+        results.len() - failed,
+        results.len(),
+        if failed > 0 {
+            "; see the failures above"
+        } else {
+            ""
         }
-        println!("{t}");
-        println!(
-            "{} of {} edges enforce version {version}{}",
-            results.len() - failed,
-            results.len(),
-            if failed > 0 {
-                "; see the failures above"
-            } else {
-                ""
-            }
-        );
-    }
-    if failed > 0 {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    }
+    );
 }
 
 #[cfg(test)]
