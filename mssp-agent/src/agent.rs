@@ -44,6 +44,8 @@ pub struct RunOptions {
 
 pub struct Agent<B: MapBackend> {
     pub cfg: Mutex<Config>,
+    /// How it was started (the config file a reload re-reads).
+    pub opts: RunOptions,
     state: Mutex<AgentState<B>>,
     pub started: OffsetDateTime,
     /// Wakes the expiry task when the set of expiries changes.
@@ -146,10 +148,17 @@ impl<B: MapBackend> Agent<B> {
     /// Publishes the loaded policy, attaches, and wraps it all up.
     fn assemble(
         cfg: Config,
-        l: Loaded,
+        opts: RunOptions,
+        mut l: Loaded,
         dp: Dataplane<B>,
         host: Box<dyn Host>,
     ) -> Result<Agent<B>, AgentError> {
+        // Local entries that expired while no agent ran are gone (the data path stopped
+        // enforcing them on time; the listing must not show them).
+        let now = OffsetDateTime::now_utc();
+        let before = l.local.entries.len();
+        l.local.entries.retain(|e| e.expires.is_none_or(|t| t > now));
+        let pruned = before - l.local.entries.len();
         let mut state = AgentState {
             dp,
             host,
@@ -159,6 +168,7 @@ impl<B: MapBackend> Agent<B> {
             idlog: l.idlog,
             store: l.store,
             attached: Vec::new(),
+            missing: Vec::new(),
             last_apply: None,
             last_error: None,
         };
@@ -168,12 +178,19 @@ impl<B: MapBackend> Agent<B> {
         if let Some(c) = &state.central {
             state.store.save_central(c, &state.policy.doc)?;
         }
+        if pruned > 0 {
+            info!("{pruned} local entries expired while no agent ran; removed");
+            state.store.save_local(&state.local)?;
+        }
         let modes = state.store.load_links();
-        let attached = state.host.attach(&cfg.pin_spec(), &modes)?;
-        state.store.save_links(&modes_of(&attached));
-        state.attached = attached;
+        // Degraded rather than down: interfaces that do not exist yet are retried.
+        let r = state.host.attach(&cfg.pin_spec(), &modes, true)?;
+        state.store.save_links(&modes_of(&r.attached));
+        state.attached = r.attached;
+        state.missing = r.missing;
         Ok(Agent {
             cfg: Mutex::new(cfg),
+            opts,
             state: Mutex::new(state),
             started: OffsetDateTime::now_utc(),
             expiry_changed: tokio::sync::Notify::new(),
@@ -194,8 +211,26 @@ impl<B: MapBackend> Agent<B> {
     /// central policy if its version is newer than the one held) and the push certificates.
     /// Everything is read and checked first; then it applies wholly or changes nothing, and
     /// the reply says which.
-    pub fn reload(&self, opts: &RunOptions) -> Result<String, AgentError> {
-        let Some(path) = &opts.config_path else {
+    pub fn reload(&self, who: &str) -> Result<String, AgentError> {
+        let r = self.reload_inner();
+        if let Err(e) = &r {
+            self.lock().last_error = Some(format!("reload: {e}"));
+        }
+        crate::audit::record(&crate::audit::Event {
+            who,
+            what: "reload",
+            target: match &r {
+                Ok(m) => serde_json::Value::String(m.clone()),
+                Err(_) => serde_json::Value::Null,
+            },
+            comment: None,
+            result: crate::audit::outcome(&r),
+        });
+        r
+    }
+
+    fn reload_inner(&self) -> Result<String, AgentError> {
+        let Some(path) = &self.opts.config_path else {
             return Ok("no config file to re-read; nothing changed".into());
         };
         let nothing = |e: AgentError| AgentError::Other(format!("{e}; nothing changed"));
@@ -266,16 +301,18 @@ impl<B: MapBackend> Agent<B> {
         }
         if interfaces_changed {
             let modes = modes_of(&state.attached);
-            match state.host.attach(&spec, &modes) {
-                Ok(attached) => {
-                    state.store.save_links(&modes_of(&attached));
-                    state.attached = attached;
+            match state.host.attach(&spec, &modes, false) {
+                Ok(r) => {
+                    state.store.save_links(&modes_of(&r.attached));
+                    state.attached = r.attached;
+                    state.missing = r.missing;
                     notes.push("interfaces updated".into());
                 }
                 Err(e) => {
                     // Back to the old set (attach_all puts back what it changed) and policy.
-                    if let Ok(attached) = state.host.attach(&old.pin_spec(), &modes) {
-                        state.attached = attached;
+                    if let Ok(r) = state.host.attach(&old.pin_spec(), &modes, true) {
+                        state.attached = r.attached;
+                        state.missing = r.missing;
                     }
                     if let Some((policy, meta)) = previous {
                         state.restore_central(policy, meta);
@@ -304,6 +341,10 @@ impl Agent<KernelBackend> {
     /// Synchronous; no request is served before it returns.
     pub fn start(cfg: Config, opts: &RunOptions) -> Result<Agent<KernelBackend>, AgentError> {
         let l = load_state(&cfg)?;
+        // The pins are this agent's alone: a second agent on the same pin_dir would take
+        // over the filter (and the first would go on reporting its own policy as enforced).
+        pins::prepare_dir(&cfg.pin_dir)?;
+        let lock = pins::lock(&cfg.pin_dir)?;
         let (mut ebpf, existing) = pins::load(&cfg.pin_spec(), opts.replace_pins)?;
         let backend = KernelBackend::from_ebpf(&mut ebpf)
             .map_err(|e| AgentError::Other(format!("opening the maps: {e}")))?;
@@ -319,7 +360,7 @@ impl Agent<KernelBackend> {
             );
         }
         let pin_dir = cfg.pin_dir.clone();
-        let agent = Self::assemble(cfg, l, dp, Box::new(KernelHost { ebpf }))?;
+        let agent = Self::assemble(cfg, opts.clone(), l, dp, Box::new(KernelHost { ebpf, lock }))?;
         if opts.replace_pins {
             pins::retire_old(&pin_dir);
         }
@@ -333,6 +374,6 @@ impl Agent<MemBackend> {
     pub fn in_memory(cfg: Config, caps: Capacities) -> Result<Agent<MemBackend>, AgentError> {
         let l = load_state(&cfg)?;
         let dp = Dataplane::adopt(MemBackend::new(caps), &l.ids)?;
-        Self::assemble(cfg, l, dp, Box::new(NoHost))
+        Self::assemble(cfg, RunOptions::default(), l, dp, Box::new(NoHost))
     }
 }

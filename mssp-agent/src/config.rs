@@ -199,11 +199,7 @@ impl Config {
 
     /// What a policy document may hold with these map sizes (checked at validation).
     pub fn policy_capacity(&self) -> Capacity {
-        let caps = self.capacities();
-        Capacity {
-            customers: caps.slots - 1,
-            source_entries: caps.entry_ids.saturating_sub(1),
-        }
+        Capacity::of(&self.capacities())
     }
 
     pub fn capacities(&self) -> Capacities {

@@ -31,9 +31,11 @@ pub enum AgentError {
 impl AgentError {
     pub fn exit_code(&self) -> u8 {
         match self {
-            AgentError::Config(_) => exit::USAGE,
+            AgentError::Config(_) | AgentError::Pins(PinError::Dir { .. }) => exit::USAGE,
             AgentError::State(_) | AgentError::InitialPolicy { .. } => exit::DATAERR,
-            AgentError::Pins(PinError::Incompatible { .. } | PinError::MapMismatch { .. })
+            AgentError::Pins(
+                PinError::Incompatible { .. } | PinError::MapMismatch { .. } | PinError::Busy { .. },
+            )
             | AgentError::Adopt(_) => exit::TEMPFAIL,
             _ => exit::FAILURE,
         }

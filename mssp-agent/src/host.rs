@@ -5,22 +5,29 @@
 use std::collections::HashMap;
 
 use aya::Ebpf;
-use mssp_core::pins::{self, Attached, PinError, PinSpec};
+use mssp_core::pins::{self, AttachResult, Attached, PinError, PinLock, PinSpec};
 
-/// Attaching the program to interfaces.
+/// Attaching the program to interfaces, and checking that it still runs there.
 pub trait Host: Send {
     /// Puts the program on every interface of `spec` (swapping it in under existing links),
-    /// removing the links of interfaces no longer listed.
+    /// removing the links of interfaces no longer listed. With `allow_missing`, interfaces
+    /// that do not exist are skipped and named.
     fn attach(
         &mut self,
         spec: &PinSpec,
         known_modes: &HashMap<String, String>,
-    ) -> Result<Vec<Attached>, PinError>;
+        allow_missing: bool,
+    ) -> Result<AttachResult, PinError>;
+
+    /// What differs between `attached` and what the kernel runs (empty: nothing).
+    fn verify(&self, pin_dir: &std::path::Path, attached: &[Attached]) -> Vec<String>;
 }
 
-/// The loaded program, pinned under `pin_dir`.
+/// The loaded program, pinned under `pin_dir`, and the lock that makes the pins this
+/// agent's alone.
 pub struct KernelHost {
     pub ebpf: Ebpf,
+    pub lock: PinLock,
 }
 
 impl Host for KernelHost {
@@ -28,8 +35,13 @@ impl Host for KernelHost {
         &mut self,
         spec: &PinSpec,
         known_modes: &HashMap<String, String>,
-    ) -> Result<Vec<Attached>, PinError> {
-        pins::attach_all(&mut self.ebpf, spec, known_modes)
+        allow_missing: bool,
+    ) -> Result<AttachResult, PinError> {
+        pins::attach_all(&mut self.ebpf, spec, known_modes, allow_missing)
+    }
+
+    fn verify(&self, pin_dir: &std::path::Path, attached: &[Attached]) -> Vec<String> {
+        pins::verify_links(pin_dir, attached, pins::program_id(&self.ebpf))
     }
 }
 
@@ -41,7 +53,12 @@ impl Host for NoHost {
         &mut self,
         _spec: &PinSpec,
         _known_modes: &HashMap<String, String>,
-    ) -> Result<Vec<Attached>, PinError> {
-        Ok(Vec::new())
+        _allow_missing: bool,
+    ) -> Result<AttachResult, PinError> {
+        Ok(AttachResult::default())
+    }
+
+    fn verify(&self, _pin_dir: &std::path::Path, _attached: &[Attached]) -> Vec<String> {
+        Vec::new()
     }
 }

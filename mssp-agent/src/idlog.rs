@@ -57,6 +57,9 @@ pub struct IdLog {
     path: PathBuf,
     file: File,
     lines: usize,
+    /// Bytes of whole records: the file is cut back to this after a write that failed half
+    /// way, so the next append never lands behind a torn line.
+    len: u64,
 }
 
 impl IdLog {
@@ -66,6 +69,7 @@ impl IdLog {
         let mut ids: HashMap<u32, EntryKey> = HashMap::new();
         let mut stats: HashMap<u32, StatKey> = HashMap::new();
         let mut lines = 0;
+        let mut good: u64 = 0;
         if let Ok(f) = File::open(path) {
             let mut reader = BufReader::new(f);
             let mut buf = String::new();
@@ -80,10 +84,15 @@ impl IdLog {
                 }
                 n += 1;
                 if !buf.ends_with('\n') {
-                    // A line cut by a crash was never acknowledged: ignore it.
-                    log::warn!("{}: ignoring an unfinished last line {n}", path.display());
+                    // A line cut by a crash (or a full disk) was never acknowledged: it is
+                    // cut off below, so the next record starts on a line of its own.
+                    log::warn!(
+                        "{}: dropping an unfinished last line {n} ({read} bytes)",
+                        path.display()
+                    );
                     break;
                 }
+                good += read as u64;
                 let line: IdLine = serde_json::from_str(buf.trim_end())
                     .map_err(|e| state_err(path, format!("line {n}: {e}")))?;
                 match line {
@@ -136,6 +145,15 @@ impl IdLog {
             .append(true)
             .open(path)
             .map_err(|e| state_err(path, format!("cannot open for appending: {e}")))?;
+        let size = file
+            .metadata()
+            .map_err(|e| state_err(path, format!("cannot stat: {e}")))?
+            .len();
+        if size > good {
+            file.set_len(good)
+                .and_then(|()| file.sync_data())
+                .map_err(|e| state_err(path, format!("cannot cut off the torn last line: {e}")))?;
+        }
         let mut table = IdTable {
             slots: slots.into_iter().collect(),
             entries: ids.into_iter().map(|(id, k)| (k, id)).collect(),
@@ -149,6 +167,7 @@ impl IdLog {
                 path: path.to_path_buf(),
                 file,
                 lines,
+                len: good,
             },
             table,
         ))
@@ -200,12 +219,24 @@ impl IdLog {
     }
 
     /// Appends a journal and makes it durable.
+    /// Appends a journal and makes it durable. A write that fails half way (a full disk)
+    /// is cut off again, so the log stays a sequence of whole records.
     pub fn record(&mut self, j: &Journal) -> Result<(), String> {
         let text = Self::encode(j);
-        self.file
+        let written = self
+            .file
             .write_all(text.as_bytes())
-            .and_then(|()| self.file.sync_data())
-            .map_err(|e| format!("{}: {e}", self.path.display()))?;
+            .and_then(|()| self.file.sync_data());
+        if let Err(e) = written {
+            if let Err(e2) = self.file.set_len(self.len) {
+                log::error!(
+                    "{}: cannot cut off a failed append ({e2}); the next start drops it",
+                    self.path.display()
+                );
+            }
+            return Err(format!("{}: {e}", self.path.display()));
+        }
+        self.len += text.len() as u64;
         self.lines += text.lines().count();
         Ok(())
     }
@@ -236,6 +267,7 @@ impl IdLog {
             .open(&self.path)
             .map_err(|e| format!("{}: {e}", self.path.display()))?;
         self.lines = live;
+        self.len = text.len() as u64;
         Ok(())
     }
 }
@@ -309,6 +341,19 @@ mod tests {
         // A crash in the middle of a line.
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(b"{\"id\":[9,\"glo").unwrap();
+        // Regression: an append after the torn line made the next open fail.
+        {
+            let (mut log, _) = IdLog::open(&path).unwrap();
+            log.record(&Journal {
+                assigned_slots: vec![(9, 3)],
+                ..Journal::default()
+            })
+            .unwrap();
+        }
+        let (_, t) = IdLog::open(&path).expect("the log survives a torn line and a later append");
+        assert!(t.slots.contains(&(9, 3)), "{t:?}");
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"{\"unslot\":[9,3]}\n").unwrap();
         let (mut log, t) = IdLog::open(&path).unwrap();
         assert_eq!(t.slots, vec![(7, 1)]);
         assert_eq!(t.entries, vec![(key("198.18.1.0/24", Layer::Local), 2)]);

@@ -65,7 +65,8 @@ pub async fn main(
     let agent = Arc::new(agent);
     let cfg = agent.config();
     let listeners = Listeners::bind(&agent, &cfg).await?;
-    let r = run(agent, listeners, opts, shutdown).await;
+    let _ = opts;
+    let r = run(agent, listeners, shutdown).await;
     let _ = std::fs::remove_file(&cfg.socket);
     r
 }
@@ -75,7 +76,6 @@ pub async fn main(
 pub async fn run<B: MapBackend + Send + 'static>(
     agent: Arc<Agent<B>>,
     listeners: Listeners,
-    opts: RunOptions,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), AgentError> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -103,7 +103,8 @@ pub async fn run<B: MapBackend + Send + 'static>(
     ));
     let expiry = tokio::spawn(expiry_loop(agent.clone(), stop_rx.clone()));
     let watchdog = tokio::spawn(watchdog_loop(agent.clone(), stop_rx.clone()));
-    let hup = tokio::spawn(hup_loop(agent.clone(), opts, stop_rx.clone()));
+    let hup = tokio::spawn(hup_loop(agent.clone(), stop_rx.clone()));
+    let retry = tokio::spawn(missing_interfaces_loop(agent.clone(), stop_rx.clone()));
 
     {
         let state = agent.lock();
@@ -144,6 +145,7 @@ pub async fn run<B: MapBackend + Send + 'static>(
     expiry.abort();
     watchdog.abort();
     hup.abort();
+    retry.abort();
     Ok(())
 }
 
@@ -198,9 +200,50 @@ async fn watchdog_loop<B: MapBackend + Send + 'static>(
     }
 }
 
+/// Configured interfaces that did not exist are attached once they appear.
+async fn missing_interfaces_loop<B: MapBackend + Send + 'static>(
+    agent: Arc<Agent<B>>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = stop.changed() => return,
+        }
+        let a = agent.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            let mut state = a.lock();
+            if !state.missing.iter().any(|m| mssp_core::pins::interface_exists(m)) {
+                return;
+            }
+            let spec = a.config().pin_spec();
+            let modes: std::collections::HashMap<String, String> = state
+                .attached
+                .iter()
+                .map(|x| (x.name.clone(), x.mode.clone()))
+                .collect();
+            match state.host.attach(&spec, &modes, true) {
+                Ok(r) if r.missing.len() < state.missing.len() => {
+                    info!(
+                        "interfaces appeared; now filtering {}",
+                        r.attached.iter().map(|x| x.name.as_str()).collect::<Vec<_>>().join(", ")
+                    );
+                    state.store.save_links(
+                        &r.attached.iter().map(|x| (x.name.clone(), x.mode.clone())).collect(),
+                    );
+                    state.attached = r.attached;
+                    state.missing = r.missing;
+                }
+                Ok(_) => {}
+                Err(e) => warn!("attaching interfaces that appeared: {e}"),
+            }
+        })
+        .await;
+    }
+}
+
 async fn hup_loop<B: MapBackend + Send + 'static>(
     agent: Arc<Agent<B>>,
-    opts: RunOptions,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
@@ -210,8 +253,8 @@ async fn hup_loop<B: MapBackend + Send + 'static>(
         tokio::select! {
             _ = hup.recv() => {
                 let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
-                let (a, o) = (agent.clone(), opts.clone());
-                match tokio::task::spawn_blocking(move || a.reload(&o)).await {
+                let a = agent.clone();
+                match tokio::task::spawn_blocking(move || a.reload("SIGHUP")).await {
                     Ok(Ok(msg)) => info!("reload: {msg}"),
                     Ok(Err(e)) => error!("reload failed: {e}"),
                     Err(e) => error!("reload task: {e}"),

@@ -242,9 +242,22 @@ async fn get_status<B: MapBackend + Send + 'static>(State(s): State<Arc<PushStat
     }
 }
 
+/// Query of `PUT /v1/policy`.
+#[derive(serde::Deserialize, Default)]
+struct PutQuery {
+    /// Accept a version at or above [`MAX_VERSION`].
+    #[serde(default)]
+    force_version: bool,
+}
+
+/// Versions from here on are refused unless forced: a push of 2^64 - 1 would otherwise
+/// block every later push for good (`mssp policy reset-version` undoes one that got in).
+pub const MAX_VERSION: u64 = 1 << 63;
+
 async fn put_policy<B: MapBackend + Send + 'static>(
     State(s): State<Arc<PushState<B>>>,
     Extension(client): Extension<Client>,
+    axum::extract::Query(q): axum::extract::Query<PutQuery>,
     req: Request,
 ) -> Response {
     let started = Instant::now();
@@ -316,7 +329,9 @@ async fn put_policy<B: MapBackend + Send + 'static>(
     let received_ms = started.elapsed().as_secs_f64() * 1000.0;
     let agent = s.agent.clone();
     let who = client.to_string();
-    let r = tokio::task::spawn_blocking(move || apply(&agent, &body, &who))
+    let force = q.force_version;
+    let auditor = who.clone();
+    let r = tokio::task::spawn_blocking(move || apply(&agent, &body, &who, force))
         .await
         .unwrap_or_else(|e| {
             Err(Box::new(error(
@@ -324,6 +339,19 @@ async fn put_policy<B: MapBackend + Send + 'static>(
                 format!("agent task failed: {e}"),
             )))
         });
+    crate::audit::record(&crate::audit::Event {
+        who: &auditor,
+        what: "push",
+        target: match &r {
+            Ok(v) => serde_json::json!({"version": v.version, "digest": v.digest}),
+            Err(_) => Value::Null,
+        },
+        comment: None,
+        result: match &r {
+            Ok(_) => "ok".into(),
+            Err(resp) => format!("refused: HTTP {}", resp.status().as_u16()),
+        },
+    });
     match r {
         Ok(mut v) => {
             v.received_ms = received_ms;
@@ -350,6 +378,7 @@ fn apply<B: MapBackend>(
     agent: &Agent<B>,
     body: &[u8],
     who: &str,
+    force_version: bool,
 ) -> Result<PushApplied, Box<Response>> {
     let cap = agent.config().policy_capacity();
     let t0 = Instant::now();
@@ -361,6 +390,18 @@ fn apply<B: MapBackend>(
         }
     };
     let validate_ms = t0.elapsed().as_secs_f64() * 1000.0;
+    if policy.version >= MAX_VERSION && !force_version {
+        warn!("push from {who} refused: version {} is absurdly high", policy.version);
+        return Err(Box::new(error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "version {} is 2^63 or more: accepting it would leave almost no room for later \
+                 pushes (one of 2^64 - 1 blocks them for good); push a smaller version, or add \
+                 ?force_version=true (mssp push --force-version) if this is really meant",
+                policy.version
+            ),
+        )));
+    }
     let digest = document_digest(body);
     let mut state = agent.lock();
     let held = state
@@ -418,7 +459,8 @@ fn apply<B: MapBackend>(
                 AgentError::Dataplane(
                     DataplaneError::Full(_)
                     | DataplaneError::SlotsFull { .. }
-                    | DataplaneError::IdsFull { .. },
+                    | DataplaneError::IdsFull { .. }
+                    | DataplaneError::TooManyRules { .. },
                 ) => StatusCode::INSUFFICIENT_STORAGE,
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             };

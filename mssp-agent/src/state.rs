@@ -49,6 +49,8 @@ pub struct AgentState<B: MapBackend> {
     pub(crate) idlog: IdLog,
     pub store: Store,
     pub attached: Vec<Attached>,
+    /// Configured interfaces that do not exist (the agent runs degraded and retries).
+    pub missing: Vec<String>,
     pub last_apply: Option<LastApply>,
     pub last_error: Option<String>,
 }
@@ -170,16 +172,42 @@ impl<B: MapBackend> AgentState<B> {
     /// expiry already) and republishes, so the maps and listings match.
     pub fn expire(&mut self) -> Result<(), AgentError> {
         let now = OffsetDateTime::now_utc();
-        let before = self.local.entries.len();
         let mut local = self.local.clone();
-        local.entries.retain(|e| e.expires.is_none_or(|t| t > now));
-        if local.entries.len() != before {
-            info!("{} local entries expired", before - local.entries.len());
-            self.set_local(local, "expiry")?;
+        let (expired, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut local.entries)
+            .into_iter()
+            .partition(|e| e.expires.is_some_and(|t| t <= now));
+        local.entries = kept;
+        if !expired.is_empty() {
+            info!("{} local entries expired", expired.len());
+            let r = self.set_local(local, "expiry");
+            for e in &expired {
+                crate::audit::record(&crate::audit::Event {
+                    who: "agent (expiry)",
+                    what: "expiry",
+                    target: serde_json::json!({"scope": e.scope.label().to_string(),
+                        "prefix": e.prefix, "action": e.action.name(), "added_by": e.by.who}),
+                    comment: e.comment.as_deref(),
+                    result: crate::audit::outcome(&r),
+                });
+            }
+            r?;
         } else {
             self.apply("expiry")?;
         }
         Ok(())
+    }
+
+    /// Why what the kernel does differs from what this agent believes (empty: it does not):
+    /// missing interfaces, links gone or running another program, records not as published.
+    pub fn drift(&self, pin_dir: &std::path::Path) -> Vec<String> {
+        let mut d: Vec<String> = self
+            .missing
+            .iter()
+            .map(|m| format!("{m}: configured but no such interface; not filtered"))
+            .collect();
+        d.extend(self.host.verify(pin_dir, &self.attached));
+        d.extend(self.dp.verify());
+        d
     }
 
     /// When the next entry of any layer expires.

@@ -25,6 +25,8 @@ pub fn ts(t: OffsetDateTime) -> String {
 
 pub fn status_view<B: MapBackend>(agent: &Agent<B>, state: &AgentState<B>) -> StatusView {
     let cfg = agent.config();
+    // Read from the kernel now, not from memory.
+    let drift = state.drift(&cfg.pin_dir);
     StatusView {
         version: env!("CARGO_PKG_VERSION").into(),
         pid: std::process::id(),
@@ -46,6 +48,9 @@ pub fn status_view<B: MapBackend>(agent: &Agent<B>, state: &AgentState<B>) -> St
                 adopted: a.adopted,
             })
             .collect(),
+        missing_interfaces: state.missing.clone(),
+        enforced: drift.is_empty(),
+        drift,
         central: LayerVersion {
             version: state.central_version(),
             digest: state.central.as_ref().map(|c| c.digest.clone()),

@@ -174,7 +174,7 @@ pub mod value {
 /// the policy document's and the API's (`"drop"`, `"allow"`, `"monitor"`).
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[cfg_attr(feature = "serde", serde(rename_all = "lowercase"))]
 pub enum SourceAction {
     Drop = 1,
@@ -198,6 +198,30 @@ impl SourceAction {
             3 => Some(SourceAction::Monitor),
             _ => None,
         }
+    }
+}
+
+/// Read from a string, so that any other JSON type is a type error at its field path (a
+/// derived enum would make serde_json report `"action": 1` as a syntax error, pathless).
+#[cfg(feature = "serde")]
+impl<'de> serde::Deserialize<'de> for SourceAction {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = SourceAction;
+            fn expecting(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                f.write_str("a source action: \"drop\", \"allow\" or \"monitor\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<SourceAction, E> {
+                match v {
+                    "drop" => Ok(SourceAction::Drop),
+                    "allow" => Ok(SourceAction::Allow),
+                    "monitor" => Ok(SourceAction::Monitor),
+                    other => Err(E::unknown_variant(other, &["drop", "allow", "monitor"])),
+                }
+            }
+        }
+        d.deserialize_str(V)
     }
 }
 

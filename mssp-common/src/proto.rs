@@ -1,6 +1,10 @@
 //! Wire constants and parser limits shared by the XDP parser and the reference parser.
 
 pub const ETH_HLEN: usize = 14;
+/// The shortest Ethernet frame without its FCS: shorter payloads are padded up to it (with
+/// each VLAN tag, four bytes more). A frame longer than its IP datagram beyond that padding
+/// is malformed.
+pub const ETH_MIN_FRAME: usize = 60;
 pub const VLAN_HLEN: usize = 4;
 pub const IPV4_MIN_HLEN: usize = 20;
 pub const IPV6_HLEN: usize = 40;

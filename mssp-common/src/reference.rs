@@ -165,6 +165,19 @@ fn need(frame: &[u8], off: usize, len: usize) -> Result<(), Reason> {
 }
 
 /// Step 1 of the contract.
+/// Where the datagram claimed by the IP header ends: refused (malformed) when the frame is
+/// shorter, or longer beyond Ethernet's minimum-size padding (60 bytes, 4 more per tag).
+fn datagram_end(frame: &[u8], l3: usize, claimed: usize) -> Result<usize, Reason> {
+    let carried = frame.len() - l3;
+    if claimed > carried {
+        return Err(Reason::Malformed);
+    }
+    if claimed < carried && frame.len() > ETH_MIN_FRAME + (l3 - ETH_HLEN) {
+        return Err(Reason::Malformed);
+    }
+    Ok(l3 + claimed)
+}
+
 pub fn parse(frame: &[u8]) -> Result<Parsed, Reason> {
     need(frame, 0, ETH_HLEN)?;
     let mut ethertype = be16(frame, 12).ok_or(Reason::Malformed)?;
@@ -188,6 +201,7 @@ pub fn parse(frame: &[u8]) -> Result<Parsed, Reason> {
         ..Parsed::default()
     };
     let l4_off;
+    let end;
     match ethertype {
         ETH_P_IPV4 => {
             need(frame, off, IPV4_MIN_HLEN)?;
@@ -202,6 +216,10 @@ pub fn parse(frame: &[u8]) -> Result<Parsed, Reason> {
             need(frame, off, ihl * 4)?;
             p.dscp = h[1] >> 2;
             p.ip_len = u16::from_be_bytes([h[2], h[3]]) as u32;
+            if (p.ip_len as usize) < ihl * 4 {
+                return Err(Reason::Malformed);
+            }
+            end = datagram_end(frame, off, p.ip_len as usize)?;
             let fragword = u16::from_be_bytes([h[6], h[7]]);
             p.frag = if fragword & 0x1fff != 0 {
                 2
@@ -225,6 +243,7 @@ pub fn parse(frame: &[u8]) -> Result<Parsed, Reason> {
             p.v6 = true;
             p.dscp = ((h[0] & 0xf) << 2) | (h[1] >> 6);
             p.ip_len = u16::from_be_bytes([h[4], h[5]]) as u32 + IPV6_HLEN as u32;
+            end = datagram_end(frame, off, p.ip_len as usize)?;
             p.ttl = h[7];
             let mut src = [0u8; 16];
             let mut dst = [0u8; 16];
@@ -235,11 +254,12 @@ pub fn parse(frame: &[u8]) -> Result<Parsed, Reason> {
             let mut nh = h[6];
             let mut at = off + IPV6_HLEN;
             let mut walked = 0;
-            while is_ipv6_ext(nh) {
+            // After a fragment header with an offset, the rest is payload.
+            while is_ipv6_ext(nh) && p.frag != 2 {
                 if walked == IPV6_EXT_MAX {
                     return Err(Reason::UnsupportedEncap);
                 }
-                need(frame, at, IPV6_EXT_MIN_LEN)?;
+                need(&frame[..end], at, IPV6_EXT_MIN_LEN)?;
                 let e = &frame[at..];
                 let len = match nh {
                     IPPROTO_FRAGMENT => {
@@ -254,7 +274,7 @@ pub fn parse(frame: &[u8]) -> Result<Parsed, Reason> {
                     IPPROTO_AH => (e[1] as usize + 2) * 4,
                     _ => (e[1] as usize + 1) * 8,
                 };
-                need(frame, at, len)?;
+                need(&frame[..end], at, len)?;
                 nh = e[0];
                 at += len;
                 walked += 1;
@@ -264,6 +284,8 @@ pub fn parse(frame: &[u8]) -> Result<Parsed, Reason> {
         }
         _ => return Err(Reason::NonIp),
     }
+    // Transport headers are read within the datagram, never from padding.
+    let frame = &frame[..end];
     if p.frag != 2 {
         let icmp = if p.v6 { IPPROTO_ICMPV6 } else { IPPROTO_ICMP };
         if p.proto == IPPROTO_TCP {

@@ -98,6 +98,61 @@ pub enum PinError {
     PinProgram { path: String, message: String },
     #[error("interface {name}: {message}")]
     Interface { name: String, message: String },
+    #[error(
+        "another mssp agent{} is filtering with the pins in {dir}; this one stops rather than \
+         take over its filter. Stop that agent first (`systemctl stop mssp`), or give this one \
+         its own pin_dir",
+        .holder.map(|p| format!(" (pid {p})")).unwrap_or_default()
+    )]
+    Busy { dir: String, holder: Option<u32> },
+}
+
+/// The pins under `pin_dir` belong to one agent at a time: an exclusive `flock` on the
+/// directory itself (bpffs holds no regular files), held for the agent's life.
+#[derive(Debug)]
+pub struct PinLock {
+    _dir: fs::File,
+}
+
+/// Takes the pins' lock, or says who holds it. `pin_dir` must exist.
+pub fn lock(pin_dir: &Path) -> Result<PinLock, PinError> {
+    use std::os::{fd::AsRawFd, unix::fs::OpenOptionsExt};
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY)
+        .open(pin_dir)
+        .map_err(|e| dir_err(pin_dir, format!("cannot open it: {e}")))?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(PinError::Busy {
+            dir: pin_dir.display().to_string(),
+            holder: lock_holder(pin_dir),
+        });
+    }
+    Ok(PinLock { _dir: f })
+}
+
+/// Whether an agent holds the pins' lock now (and its pid, when /proc/locks says).
+pub fn locked_by(pin_dir: &Path) -> Option<Option<u32>> {
+    match lock(pin_dir) {
+        Ok(_) => None,
+        Err(PinError::Busy { holder, .. }) => Some(holder),
+        Err(_) => None,
+    }
+}
+
+/// The pid holding a flock on `path`, from /proc/locks (`… FLOCK ADVISORY WRITE pid maj:min:ino …`).
+fn lock_holder(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let ino = fs::metadata(path).ok()?.ino();
+    let locks = fs::read_to_string("/proc/locks").ok()?;
+    locks.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let (kind, pid, dev) = (f.get(1)?, f.get(4)?, f.get(5)?);
+        (*kind == "FLOCK" && dev.rsplit(':').next()?.parse::<u64>().ok()? == ino)
+            .then(|| pid.parse().ok())
+            .flatten()
+    })
 }
 
 /// How an interface is being filtered.
@@ -152,7 +207,22 @@ fn dir_err(dir: &Path, message: impl Into<String>) -> PinError {
     }
 }
 
-/// Makes sure `root` is a directory on a bpffs, mounting one there if its filesystem is not.
+/// Whether this process shares the mount namespace of pid 1 (the host's, or its
+/// container's): only then does a mount it makes outlive it.
+fn in_init_mount_namespace() -> bool {
+    match (
+        fs::read_link("/proc/self/ns/mnt"),
+        fs::read_link("/proc/1/ns/mnt"),
+    ) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// Makes sure `root` is a directory on a bpffs. If its filesystem is not one, a bpffs is
+/// mounted there — but only where that mount outlives the agent (its mount namespace is
+/// pid 1's); in a private mount namespace the pins, and the filter with them, would vanish
+/// when the agent stops, so that is refused.
 pub fn prepare_dir(root: &Path) -> Result<(), PinError> {
     let mut existing = root.to_path_buf();
     while !existing.exists() {
@@ -162,23 +232,35 @@ pub fn prepare_dir(root: &Path) -> Result<(), PinError> {
     }
     let on_bpffs = sys::is_bpffs(&existing).map_err(|e| dir_err(&existing, e.to_string()))?;
     fs::create_dir_all(root).map_err(|e| dir_err(root, format!("cannot create it: {e}")))?;
-    if !on_bpffs && !sys::is_bpffs(root).unwrap_or(false) {
-        sys::mount_bpffs(root).map_err(|e| {
-            dir_err(
-                root,
-                format!(
-                    "it is not on a bpffs and mounting one failed ({e}); mount it (`mount -t bpf bpffs {}`) \
-                     or give the agent CAP_SYS_ADMIN",
-                    root.display()
-                ),
-            )
-        })?;
-        warn!(
-            "mounted a bpffs at {}: pins there live only as long as this mount namespace; mount \
-             bpffs on the host (systemd does at /sys/fs/bpf) so the filter outlives the agent",
-            root.display()
-        );
+    if on_bpffs || sys::is_bpffs(root).unwrap_or(false) {
+        return Ok(());
     }
+    if !in_init_mount_namespace() {
+        return Err(dir_err(
+            root,
+            format!(
+                "it is not on a bpffs, and this agent runs in a private mount namespace (systemd's \
+                 ProtectSystem/PrivateTmp, `ip netns exec`, ...): a bpffs mounted here would vanish \
+                 with the agent, and the filter with it. Mount one on the host first \
+                 (`mount -t bpf bpffs {}`; systemd mounts /sys/fs/bpf at boot)",
+                root.display()
+            ),
+        ));
+    }
+    sys::mount_bpffs(root).map_err(|e| {
+        dir_err(
+            root,
+            format!(
+                "it is not on a bpffs and mounting one failed ({e}); mount it (`mount -t bpf bpffs {}`) \
+                 or give the agent CAP_SYS_ADMIN",
+                root.display()
+            ),
+        )
+    })?;
+    info!(
+        "mounted a bpffs at {} (in the host's mount namespace, so the pins outlive this agent)",
+        root.display()
+    );
     Ok(())
 }
 
@@ -341,11 +423,15 @@ fn pinned_link(path: &Path) -> Option<(PinnedLink, sys::XdpLinkInfo)> {
 /// Puts the loaded program on every configured interface: under the existing pinned link
 /// when there is one (atomic swap), otherwise through a new link that is pinned at once.
 /// Links of interfaces no longer configured are removed (filtering stops there).
+/// With `allow_missing`, interfaces that do not exist (yet) are skipped and named in the
+/// result (the agent starts degraded and retries); without it, a missing interface is an
+/// error and nothing changes.
 pub fn attach_all(
     ebpf: &mut Ebpf,
     spec: &PinSpec,
     known_modes: &std::collections::HashMap<String, String>,
-) -> Result<Vec<Attached>, PinError> {
+    allow_missing: bool,
+) -> Result<AttachResult, PinError> {
     let layout = Layout::new(&spec.pin_dir);
     fs::create_dir_all(layout.links()).map_err(|e| dir_err(&layout.links(), e.to_string()))?;
     let prog: &mut Xdp = ebpf
@@ -355,12 +441,20 @@ pub fn attach_all(
         .map_err(|e| LoadError::Load(format!("{e}")))?;
     let prog_id = prog.info().map(|i| i.id()).unwrap_or(0);
     let wanted = &spec.interfaces;
-    // Every interface must exist before anything changes.
-    let indices = check_interfaces(spec)?;
+    // Every interface must exist before anything changes (or is skipped, with allow_missing).
+    let mut present = Vec::new();
+    let mut missing = Vec::new();
+    for i in wanted {
+        match ifindex(&i.name) {
+            Ok(idx) => present.push((i, idx)),
+            Err(e) if !allow_missing => return Err(e),
+            Err(_) => missing.push(i.name.clone()),
+        }
+    }
     let mut out = Vec::new();
     // Links made by this call, removed again (detaching) if a later interface fails.
     let mut created: Vec<PathBuf> = Vec::new();
-    for (InterfaceConfig { name, mode }, idx) in wanted.iter().zip(indices) {
+    for (InterfaceConfig { name, mode }, idx) in present {
         match attach_one(prog, &layout, name, *mode, idx, known_modes) {
             Ok((a, new)) => {
                 if new {
@@ -386,12 +480,75 @@ pub fn attach_all(
             }
         }
     }
-    Ok(out)
+    for m in &missing {
+        warn!("{m}: no such interface (yet); not filtered until it appears");
+    }
+    Ok(AttachResult {
+        attached: out,
+        missing,
+    })
+}
+
+/// What [`attach_all`] did.
+#[derive(Clone, Debug, Default)]
+pub struct AttachResult {
+    pub attached: Vec<Attached>,
+    /// Configured interfaces that do not exist.
+    pub missing: Vec<String>,
+}
+
+/// What the kernel says is different from what the agent believes of its interfaces: each
+/// attached interface's pinned link must exist, be an XDP link on that interface (which
+/// must still exist), and run `prog_id`.
+pub fn verify_links(pin_dir: &Path, attached: &[Attached], prog_id: u32) -> Vec<String> {
+    let layout = Layout::new(pin_dir);
+    let mut drift = Vec::new();
+    for a in attached {
+        let path = layout.link(&a.name);
+        match sys::pinned_link_info(&path) {
+            Err(e) => drift.push(format!(
+                "{}: its pinned link {} is gone ({e}); the interface is not filtered",
+                a.name,
+                path.display()
+            )),
+            Ok(info) if info.ifindex == 0 => drift.push(format!(
+                "{}: its link is defunct (the interface went away); the interface is not filtered",
+                a.name
+            )),
+            Ok(info) if info.ifindex != a.ifindex => drift.push(format!(
+                "{}: its link is on ifindex {}, not {}",
+                a.name, info.ifindex, a.ifindex
+            )),
+            Ok(info) if prog_id != 0 && info.prog_id != prog_id => drift.push(format!(
+                "{}: the link runs program {}, not this agent's {prog_id}",
+                a.name, info.prog_id
+            )),
+            Ok(_) => {
+                if ifindex(&a.name).ok() != Some(a.ifindex) {
+                    drift.push(format!("{}: the interface is gone or was renumbered", a.name));
+                }
+            }
+        }
+    }
+    drift
 }
 
 /// The ifindex of every interface of `spec`, or the first that does not exist.
 pub fn check_interfaces(spec: &PinSpec) -> Result<Vec<u32>, PinError> {
     spec.interfaces.iter().map(|i| ifindex(&i.name)).collect()
+}
+
+/// Whether an interface of that name exists (in this network namespace).
+pub fn interface_exists(name: &str) -> bool {
+    ifindex(name).is_ok()
+}
+
+/// The id of the loaded program.
+pub fn program_id(ebpf: &Ebpf) -> u32 {
+    ebpf.program(PROGRAM_NAME)
+        .and_then(|p| <&Xdp>::try_from(p).ok())
+        .and_then(|p| p.info().ok())
+        .map_or(0, |i| i.id())
 }
 
 /// One interface: the program swapped in under its pinned link, or a new pinned link.

@@ -5,7 +5,8 @@ use aya_ebpf::programs::XdpContext;
 use mssp_common::{
     Reason,
     proto::{
-        ETH_P_8021AD, ETH_P_8021Q, ETH_P_IPV4, ETH_P_IPV6, ICMP_HLEN, IPPROTO_AH, IPPROTO_FRAGMENT,
+        ETH_HLEN, ETH_MIN_FRAME, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IPV4, ETH_P_IPV6, ICMP_HLEN,
+        IPPROTO_AH, IPPROTO_FRAGMENT,
         IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, IPV6_EXT_MAX, TCP_MIN_HLEN,
         UDP_HLEN, VLAN_MAX_DEPTH, is_ipv6_ext,
     },
@@ -113,6 +114,33 @@ fn ptr_at<T>(ctx: &XdpContext, off: usize) -> ParseResult<*const T> {
     Ok((start + off) as *const T)
 }
 
+/// [`ptr_at`], also bounded by the end of the IP datagram (`limit`, as its header claims):
+/// nothing past the datagram is read as a header, padding included.
+#[inline(always)]
+fn ptr_in<T>(ctx: &XdpContext, off: usize, limit: usize) -> ParseResult<*const T> {
+    if off + size_of::<T>() > limit {
+        return Err(Reason::Malformed);
+    }
+    ptr_at(ctx, off)
+}
+
+/// Where the IP datagram ends, checked against the frame: a datagram longer than the frame
+/// (cut short) or a frame longer than its datagram beyond Ethernet's minimum-size padding
+/// (bytes a length rule would not see) is malformed. `l3` is the offset of the IP header.
+#[inline(always)]
+fn datagram_end(ctx: &XdpContext, l3: usize, claimed: usize) -> ParseResult<usize> {
+    let frame = ctx.data_end() - ctx.data();
+    let carried = frame.saturating_sub(l3);
+    if claimed > carried {
+        return Err(Reason::Malformed);
+    }
+    // Padding only brings a frame up to 60 bytes (64 with one tag, 68 with two).
+    if claimed < carried && frame > ETH_MIN_FRAME + (l3 - ETH_HLEN) {
+        return Err(Reason::Malformed);
+    }
+    Ok(l3 + claimed)
+}
+
 #[inline(always)]
 fn be16(b: [u8; 2]) -> u16 {
     u16::from_be_bytes(b)
@@ -151,9 +179,9 @@ fn parse_eth(ctx: &XdpContext) -> ParseResult<(u16, usize, u16)> {
     Ok((proto, off, vlan))
 }
 
-/// IPv4: returns the offset of the L4 header.
+/// IPv4: returns the offsets of the L4 header and of the datagram's end.
 #[inline(always)]
-fn parse_ipv4(ctx: &XdpContext, off: usize, p: &mut Packet) -> ParseResult<usize> {
+fn parse_ipv4(ctx: &XdpContext, off: usize, p: &mut Packet) -> ParseResult<(usize, usize)> {
     let ip: *const Ipv4Hdr = ptr_at(ctx, off)?;
     let ip = unsafe { &*ip };
     if ip.vihl >> 4 != 4 {
@@ -164,8 +192,13 @@ fn parse_ipv4(ctx: &XdpContext, off: usize, p: &mut Packet) -> ParseResult<usize
         return Err(Reason::Malformed);
     }
     let hlen = ihl * 4;
+    let tot_len = be16(ip.tot_len) as usize;
+    if tot_len < hlen {
+        return Err(Reason::Malformed);
+    }
+    let end = datagram_end(ctx, off, tot_len)?;
     // Options are skipped, but they must be there.
-    let _: *const [u8; 1] = ptr_at(ctx, off + hlen - 1)?;
+    let _: *const [u8; 1] = ptr_in(ctx, off + hlen - 1, end)?;
     p.src4 = u32::from_be_bytes(ip.src);
     p.dst4 = u32::from_be_bytes(ip.dst);
     p.proto = ip.proto;
@@ -180,12 +213,14 @@ fn parse_ipv4(ctx: &XdpContext, off: usize, p: &mut Packet) -> ParseResult<usize
     } else {
         frag::NONE
     };
-    Ok(off + hlen)
+    Ok((off + hlen, end))
 }
 
-/// IPv6 and up to `IPV6_EXT_MAX` extension headers: returns the offset of the L4 header.
+/// IPv6 and up to `IPV6_EXT_MAX` extension headers: returns the offsets of the L4 header
+/// and of the datagram's end. After a fragment header with an offset, the rest is payload,
+/// not headers, whatever its next-header field says.
 #[inline(always)]
-fn parse_ipv6(ctx: &XdpContext, off: usize, p: &mut Packet) -> ParseResult<usize> {
+fn parse_ipv6(ctx: &XdpContext, off: usize, p: &mut Packet) -> ParseResult<(usize, usize)> {
     let ip: *const Ipv6Hdr = ptr_at(ctx, off)?;
     let ip = unsafe { &*ip };
     if ip.vtcfl[0] >> 4 != 6 {
@@ -197,13 +232,14 @@ fn parse_ipv6(ctx: &XdpContext, off: usize, p: &mut Packet) -> ParseResult<usize
     p.ip_len = be16(ip.payload_len) as u32 + size_of::<Ipv6Hdr>() as u32;
     p.ttl = ip.hop_limit;
     p.dscp = ((ip.vtcfl[0] & 0x0f) << 2) | (ip.vtcfl[1] >> 6);
+    let end = datagram_end(ctx, off, be16(ip.payload_len) as usize + size_of::<Ipv6Hdr>())?;
     let mut nh = ip.next_header;
     let mut off = off + size_of::<Ipv6Hdr>();
     for _ in 0..IPV6_EXT_MAX {
-        if !is_ipv6_ext(nh) {
+        if !is_ipv6_ext(nh) || p.frag == frag::LATER {
             break;
         }
-        let ext: *const Ipv6ExtHdr = ptr_at(ctx, off)?;
+        let ext: *const Ipv6ExtHdr = ptr_in(ctx, off, end)?;
         let ext = unsafe { &*ext };
         let len = if nh == IPPROTO_FRAGMENT {
             let fo = be16(ext.frag);
@@ -222,45 +258,46 @@ fn parse_ipv6(ctx: &XdpContext, off: usize, p: &mut Packet) -> ParseResult<usize
         } else {
             (ext.len as usize + 1) * 8
         };
-        // The whole extension header must be in the frame.
-        let _: *const [u8; 1] = ptr_at(ctx, off + len - 1)?;
+        // The whole extension header must be in the datagram.
+        let _: *const [u8; 1] = ptr_in(ctx, off + len - 1, end)?;
         nh = ext.next_header;
         off += len;
     }
-    if is_ipv6_ext(nh) {
+    if is_ipv6_ext(nh) && p.frag != frag::LATER {
         return Err(Reason::UnsupportedEncap);
     }
     p.proto = nh;
-    Ok(off)
+    Ok((off, end))
 }
 
-/// TCP, UDP, ICMP/ICMPv6 fields; nothing for other protocols or later fragments.
+/// TCP, UDP, ICMP/ICMPv6 fields; nothing for other protocols or later fragments. Headers
+/// must lie inside the datagram (`end`).
 #[inline(always)]
-fn parse_l4(ctx: &XdpContext, off: usize, p: &mut Packet) -> ParseResult<()> {
+fn parse_l4(ctx: &XdpContext, off: usize, end: usize, p: &mut Packet) -> ParseResult<()> {
     if p.frag == frag::LATER {
         return Ok(());
     }
     let icmp = if p.v6 { IPPROTO_ICMPV6 } else { IPPROTO_ICMP };
     if p.proto == IPPROTO_TCP {
-        let h: *const [u8; TCP_MIN_HLEN] = ptr_at(ctx, off)?;
+        let h: *const [u8; TCP_MIN_HLEN] = ptr_in(ctx, off, end)?;
         let h = unsafe { &*h };
         let doff = (h[12] >> 4) as usize;
         if doff < 5 {
             return Err(Reason::Malformed);
         }
-        let _: *const [u8; 1] = ptr_at(ctx, off + doff * 4 - 1)?;
+        let _: *const [u8; 1] = ptr_in(ctx, off + doff * 4 - 1, end)?;
         p.sport = be16([h[0], h[1]]);
         p.dport = be16([h[2], h[3]]);
         p.tcp_flags = h[13];
         p.has_l4 = true;
     } else if p.proto == IPPROTO_UDP {
-        let h: *const [u8; UDP_HLEN] = ptr_at(ctx, off)?;
+        let h: *const [u8; UDP_HLEN] = ptr_in(ctx, off, end)?;
         let h = unsafe { &*h };
         p.sport = be16([h[0], h[1]]);
         p.dport = be16([h[2], h[3]]);
         p.has_l4 = true;
     } else if p.proto == icmp {
-        let h: *const [u8; ICMP_HLEN] = ptr_at(ctx, off)?;
+        let h: *const [u8; ICMP_HLEN] = ptr_in(ctx, off, end)?;
         let h = unsafe { &*h };
         p.icmp_type = h[0];
         p.icmp_code = h[1];
@@ -293,12 +330,12 @@ pub fn parse(ctx: &XdpContext, p: &mut Packet) -> ParseResult<()> {
         dscp: 0,
         vlan,
     };
-    let l4 = if proto == ETH_P_IPV4 {
+    let (l4, end) = if proto == ETH_P_IPV4 {
         parse_ipv4(ctx, off, p)?
     } else if proto == ETH_P_IPV6 {
         parse_ipv6(ctx, off, p)?
     } else {
         return Err(Reason::NonIp);
     };
-    parse_l4(ctx, l4, p)
+    parse_l4(ctx, l4, end, p)
 }

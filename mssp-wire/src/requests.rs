@@ -82,3 +82,16 @@ pub struct PolicyQuery {
     #[serde(default)]
     pub full: bool,
 }
+
+/// `POST /v1/policy/reset-version`: lower the central layer's high-water version, so a
+/// controller can push again after a version it cannot exceed got in (2^64 - 1, say).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ResetVersion {
+    /// The version the central layer in force is known as from now on.
+    pub to: u64,
+    /// The operator confirmed (`--yes`).
+    pub confirm: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+}

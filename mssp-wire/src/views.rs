@@ -48,6 +48,16 @@ pub struct StatusView {
     pub pin_dir: String,
     pub abi: u32,
     pub interfaces: Vec<InterfaceView>,
+    /// Configured interfaces that do not exist: not filtered (the agent retries).
+    #[serde(default)]
+    pub missing_interfaces: Vec<String>,
+    /// Whether the kernel does what this agent believes: every configured interface runs
+    /// this agent's program through its pinned link, and every customer's published record
+    /// is the one the agent published. When false, `drift` says why.
+    #[serde(default)]
+    pub enforced: bool,
+    #[serde(default)]
+    pub drift: Vec<String>,
     pub central: LayerVersion,
     pub local_entries: usize,
     pub customers: usize,
@@ -179,4 +189,17 @@ pub struct PolicyValidation {
     pub source_entries: Option<usize>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<crate::FieldErrorView>,
+}
+
+/// `POST /v1/reload`: what a reload changed (it applies wholly or not at all).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReloadResult {
+    pub message: String,
+}
+
+/// `POST /v1/policy/reset-version`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct VersionReset {
+    pub from: u64,
+    pub to: u64,
 }

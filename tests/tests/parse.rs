@@ -132,9 +132,28 @@ fn truncation_at_every_header_boundary() {
             None,
             &format!("{name} l4 one short"),
         );
+        // Cut right after the L4 header: the IP header still claims the payload, so the
+        // datagram is cut short (malformed); the same headers with no payload pass.
+        if l4_end < full.len() {
+            check(
+                &mut h,
+                &full[..l4_end],
+                "drop",
+                Reason::Malformed,
+                None,
+                &format!("{name} cut after l4"),
+            );
+        }
+        let mut bare = f.clone();
+        match &mut bare.l4 {
+            L4::Udp { payload, .. }
+            | L4::Icmp { payload, .. }
+            | L4::Tcp { payload, .. }
+            | L4::None { payload, .. } => *payload = 0,
+        }
         check(
             &mut h,
-            &full[..l4_end],
+            &bare.build(),
             "pass",
             Reason::Default,
             Some(7),
@@ -480,4 +499,67 @@ fn non_ip_and_wrong_versions() {
         Some(7),
         "gre, no payload",
     );
+}
+
+/// Regression: the IPv4 total length and IPv6 payload length were never checked, so a
+/// 1,200-byte frame claiming 100 escaped a `length.min` rule. A datagram the frame cuts short
+/// is malformed, and so is a frame longer than its datagram beyond Ethernet's minimum-size
+/// padding; padding up to 60 bytes (64 with a tag) is normal and passes.
+#[test]
+fn ip_lengths_must_match_the_frame() {
+    let mut h = Harness::get();
+    h.set_policy(POLICY);
+    for (fam, base) in [("v4", v4()), ("v6", v6())] {
+        let frame = base.clone().udp(1000, 53).build();
+        let len_at = if fam == "v4" { 16 } else { 18 };
+        let claimed = u16::from_be_bytes([frame[len_at], frame[len_at + 1]]);
+        // Claims 100 bytes less than it carries: the rest would be invisible to length rules.
+        let mut long = frame.clone();
+        long.extend(vec![0x41; 1200]);
+        check(&mut h, &long, "drop", Reason::Malformed, None, &format!("{fam}: 1,200 bytes more than claimed"));
+        // Claims more than it carries.
+        let mut short = frame.clone();
+        short[len_at..len_at + 2].copy_from_slice(&(claimed + 1).to_be_bytes());
+        check(&mut h, &short, "drop", Reason::Malformed, None, &format!("{fam}: claims a byte more"));
+        // Exact, and padded to the minimum frame (with and without a tag): normal traffic.
+        check(&mut h, &frame, "pass", Reason::Default, Some(7), &format!("{fam}: exact"));
+        if frame.len() < 60 {
+            let mut padded = frame.clone();
+            padded.resize(60, 0);
+            check(&mut h, &padded, "pass", Reason::Default, Some(7), &format!("{fam}: padded to 60"));
+            let mut over = frame.clone();
+            over.resize(61, 0);
+            check(&mut h, &over, "drop", Reason::Malformed, None, &format!("{fam}: padded past 60"));
+        }
+        let tagged = base.clone().udp(1000, 53).vlan(0x8100, 5).build();
+        if tagged.len() < 64 {
+            let mut padded = tagged.clone();
+            padded.resize(64, 0);
+            check(&mut h, &padded, "pass", Reason::Default, Some(7), &format!("{fam}: tagged, padded to 64"));
+        }
+    }
+    // A rule on IP length sees every byte the wire carried.
+    h.set_policy(
+        r#"{"version":1,"customers":[{"id":7,"prefixes":["198.19.7.0/24"],
+            "rules":[{"id":1,"match":{"protocol":"udp","length":{"min":600}},"action":"drop"}]}]}"#,
+    );
+    let mut big = v4().udp(1000, 53);
+    big.l4 = L4::Udp { sport: 1000, dport: 53, payload: 1172 };
+    check(&mut h, &big.build(), "drop", Reason::Rule, Some(7), "a 1,200-byte datagram meets length.min 600");
+}
+
+/// Regression: an IPv6 later fragment whose next header is Destination Options was dropped
+/// as malformed (its payload was read as extension headers). After a fragment header with an
+/// offset, the rest is payload: the fragment passes to the policy (no L4 fields).
+#[test]
+fn ipv6_later_fragment_payload_is_not_parsed_as_headers() {
+    let mut h = Harness::get();
+    h.set_policy(POLICY);
+    let mut f = v6().proto(ext::DSTOPTS, 24);
+    f.exts = vec![(ext::FRAGMENT, 100 << 3)];
+    let frame = f.build();
+    check(&mut h, &frame, "pass", Reason::Default, Some(7), "later fragment, next header 60");
+    let mut blocked = f.clone();
+    blocked.src = "2001:db8:66::1".parse().unwrap();
+    check(&mut h, &blocked.build(), "drop", Reason::CustomerBlock, Some(7), "later fragment of a blocked source");
 }

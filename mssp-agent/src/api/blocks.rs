@@ -18,7 +18,7 @@ use time::OffsetDateTime;
 
 use super::{ApiError, bad, blocking, not_changed, unknown_customer, user_name};
 use crate::{
-    Agent,
+    Agent, audit,
     serve::Peer,
     store::LocalEntry,
     views::{blocks_view, local_entry_view},
@@ -108,6 +108,11 @@ pub(crate) async fn add<B: MapBackend + Send + 'static>(
         comment: req.comment.clone(),
         by: Provenance::now(Provenance::operator(peer_user, req.user.as_deref())),
     };
+    let (who, target) = (
+        entry.by.who.clone(),
+        serde_json::json!({"scope": scope.label().to_string(), "prefix": entry.prefix,
+            "action": action.name(), "expires": expires.map(crate::views::ts)}),
+    );
     let a2 = agent.clone();
     let view = blocking(&agent, move |state| {
         if let Scope::Customer(c) = scope
@@ -124,18 +129,27 @@ pub(crate) async fn add<B: MapBackend + Send + 'static>(
         a2.expiry_changed.notify_one();
         Ok(local_entry_view(state, &entry))
     })
-    .await?;
-    Ok(Json(view))
+    .await;
+    audit::record(&audit::Event {
+        who: &who,
+        what: "block add",
+        target,
+        comment: req.comment.as_deref(),
+        result: audit::outcome(&view.as_ref().map_err(|e| &e.1)),
+    });
+    Ok(Json(view?))
 }
 
 pub(crate) async fn del<B: MapBackend + Send + 'static>(
     State(agent): State<Arc<Agent<B>>>,
+    peer: Option<Extension<Peer>>,
     Json(req): Json<BlockDel>,
 ) -> Result<Json<BlockRemoved>, ApiError> {
     let scope = scope_of(req.customer, req.global)?
         .ok_or_else(|| bad("say which list: --customer ID or --global"))?;
     let net = parse_cidr(&req.prefix, true).map_err(bad)?;
-    blocking(&agent, move |state| {
+    let who = Provenance::operator(peer.and_then(|Extension(p)| p.uid).map(user_name), None);
+    let r = blocking(&agent, move |state| {
         let mut local = state.local.clone();
         let before = local.entries.len();
         local.entries.retain(|e| !(e.scope == scope && e.net() == net));
@@ -173,5 +187,13 @@ pub(crate) async fn del<B: MapBackend + Send + 'static>(
             scope: scope.label().to_string(),
         }))
     })
-    .await
+    .await;
+    audit::record(&audit::Event {
+        who: &who,
+        what: "block del",
+        target: serde_json::json!({"scope": scope.label().to_string(), "prefix": format_net(&net)}),
+        comment: None,
+        result: audit::outcome(&r.as_ref().map_err(|e| &e.1)),
+    });
+    r
 }

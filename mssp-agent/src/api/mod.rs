@@ -3,6 +3,7 @@
 //! Requests and replies are the [`mssp_wire`] types. Every handler that touches the maps
 //! runs on the blocking pool under the agent lock.
 
+mod admin;
 mod blocks;
 mod rules;
 
@@ -99,6 +100,11 @@ pub fn router<B: MapBackend + Send + 'static>(agent: Arc<Agent<B>>) -> Router {
         .route("/v1/status", get(status::<B>))
         .route("/v1/stats", get(stats::<B>))
         .route("/v1/policy", get(policy::<B>))
+        .route(
+            "/v1/policy/reset-version",
+            axum::routing::post(admin::reset_version::<B>),
+        )
+        .route("/v1/reload", axum::routing::post(admin::reload::<B>))
         .route(
             "/v1/blocks",
             get(blocks::list::<B>)

@@ -19,7 +19,7 @@ use mssp_wire::{
 };
 
 use super::{ApiError, bad, blocking, not_changed, unknown_customer, user_name};
-use crate::{Agent, serve::Peer, store::LocalRule, views::rules_view};
+use crate::{Agent, audit, serve::Peer, store::LocalRule, views::rules_view};
 
 pub(crate) async fn list<B: MapBackend + Send + 'static>(
     State(agent): State<Arc<Agent<B>>>,
@@ -46,7 +46,11 @@ pub(crate) async fn add<B: MapBackend + Send + 'static>(
     let peer_user = peer.and_then(|Extension(p)| p.uid).map(user_name);
     let who = Provenance::operator(peer_user, req.user.as_deref());
     let customer = req.customer;
-    blocking(&agent, move |state| {
+    let (auditor, target) = (
+        who.clone(),
+        serde_json::json!({"customer": customer, "rule": req.rule}),
+    );
+    let r = blocking(&agent, move |state| {
         let Some(c) = state.policy.customer(customer) else {
             return Err(unknown_customer(state, customer));
         };
@@ -100,15 +104,25 @@ pub(crate) async fn add<B: MapBackend + Send + 'static>(
             .find(|r| r.layer == Layer::Local.name() && r.id == id)
             .ok_or_else(|| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "rule vanished".into()))
     })
-    .await
-    .map(Json)
+    .await;
+    audit::record(&audit::Event {
+        who: &auditor,
+        what: "rule add",
+        target,
+        comment: None,
+        result: audit::outcome(&r.as_ref().map_err(|e| &e.1)),
+    });
+    r.map(Json)
 }
 
 pub(crate) async fn del<B: MapBackend + Send + 'static>(
     State(agent): State<Arc<Agent<B>>>,
+    peer: Option<Extension<Peer>>,
     Json(req): Json<RuleDel>,
 ) -> Result<Json<RuleRemoved>, ApiError> {
-    blocking(&agent, move |state| {
+    let who = Provenance::operator(peer.and_then(|Extension(p)| p.uid).map(user_name), None);
+    let target = serde_json::json!({"customer": req.customer, "rule": req.id});
+    let r = blocking(&agent, move |state| {
         let Some(c) = state.policy.customer(req.customer) else {
             return Err(unknown_customer(state, req.customer));
         };
@@ -135,5 +149,13 @@ pub(crate) async fn del<B: MapBackend + Send + 'static>(
             customer: req.customer,
         }))
     })
-    .await
+    .await;
+    audit::record(&audit::Event {
+        who: &who,
+        what: "rule del",
+        target,
+        comment: None,
+        result: audit::outcome(&r.as_ref().map_err(|e| &e.1)),
+    });
+    r
 }

@@ -49,18 +49,17 @@ pub struct DesiredCustomer {
 }
 
 impl DesiredCustomer {
-    /// The rules in evaluation order: the NOC's local rules first, then the central ones; a
-    /// local rule replaces a central rule with the same id.
+    /// The rules in evaluation order: by layer, highest first (local, fleet, auto, central),
+    /// each layer's in its own order; a rule replaces a lower layer's rule with the same id.
     pub fn effective_rules(&self) -> Vec<&DesiredRule> {
-        let local: Vec<&DesiredRule> = self
-            .rules
-            .iter()
-            .filter(|r| r.layer == Layer::Local)
-            .collect();
-        let mut out = local.clone();
-        out.extend(self.rules.iter().filter(|r| {
-            r.layer == Layer::Central && !local.iter().any(|l| l.spec.id == r.spec.id)
-        }));
+        let mut out: Vec<&DesiredRule> = Vec::with_capacity(self.rules.len());
+        for layer in Layer::ALL.iter().rev() {
+            for r in self.rules.iter().filter(|r| r.layer == *layer) {
+                if !out.iter().any(|o| o.spec.id == r.spec.id) {
+                    out.push(r);
+                }
+            }
+        }
         out
     }
 }

@@ -30,7 +30,7 @@ pub use desired::{Desired, DesiredCustomer, DesiredEntry, DesiredRule, Layer, Sc
 use ids::Ids;
 use mssp_common::{
     Net,
-    abi::{ABI_VERSION, ROOT_SLOT, RateParams, Record, Tree, record_flags},
+    abi::{ABI_VERSION, MAX_RULES_PER_CUSTOMER, ROOT_SLOT, RateParams, Record, Tree, record_flags},
 };
 use time::OffsetDateTime;
 
@@ -87,11 +87,27 @@ pub enum DataplaneError {
     IdsFull { what: &'static str, capacity: u32 },
     #[error("recording id assignments failed: {0}")]
     Journal(String),
+    #[error(
+        "customer {customer} would have {count} rules ({layers}); a customer holds at most {max}, every layer counted"
+    )]
+    TooManyRules {
+        customer: u32,
+        count: usize,
+        /// How many each layer contributes, e.g. "64 central + 1 local".
+        layers: String,
+        max: u32,
+    },
 }
 
 /// The pinned maps do not hold what this agent can safely edit.
 #[derive(Debug, thiserror::Error)]
-#[error("the pinned maps are inconsistent ({0}); they were left untouched and keep filtering")]
+#[error(
+    "the pinned maps are inconsistent ({0}); they were left untouched and keep filtering. To \
+     start over from the state directory, run the agent once with --replace-pins: it loads \
+     fresh maps, republishes the policy from state_dir and swaps them in under the existing \
+     links without a gap in filtering; what it costs is the counters (per customer, entry and \
+     rule), which start again from zero"
+)]
 pub struct AdoptError(pub String);
 
 /// Identity of a source entry: its hit counter keeps counting while this stays the same.
@@ -356,6 +372,46 @@ impl<B: MapBackend> Dataplane<B> {
         self.stats.iter()
     }
 
+    /// What the maps hold that differs from what this publisher believes it published: each
+    /// slot's live record must be the one `CUR` points at, intact (same slot, digest), and no
+    /// other slot may be published. Empty when the data path does what the agent says.
+    pub fn verify(&self) -> Vec<String> {
+        let mut drift = Vec::new();
+        let caps = self.backend.capacities();
+        for slot in 0..caps.slots {
+            let cur = match self.backend.current(slot) {
+                Ok(c) => c,
+                Err(e) => {
+                    drift.push(format!("cannot read CUR: {e}"));
+                    break;
+                }
+            };
+            match (self.live.get(&slot), cur) {
+                (None, 0) => {}
+                (None, r) => drift.push(format!(
+                    "slot {slot} publishes record {r}, which this agent did not publish"
+                )),
+                (Some(l), 0) => drift.push(format!(
+                    "slot {slot} (customer {}) publishes nothing; record {} was expected",
+                    l.customer_id, l.record
+                )),
+                (Some(l), r) if r != l.record => drift.push(format!(
+                    "slot {slot} (customer {}) publishes record {r}, not {}",
+                    l.customer_id, l.record
+                )),
+                (Some(l), r) => match self.backend.read_record(r) {
+                    Ok(rec) if rec.digest == l.digest && rec.slot == slot => {}
+                    Ok(rec) => drift.push(format!(
+                        "slot {slot} (customer {}): record {r} holds digest {:#x} for slot {}, not {:#x}",
+                        l.customer_id, rec.digest, rec.slot, l.digest
+                    )),
+                    Err(e) => drift.push(format!("record {r}: {e}")),
+                },
+            }
+        }
+        drift
+    }
+
     pub fn live(&self, slot: u32) -> Option<&LiveRecord> {
         self.live.get(&slot)
     }
@@ -593,8 +649,25 @@ impl<B: MapBackend> Dataplane<B> {
         tx: &mut Allocations,
         digest: &mut Fnv,
     ) -> Result<RecordRules, DataplaneError> {
+        let effective = c.effective_rules();
+        if effective.len() > MAX_RULES_PER_CUSTOMER as usize {
+            let layers: Vec<String> = Layer::ALL
+                .iter()
+                .rev()
+                .filter_map(|l| {
+                    let n = effective.iter().filter(|r| r.layer == *l).count();
+                    (n > 0).then(|| format!("{n} {}", l.name()))
+                })
+                .collect();
+            return Err(DataplaneError::TooManyRules {
+                customer: c.id,
+                count: effective.len(),
+                layers: layers.join(" + "),
+                max: MAX_RULES_PER_CUSTOMER,
+            });
+        }
         let mut list = Vec::new();
-        for r in c.effective_rules() {
+        for r in effective {
             let key = StatKey {
                 customer: c.id,
                 kind: StatKind::Rule {

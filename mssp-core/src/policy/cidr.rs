@@ -8,26 +8,36 @@ use mssp_common::Net;
 /// Parses `a.b.c.d/len` or `x::y/len`. With `allow_bare`, an address without `/len` is a host
 /// prefix (the CLI accepts that; documents must be explicit).
 pub fn parse_cidr(text: &str, allow_bare: bool) -> Result<Net, String> {
+    if text.chars().any(char::is_whitespace) {
+        return Err(format!(
+            "{text:?} is not a CIDR: it contains spaces; write e.g. 198.18.66.0/24"
+        ));
+    }
     let (addr_text, len_text) = match text.split_once('/') {
         Some((a, l)) => (a, Some(l)),
         None => (text, None),
     };
-    let addr: IpAddr = addr_text.trim().parse().map_err(|_| {
+    let addr: IpAddr = addr_text.parse().map_err(|_| {
         format!("{text:?} is not a CIDR: {addr_text:?} is not an IPv4 or IPv6 address")
     })?;
     let bits = if addr.is_ipv4() { 32 } else { 128 };
     let len: u8 = match len_text {
-        Some(l) => l
-            .trim()
-            .parse::<u8>()
-            .ok()
-            .filter(|len| *len <= bits)
-            .ok_or_else(|| {
-                format!(
-                    "{text:?} is not a CIDR: prefix length {l:?} must be 0 to {bits} for {}",
-                    if bits == 32 { "IPv4" } else { "IPv6" }
-                )
-            })?,
+        Some(l) => {
+            // Plain decimal only: "+24", "024" or "0x18" are not prefix lengths.
+            let canonical = !l.is_empty()
+                && l.bytes().all(|b| b.is_ascii_digit())
+                && (l == "0" || !l.starts_with('0'));
+            canonical
+                .then(|| l.parse::<u8>().ok())
+                .flatten()
+                .filter(|len| *len <= bits)
+                .ok_or_else(|| {
+                    format!(
+                        "{text:?} is not a CIDR: prefix length {l:?} must be 0 to {bits} for {}",
+                        if bits == 32 { "IPv4" } else { "IPv6" }
+                    )
+                })?
+        }
         None if allow_bare => bits,
         None => {
             return Err(format!(
@@ -106,5 +116,10 @@ mod tests {
         assert!(e.contains("prefix length is missing"), "{e}");
         let e = parse_cidr("2001:db8::/129", false).unwrap_err();
         assert!(e.contains("0 to 128 for IPv6"), "{e}");
+        // Regression: these were accepted as /24.
+        for bad in ["198.18.66.0/+24", "198.18.66.0/024", "198.18.66.0/ 24", " 198.18.66.0/24", "198.18.66.0/24 "] {
+            assert!(parse_cidr(bad, false).is_err(), "{bad:?} accepted");
+        }
+        assert_eq!(format_net(&parse_cidr("0.0.0.0/0", false).unwrap()), "0.0.0.0/0");
     }
 }

@@ -4,10 +4,12 @@
 use mssp_common::abi::SourceAction;
 use serde::{Deserialize, Serialize};
 
+use super::strict;
+
 use super::rules_doc::{LimitsDoc, RuleDoc};
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(remote = "Self", deny_unknown_fields, expecting = "a policy document: an object with version, infrastructure, global and customers")]
 pub struct PolicyDoc {
     /// Monotonically increasing per controller; a push must carry a larger one.
     pub version: u64,
@@ -21,29 +23,29 @@ pub struct PolicyDoc {
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(remote = "Self", deny_unknown_fields, expecting = "an object with the global sources")]
 pub struct GlobalDoc {
     #[serde(default)]
     pub sources: Vec<SourceDoc>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(remote = "Self", deny_unknown_fields, expecting = "a source entry: an object with prefix, action and optionally expires, comment")]
 pub struct SourceDoc {
     pub prefix: String,
     pub action: SourceAction,
     /// RFC 3339; the entry is not in effect from then on.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "strict::present", skip_serializing_if = "Option::is_none")]
     pub expires: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "strict::present", skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(remote = "Self", deny_unknown_fields, expecting = "a customer: an object with id, name, prefixes, sources, rules, limits")]
 pub struct CustomerDoc {
     pub id: u32,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "strict::present", skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     #[serde(default)]
     pub prefixes: Vec<String>,
@@ -51,6 +53,11 @@ pub struct CustomerDoc {
     pub sources: Vec<SourceDoc>,
     #[serde(default)]
     pub rules: Vec<RuleDoc>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "strict::present", skip_serializing_if = "Option::is_none")]
     pub limits: Option<LimitsDoc>,
 }
+
+crate::strict_struct!(PolicyDoc);
+crate::strict_struct!(GlobalDoc);
+crate::strict_struct!(SourceDoc);
+crate::strict_struct!(CustomerDoc);

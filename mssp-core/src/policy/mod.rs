@@ -5,6 +5,7 @@ pub mod cidr;
 pub mod doc;
 pub mod rules;
 pub mod rules_doc;
+pub mod strict;
 mod validate;
 
 use std::fmt;

@@ -186,10 +186,18 @@ fn at(path: &str, i: Option<usize>) -> String {
     }
 }
 
+/// A plain decimal number: digits only, no sign, no spaces, no leading zeros.
+fn decimal(s: &str) -> Option<u64> {
+    let canonical = !s.is_empty()
+        && s.bytes().all(|b| b.is_ascii_digit())
+        && (s == "0" || !s.starts_with('0'));
+    canonical.then(|| s.parse().ok()).flatten()
+}
+
 fn number(v: &Value, max: u64, what: &str) -> Result<u64, String> {
     let n = match v {
         Value::Number(n) => n.as_u64(),
-        Value::String(s) => s.trim().parse::<u64>().ok(),
+        Value::String(s) => decimal(s),
         _ => None,
     }
     .ok_or_else(|| format!("{v} is not a {what} (a whole number from 0 to {max})"))?;
@@ -230,7 +238,7 @@ fn protocols(c: &mut Ctx, v: &Value, path: &str) -> Option<Vec<u8>> {
     for (i, x) in one_or_many(v) {
         let p = at(path, i);
         match x {
-            Value::String(s) if s.parse::<u64>().is_err() => {
+            Value::String(s) if decimal(s).is_none() => {
                 let name = s.to_ascii_lowercase();
                 match PROTOCOLS.iter().find(|(n, _)| *n == name) {
                     Some((_, n)) => out.push(*n),
@@ -270,10 +278,7 @@ fn protocols(c: &mut Ctx, v: &Value, path: &str) -> Option<Vec<u8>> {
 }
 
 fn port(s: &str) -> Result<u16, String> {
-    let n: u64 = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?} is not a port number"))?;
+    let n: u64 = decimal(s).ok_or_else(|| format!("{s:?} is not a port number"))?;
     if n > 65535 {
         return Err(format!("port {n} is over 65535"));
     }
@@ -466,10 +471,17 @@ fn action(c: &mut Ctx, v: &Value, path: &str) -> Option<RuleAction> {
             }
         },
         Value::Object(m) if m.len() == 1 && m.contains_key("rate_limit") => {
-            match serde_json::from_value::<RateLimitDoc>(m["rate_limit"].clone()) {
+            match serde_path_to_error::deserialize::<_, RateLimitDoc>(&m["rate_limit"]) {
                 Ok(r) => rate(c, &r, &format!("{path}.rate_limit")).map(RuleAction::RateLimit),
                 Err(e) => {
-                    c.err(&format!("{path}.rate_limit"), e.to_string());
+                    // The leaf's path: `….rate_limit.burst`, not `….rate_limit`.
+                    let inner = e.path().to_string();
+                    let at = if inner == "." || inner.is_empty() {
+                        format!("{path}.rate_limit")
+                    } else {
+                        format!("{path}.rate_limit.{inner}")
+                    };
+                    c.err(&at, e.into_inner().to_string());
                     None
                 }
             }
@@ -484,7 +496,15 @@ fn action(c: &mut Ctx, v: &Value, path: &str) -> Option<RuleAction> {
 fn frags(c: &mut Ctx, v: &Value, path: &str) -> Option<Vec<FragMatch>> {
     let mut out = Vec::new();
     let mut ok = true;
-    for (i, x) in one_or_many(v) {
+    let items = one_or_many(v);
+    if items.is_empty() {
+        c.err(
+            path,
+            "an empty list matches nothing; give \"none\", \"first\", \"later\" or \"any\", or leave the field out",
+        );
+        return None;
+    }
+    for (i, x) in items {
         match x.as_str() {
             Some("none") => out.push(FragMatch::None),
             Some("first") => out.push(FragMatch::First),
@@ -502,7 +522,15 @@ fn frags(c: &mut Ctx, v: &Value, path: &str) -> Option<Vec<FragMatch>> {
 fn vlans(c: &mut Ctx, v: &Value, path: &str) -> Option<Vec<u16>> {
     let mut out = Vec::new();
     let mut ok = true;
-    for (i, x) in one_or_many(v) {
+    let items = one_or_many(v);
+    if items.is_empty() {
+        c.err(
+            path,
+            "an empty list matches nothing; give at least one VLAN id or leave the field out",
+        );
+        return None;
+    }
+    for (i, x) in items {
         match number(x, 4095, "VLAN id") {
             Ok(n) => out.push(n as u16),
             Err(m) => {

@@ -3,10 +3,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use mssp_common::{
-    Net,
-    abi::{MAX_ENTRY_IDS, MAX_SLOTS},
-};
+use mssp_common::{Net, abi::CHAIN_MAX_LINKS};
+
+use crate::capacity::Capacities;
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
 use super::{
@@ -24,14 +23,66 @@ pub struct Capacity {
     pub source_entries: u32,
 }
 
-impl Default for Capacity {
-    fn default() -> Self {
+/// Entry ids kept for the layers above the central one (local, fleet, auto).
+pub const NON_CENTRAL_RESERVE: u32 = 65_536;
+
+impl Capacity {
+    /// What a central document may hold in maps of these sizes — the rule the publisher
+    /// lives by: id 0 means "no entry"; room is kept for the other layers' entries; and a
+    /// push that replaces every entry needs the new ids while the old ones are still in force,
+    /// so a document gets at most half of the rest.
+    pub fn of(caps: &Capacities) -> Capacity {
         Capacity {
-            customers: MAX_SLOTS - 1,
-            // Id 0 means "no entry"; room is kept for the NOC's local entries.
-            source_entries: MAX_ENTRY_IDS - 1 - 65_536,
+            customers: caps.slots - 1,
+            source_entries: caps.entry_ids.saturating_sub(1 + NON_CENTRAL_RESERVE) / 2,
         }
     }
+}
+
+impl Default for Capacity {
+    fn default() -> Self {
+        Capacity::of(&Capacities::default())
+    }
+}
+
+/// The first entry of `entries` nested under more expiring entries than the data path's
+/// expiry chains hold (the compiler refuses the same: at most [`CHAIN_MAX_LINKS`] links,
+/// an entry that never expires ending a chain).
+fn too_deep(entries: &[SourceEntry]) -> Option<(usize, usize)> {
+    if !entries.iter().any(|e| e.expires.is_some()) {
+        return None;
+    }
+    let mut order: Vec<usize> = (0..entries.len()).collect();
+    order.sort_unstable_by_key(|&i| {
+        let n = &entries[i].net;
+        (n.v6, n.start(), std::cmp::Reverse(n.end()))
+    });
+    // The covering entries of the current one, outermost first.
+    let mut stack: Vec<usize> = Vec::new();
+    for &i in &order {
+        let n = entries[i].net;
+        while let Some(&top) = stack.last() {
+            let t = entries[top].net;
+            if t.v6 == n.v6 && t.end() >= n.end() && t.start() <= n.start() {
+                break;
+            }
+            stack.pop();
+        }
+        stack.push(i);
+        if entries[i].expires.is_some() {
+            let mut depth = 0;
+            for &k in stack.iter().rev() {
+                depth += 1;
+                if entries[k].expires.is_none() {
+                    break;
+                }
+            }
+            if depth > CHAIN_MAX_LINKS as usize {
+                return Some((i, depth));
+            }
+        }
+    }
+    None
 }
 
 /// Parses and validates a JSON policy document.
@@ -122,6 +173,20 @@ fn sources(list: &[SourceDoc], path: &str, errors: &mut Errors) -> Vec<SourceEnt
     out
 }
 
+/// Refuses entries nested under more expiring entries than an expiry chain holds.
+fn nesting(entries: &[SourceEntry], path: &str, errors: &mut Errors) {
+    if let Some((i, depth)) = too_deep(entries) {
+        errors.add(
+            format!("{path}[{i}].prefix"),
+            format!(
+                "{} is nested under {} expiring entries; at most {CHAIN_MAX_LINKS} expiring entries may cover one address",
+                format_net(&entries[i].net),
+                depth - 1
+            ),
+        );
+    }
+}
+
 /// Validates a parsed document against the contract and the map capacity.
 pub fn validate(doc: &PolicyDoc, cap: &Capacity) -> Result<Policy, PolicyError> {
     let mut errors = Errors(Vec::new());
@@ -136,6 +201,7 @@ pub fn validate(doc: &PolicyDoc, cap: &Capacity) -> Result<Policy, PolicyError> 
     }
 
     let global = sources(&doc.global.sources, "global.sources", &mut errors);
+    nesting(&global, "global.sources", &mut errors);
 
     let mut customers = Vec::with_capacity(doc.customers.len());
     let mut ids: HashMap<u32, usize> = HashMap::new();
@@ -180,6 +246,7 @@ pub fn validate(doc: &PolicyDoc, cap: &Capacity) -> Result<Policy, PolicyError> 
             prefixes.push(net);
         }
         let srcs = sources(&c.sources, &format!("{here}.sources"), &mut errors);
+        nesting(&srcs, &format!("{here}.sources"), &mut errors);
         let rules =
             super::rules::rules(&c.rules, &format!("{here}.rules"), &prefixes, &mut errors.0);
         let limits = c
@@ -336,6 +403,66 @@ mod tests {
             refuse(r#"{"version":1} trailing"#),
             PolicyError::Syntax(_)
         ));
+    }
+
+    /// Regression: input the contract says to refuse was accepted (arrays for objects, null
+    /// for absent, duplicate keys, empty lists, sloppy CIDRs), and some errors lacked the
+    /// leaf's path.
+    #[test]
+    fn what_serde_let_through_is_refused_at_its_leaf() {
+        let c = |rules: &str| {
+            format!(r#"{{"version":1,"customers":[{{"id":7,"prefixes":["198.19.7.0/24"],"rules":[{rules}]}}]}}"#)
+        };
+        for (doc, path, needle) in [
+            (c(r#"{"id":1,"match":[],"action":"drop"}"#), "customers[0].rules[0].match", "invalid type: sequence"),
+            (r#"{"version":1,"customers":[[7,null,["198.19.7.0/24"]]]}"#.to_string(), "customers[0]", "invalid type: sequence"),
+            (c(r#"{"id":1,"match":{"protocol":null},"action":"drop"}"#), "customers[0].rules[0].match.protocol", "null"),
+            (r#"{"version":1,"customers":[{"id":7,"name":null}]}"#.to_string(), "customers[0].name", "null"),
+            (c(r#"{"id":1,"match":{},"action":{"rate_limit":{"pps":1},"rate_limit":{"pps":2}}}"#), "customers[0].rules[0].action", "given twice"),
+            (c(r#"{"id":1,"match":{"vlan":[]},"action":"drop"}"#), "customers[0].rules[0].match.vlan", "empty list"),
+            (c(r#"{"id":1,"match":{"fragment":[]},"action":"drop"}"#), "customers[0].rules[0].match.fragment", "empty list"),
+            (c(r#"{"id":1,"match":{"dst_ports":["+53"]},"action":"drop"}"#), "customers[0].rules[0].match.dst_ports[0]", "not a port"),
+            (r#"{"version":1,"customers":[{"id":7,"prefixes":["198.19.7.0/+24"]}]}"#.to_string(), "customers[0].prefixes[0]", "prefix length"),
+            (r#"{"version":1,"customers":[{"id":7,"prefixes":["198.19.7.0/024"]}]}"#.to_string(), "customers[0].prefixes[0]", "prefix length"),
+            (r#"{"version":1,"customers":[{"id":7,"prefixes":["198.19.7.0 /24"]}]}"#.to_string(), "customers[0].prefixes[0]", "spaces"),
+            (c(r#"{"id":1,"match":{},"action":{"rate_limit":{"pps":10,"burst":"x"}}}"#), "customers[0].rules[0].action.rate_limit.burst", "invalid type"),
+            (r#"{"version":1,"global":{"sources":[{"prefix":"198.18.0.0/24","action":1}]}}"#.to_string(), "global.sources[0].action", "invalid type: integer `1`"),
+        ] {
+            let e = refuse(&doc);
+            let errs = e.field_errors();
+            assert!(
+                errs.iter().any(|f| f.path == path && f.message.contains(needle)),
+                "{doc}: wanted {path}: …{needle}…; got {errs:?}"
+            );
+        }
+    }
+
+    /// Regression: validation accepted documents the publisher then refused.
+    #[test]
+    fn validation_applies_the_publishers_capacity_rules() {
+        // Ten nested expiring /16../25: the compiler's chains hold eight links.
+        let mut srcs = Vec::new();
+        for len in 16..26 {
+            srcs.push(format!(
+                r#"{{"prefix":"198.18.0.0/{len}","action":"drop","expires":"2099-01-01T00:00:00Z"}}"#
+            ));
+        }
+        let doc = format!(r#"{{"version":1,"global":{{"sources":[{}]}}}}"#, srcs.join(","));
+        let e = refuse(&doc);
+        assert!(e.to_string().contains("expiring entries may cover one address"), "{e}");
+        // And the compiler agrees on the same document.
+        let p = parse_policy(
+            format!(r#"{{"version":1,"global":{{"sources":[{}]}}}}"#, srcs[..7].join(",")).as_bytes(),
+            &Capacity::default(),
+        )
+        .expect("seven nested expiring entries fit");
+        assert_eq!(p.global.len(), 7);
+        // Ids: a document gets half of what is left after the other layers' reserve.
+        let caps = Capacities {
+            entry_ids: 1 + NON_CENTRAL_RESERVE + 20,
+            ..Capacities::default()
+        };
+        assert_eq!(Capacity::of(&caps).source_entries, 10);
     }
 
     #[test]

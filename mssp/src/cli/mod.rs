@@ -86,10 +86,22 @@ enum Command {
     /// Push a policy document to edges' push APIs (the central controller's side), e.g.
     /// mssp push --policy p.json --cert ctl.crt --key ctl.key --ca edges-ca.crt https://edge1:9443
     Push(push::PushArgs),
+    /// Re-read the agent's config, policy file and push certificates: applies wholly or
+    /// changes nothing, and says which (what `systemctl reload mssp` runs).
+    Reload {
+        /// Take the socket from this agent config instead of --socket.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Remove everything the agent pinned: filtering stops on every interface.
     Unpin {
         #[arg(long)]
         pin_dir: PathBuf,
+        /// Even while an agent runs with these pins (its filter runs on until it stops).
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -126,7 +138,24 @@ pub fn main() -> ExitCode {
         Command::Status { json } => status::status(&client, json),
         Command::Stats { customer, json } => status::stats(&client, customer, json),
         Command::Push(args) => push::run(args),
-        Command::Unpin { pin_dir } => unpin::run(&pin_dir),
+        Command::Unpin { pin_dir, force } => unpin::run(&pin_dir, force),
+        Command::Reload { config, json } => {
+            let client = match config {
+                Some(path) => match mssp_agent::config::Config::load(&path) {
+                    Ok(c) => Client::new(&c.socket, cli.timeout),
+                    Err(e) => {
+                        eprintln!("mssp reload: {e}");
+                        return ExitCode::from(mssp_wire::exit::USAGE);
+                    }
+                },
+                None => client,
+            };
+            output::report(
+                client.post::<_, mssp_wire::views::ReloadResult>("/v1/reload", &()),
+                json,
+                |r| println!("reloaded: {}", r.message),
+            )
+        }
     }
 }
 

@@ -23,6 +23,17 @@ pub enum PolicyCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Lower the central layer's version (after a push of a version nothing can exceed):
+    /// the controller's next push must then be above it.
+    ResetVersion {
+        #[arg(long)]
+        to: u64,
+        /// Confirm: the version in force is lowered, the policy itself is unchanged.
+        #[arg(long)]
+        yes: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// The central policy the agent enforces.
     Show {
         /// The whole document, not just its version.
@@ -36,6 +47,26 @@ pub enum PolicyCommand {
 pub fn run(client: &Client, command: PolicyCommand) -> ExitCode {
     match command {
         PolicyCommand::Validate { file, json } => validate(&file, json),
+        PolicyCommand::ResetVersion { to, yes, json } => {
+            if !yes {
+                eprintln!(
+                    "mssp policy reset-version: this lowers the version of the central policy in force to {to} \
+                     (the policy itself stays as it is), so the controller can push again; \
+                     run it again with --yes to do it"
+                );
+                return ExitCode::from(exit::USAGE);
+            }
+            let req = mssp_wire::requests::ResetVersion {
+                to,
+                confirm: true,
+                user: super::operator(),
+            };
+            report(
+                client.post::<_, mssp_wire::views::VersionReset>("/v1/policy/reset-version", &req),
+                json,
+                |r| println!("central policy version {} -> {}", r.from, r.to),
+            )
+        }
         PolicyCommand::Show { full, json } => report(
             client.get::<PolicyVersion>(&format!("/v1/policy?full={full}")),
             json || full,

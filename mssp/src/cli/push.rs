@@ -54,6 +54,9 @@ pub struct PushArgs {
     retries: u32,
     #[arg(long)]
     json: bool,
+    /// Accept a version of 2^63 or more (refused otherwise: it would leave no room for later pushes).
+    #[arg(long)]
+    force_version: bool,
     /// The edges' push API URLs, e.g. https://edge1.example.net:9443
     #[arg(required = true)]
     urls: Vec<String>,
@@ -379,7 +382,14 @@ pub fn run(opts: PushArgs) -> ExitCode {
         .map(|u| target(u))
         .collect::<Result<Vec<_>, _>>()
     {
-        Ok(t) => t,
+        Ok(mut t) => {
+            if opts.force_version {
+                for x in &mut t {
+                    x.path.push_str("?force_version=true");
+                }
+            }
+            t
+        }
         Err(e) => {
             eprintln!("mssp push: {e}");
             return ExitCode::from(USAGE);

@@ -44,6 +44,14 @@ fn print_status(s: &StatusView) {
     if let Some(e) = &s.last_error {
         println!("last error: {e}");
     }
+    if s.enforced {
+        println!("enforced: yes (the kernel runs what this agent published, on every interface)");
+    } else {
+        println!("enforced: NO");
+        for d in &s.drift {
+            println!("  - {d}");
+        }
+    }
     let mut t = table(&["interface", "mode", "link", "program", "adopted"]);
     for i in &s.interfaces {
         t.add_row(vec![
