@@ -31,7 +31,7 @@ use mssp_core::{
 };
 use mssp_wire::{ErrorBody, FieldErrorView, views::PushApplied};
 use serde_json::Value;
-use tokio::{net::TcpListener, sync::Semaphore};
+use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use crate::{
@@ -133,22 +133,21 @@ pub async fn serve<B: MapBackend + Send + 'static>(
         timeout,
     });
     let app = router(state);
-    let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    // Handshakes and authenticated connections are bounded apart: plain TCP clients can
+    // only ever hold handshake places, and even those go to newcomers first when full.
+    let handshakes = Arc::new(serve::Connections::default());
+    let authenticated = Arc::new(serve::Connections::default());
+    let handshake_timeout = timeout.min(std::time::Duration::from_secs(10));
     let mut conns = tokio::task::JoinSet::new();
     loop {
         let (tcp, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
-                Err(e) => {
-                    warn!("push API: accept: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    continue;
-                }
+                Err(e) => { serve::accept_failed("push API", e).await; continue; }
             },
             _ = stop.changed() => break,
         };
-        let Some(handshake) = serve::slot(&handshakes, "push API (TLS handshakes)") else {
+        let Some(hs) = handshakes.admit(MAX_HANDSHAKES, "push API (TLS handshakes)") else {
             drop(tcp);
             continue;
         };
@@ -162,14 +161,16 @@ pub async fn serve<B: MapBackend + Send + 'static>(
             break;
         };
         let acceptor = TlsAcceptor::from(tls);
-        let (app, slots) = (app.clone(), slots.clone());
-        conns.spawn(async move {
-            let Some(tls) = handshake_with(acceptor, tcp, peer, timeout).await else {
+        let (app, authenticated) = (app.clone(), authenticated.clone());
+        let hs_id = hs.id();
+        let h = conns.spawn(async move {
+            let Some(tls) = handshake_with(acceptor, tcp, peer, handshake_timeout).await else {
                 return;
             };
-            drop(handshake);
-            // Authenticated: only now does the connection take a push slot.
-            let Some(_slot) = serve::slot(&slots, "push API") else {
+            // Authenticated: the handshake place is free again, and only now does the
+            // connection take a push slot.
+            drop(hs);
+            let Some(slot) = authenticated.admit(MAX_CONNECTIONS, "push API") else {
                 return;
             };
             let subject = tls
@@ -187,8 +188,15 @@ pub async fn serve<B: MapBackend + Send + 'static>(
                 header_timeout: timeout,
                 max_lifetime: timeout * 4,
             };
-            serve::connection(tls, app.layer(Extension(client)), limits).await;
+            let (busy, slot_id) = (slot.busy.clone(), slot.id());
+            let served = tokio::spawn(async move {
+                let _slot = slot;
+                serve::connection(tls, app.layer(Extension(client)), busy, limits).await;
+            });
+            authenticated.set_task(slot_id, served.abort_handle());
+            let _ = served.await;
         });
+        handshakes.set_task(hs_id, h);
         // Reap finished connections so the set does not grow.
         while conns.try_join_next().is_some() {}
     }
