@@ -360,7 +360,7 @@ impl Agent<KernelBackend> {
             );
         }
         let pin_dir = cfg.pin_dir.clone();
-        let agent = Self::assemble(cfg, opts.clone(), l, dp, Box::new(KernelHost { ebpf, lock }))?;
+        let agent = Self::assemble(cfg, opts.clone(), l, dp, Box::new(KernelHost { ebpf, lock, tracer: None }))?;
         if opts.replace_pins {
             pins::retire_old(&pin_dir);
         }

@@ -5,7 +5,11 @@
 use std::collections::HashMap;
 
 use aya::Ebpf;
-use mssp_core::pins::{self, AttachResult, Attached, PinError, PinLock, PinSpec};
+use mssp_core::{
+    capacity::Capacities,
+    pins::{self, AttachResult, Attached, PinError, PinLock, PinSpec},
+    simulate::LiveTracer,
+};
 
 /// Attaching the program to interfaces, and checking that it still runs there.
 pub trait Host: Send {
@@ -21,6 +25,13 @@ pub trait Host: Send {
 
     /// What differs between `attached` and what the kernel runs (empty: nothing).
     fn verify(&self, pin_dir: &std::path::Path, attached: &[Attached]) -> Vec<String>;
+
+    /// The real program over the live policy, for `explain` (loaded on first use).
+    fn tracer(
+        &mut self,
+        pin_dir: &std::path::Path,
+        caps: Capacities,
+    ) -> Result<&LiveTracer, String>;
 }
 
 /// The loaded program, pinned under `pin_dir`, and the lock that makes the pins this
@@ -28,6 +39,7 @@ pub trait Host: Send {
 pub struct KernelHost {
     pub ebpf: Ebpf,
     pub lock: PinLock,
+    pub tracer: Option<LiveTracer>,
 }
 
 impl Host for KernelHost {
@@ -42,6 +54,18 @@ impl Host for KernelHost {
 
     fn verify(&self, pin_dir: &std::path::Path, attached: &[Attached]) -> Vec<String> {
         pins::verify_links(pin_dir, attached, pins::program_id(&self.ebpf))
+    }
+
+    fn tracer(
+        &mut self,
+        pin_dir: &std::path::Path,
+        caps: Capacities,
+    ) -> Result<&LiveTracer, String> {
+        if self.tracer.is_none() {
+            let abi = pins::Layout::new(pin_dir).abi_dir();
+            self.tracer = Some(LiveTracer::load(&abi, caps).map_err(|e| e.to_string())?);
+        }
+        Ok(self.tracer.as_ref().expect("loaded above"))
     }
 }
 
@@ -60,5 +84,13 @@ impl Host for NoHost {
 
     fn verify(&self, _pin_dir: &std::path::Path, _attached: &[Attached]) -> Vec<String> {
         Vec::new()
+    }
+
+    fn tracer(
+        &mut self,
+        _pin_dir: &std::path::Path,
+        _caps: Capacities,
+    ) -> Result<&LiveTracer, String> {
+        Err("this agent runs over in-memory maps: there is no program to explain with".into())
     }
 }

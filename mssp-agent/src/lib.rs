@@ -8,6 +8,7 @@ pub mod agent;
 pub mod api;
 pub mod audit;
 pub mod config;
+pub mod diff;
 pub mod error;
 pub mod host;
 pub mod idlog;

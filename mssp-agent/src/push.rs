@@ -39,7 +39,7 @@ use crate::{
     config::Config,
     serve::{self, Limits},
     state::Origin,
-    views::{policy_view, status_view, ts},
+    views::{central_view, status_view, ts},
 };
 
 /// At most this many authenticated push connections at once.
@@ -225,7 +225,7 @@ async fn handshake_with(
 
 async fn get_policy<B: MapBackend + Send + 'static>(State(s): State<Arc<PushState<B>>>) -> Response {
     let agent = s.agent.clone();
-    match tokio::task::spawn_blocking(move || policy_view(&agent.lock(), false)).await {
+    match tokio::task::spawn_blocking(move || central_view(&agent.lock(), false)).await {
         Ok(v) => reply(StatusCode::OK, v),
         Err(e) => error(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -256,6 +256,9 @@ struct PutQuery {
     /// Accept a version at or above [`MAX_VERSION`].
     #[serde(default)]
     force_version: bool,
+    /// Check and diff only; apply nothing.
+    #[serde(default)]
+    dry_run: bool,
 }
 
 /// Versions from here on are refused unless forced: a push of 2^64 - 1 would otherwise
@@ -337,6 +340,12 @@ async fn put_policy<B: MapBackend + Send + 'static>(
     let received_ms = started.elapsed().as_secs_f64() * 1000.0;
     let agent = s.agent.clone();
     let who = client.to_string();
+    if q.dry_run {
+        return match tokio::task::spawn_blocking(move || check_document(&agent, &body)).await {
+            Ok(c) => reply(StatusCode::OK, c),
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("check task: {e}")),
+        };
+    }
     let force = q.force_version;
     let auditor = who.clone();
     let r = tokio::task::spawn_blocking(move || apply(&agent, &body, &who, force))
@@ -483,6 +492,58 @@ fn apply<B: MapBackend>(
                 },
             )))
         }
+    }
+}
+
+/// Whether this agent would apply `body`: validated with its capacities, version above the
+/// one held, rules counted with its other layers; and what it would change.
+pub fn check_document<B: MapBackend>(agent: &Agent<B>, body: &[u8]) -> mssp_wire::views::PolicyCheck {
+    let cap = agent.config().policy_capacity();
+    let policy = match parse_policy(body, &cap) {
+        Ok(p) => p,
+        Err(e) => {
+            let doc: Option<Value> = serde_json::from_slice(body).ok();
+            return mssp_wire::views::PolicyCheck {
+                valid: false,
+                errors: e
+                    .field_errors()
+                    .into_iter()
+                    .take(MAX_ERRORS_LISTED)
+                    .map(|f| FieldErrorView {
+                        value: doc
+                            .as_ref()
+                            .and_then(|d| value_at(d, &f.path))
+                            .cloned()
+                            .unwrap_or(Value::Null),
+                        path: f.path,
+                        message: f.message,
+                    })
+                    .collect(),
+                diff: None,
+            };
+        }
+    };
+    let state = agent.lock();
+    let mut errors = Vec::new();
+    let held = state.central_version();
+    if state.central.is_some() && policy.version <= held {
+        errors.push(FieldErrorView {
+            path: "version".into(),
+            value: Value::from(policy.version),
+            message: format!("not newer than version {held} in force; push a greater version"),
+        });
+    }
+    if let Err(e) = mssp_core::dataplane::check(&crate::layers::desired(&policy, &state.local)) {
+        errors.push(FieldErrorView {
+            path: String::new(),
+            value: Value::Null,
+            message: e.to_string(),
+        });
+    }
+    mssp_wire::views::PolicyCheck {
+        valid: errors.is_empty(),
+        errors,
+        diff: Some(crate::diff::diff(&state.policy, &policy)),
     }
 }
 

@@ -12,8 +12,8 @@ use mssp_core::{
     policy::cidr::format_net,
 };
 use mssp_wire::views::{
-    ApplyView, BlockView, CounterView, CustomerStats, FillView, InterfaceView, LayerVersion,
-    PolicyVersion, RuleView, StatsView, StatusView,
+    ApplyView, BlockView, CounterView, CustomerStats, FillView, InterfaceView, LayerSummary,
+    LayerVersion, PolicyVersion, RuleView, StatsView, StatusView,
 };
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
@@ -125,6 +125,19 @@ pub fn stats_view<B: MapBackend>(
 }
 
 pub fn policy_view<B: MapBackend>(state: &AgentState<B>, full: bool) -> PolicyVersion {
+    let mut v = central_view(state, full);
+    v.layers = vec![LayerSummary {
+        layer: Layer::Local.name().into(),
+        version: state.local.version,
+        entries: state.local.entries.len(),
+        rules: state.local.rules.len(),
+        content: full.then(|| serde_json::to_value(&state.local).unwrap_or_default()),
+    }];
+    v
+}
+
+/// The central layer alone (what the push API answers).
+pub fn central_view<B: MapBackend>(state: &AgentState<B>, full: bool) -> PolicyVersion {
     match &state.central {
         Some(c) => PolicyVersion {
             version: c.version,
@@ -132,6 +145,7 @@ pub fn policy_view<B: MapBackend>(state: &AgentState<B>, full: bool) -> PolicyVe
             applied_at: Some(ts(c.applied_at)),
             source: c.source.clone(),
             policy: full.then(|| serde_json::to_value(&state.policy.doc).unwrap_or_default()),
+            layers: Vec::new(),
         },
         None => PolicyVersion {
             version: 0,
@@ -139,6 +153,7 @@ pub fn policy_view<B: MapBackend>(state: &AgentState<B>, full: bool) -> PolicyVe
             applied_at: None,
             source: None,
             policy: None,
+            layers: Vec::new(),
         },
     }
 }

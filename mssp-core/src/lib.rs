@@ -11,4 +11,5 @@ pub mod dataplane;
 pub mod loader;
 pub mod pins;
 pub mod policy;
+pub mod probe;
 pub mod simulate;

@@ -28,7 +28,21 @@ pub struct LoadOptions {
     pub parse_only: bool,
     /// Reuse (or create and pin) every map under this directory instead of private maps.
     pub pin_maps: Option<std::path::PathBuf>,
+    /// Reuse only the policy maps ([`POLICY_MAPS`]) pinned under this directory; counters
+    /// and token buckets stay private (a tracer over the live policy).
+    pub share_policy_maps: Option<std::path::PathBuf>,
 }
+
+/// The maps that hold the published policy (everything else counts or limits).
+pub const POLICY_MAPS: [&str; 7] = [
+    map_names::CUR,
+    map_names::RECORDS,
+    map_names::NODES4,
+    map_names::NODES6,
+    map_names::CHAIN,
+    map_names::RULES,
+    map_names::RULE_CIDRS,
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -130,9 +144,10 @@ pub fn load(opts: &LoadOptions) -> Result<Ebpf, LoadError> {
     let caps = opts.capacities.unwrap_or_default();
     let globals = Globals::new(&caps);
     configure(&mut loader, &caps, &globals);
-    let pin_paths: Vec<(&str, std::path::PathBuf)> = match &opts.pin_maps {
-        Some(dir) => map_names::ALL.iter().map(|n| (*n, dir.join(n))).collect(),
-        None => Vec::new(),
+    let pin_paths: Vec<(&str, std::path::PathBuf)> = match (&opts.pin_maps, &opts.share_policy_maps) {
+        (Some(dir), _) => map_names::ALL.iter().map(|n| (*n, dir.join(n))).collect(),
+        (None, Some(dir)) => POLICY_MAPS.iter().map(|n| (*n, dir.join(n))).collect(),
+        (None, None) => Vec::new(),
     };
     for (name, path) in &pin_paths {
         loader.map_pin_path(name, path.as_path());

@@ -90,6 +90,58 @@ impl Simulator {
         let Some((retval, t)) = trace_run(&self.ebpf, frame)? else {
             return Ok(None);
         };
+        Ok(Some(decision(retval, &t, |id| self.dataplane.entry_key(id).copied())))
+    }
+}
+
+/// The real program (tracing on) over the **live** policy: the agent's pinned policy maps,
+/// read-only in effect, with counters and token buckets of its own, so a probe neither
+/// shows in the production counters nor spends a customer's rate-limit tokens (a rate-limited
+/// rule therefore always looks within its limit here).
+pub struct LiveTracer {
+    ebpf: Ebpf,
+}
+
+impl LiveTracer {
+    /// Loads over the policy maps pinned in `abi_dir` (`pin_dir/v<ABI>`), made for `caps`.
+    pub fn load(abi_dir: &std::path::Path, caps: crate::capacity::Capacities) -> Result<LiveTracer, SimulateError> {
+        for name in loader::POLICY_MAPS {
+            if !abi_dir.join(name).exists() {
+                return Err(SimulateError::Maps(format!(
+                    "no pinned map {name} in {}: is the agent's data plane there?",
+                    abi_dir.display()
+                )));
+            }
+        }
+        let ebpf = loader::load(&LoadOptions {
+            trace: true,
+            capacities: Some(caps),
+            share_policy_maps: Some(abi_dir.to_path_buf()),
+            ..LoadOptions::default()
+        })?;
+        Ok(LiveTracer { ebpf })
+    }
+
+    /// One frame's decision; `entry_key` names the deciding entry by its id.
+    pub fn run(
+        &self,
+        frame: &[u8],
+        entry_key: impl Fn(u32) -> Option<crate::dataplane::EntryKey>,
+    ) -> Result<Option<Decision>, SimulateError> {
+        let Some((retval, t)) = trace_run(&self.ebpf, frame)? else {
+            return Ok(None);
+        };
+        Ok(Some(decision(retval, &t, entry_key)))
+    }
+}
+
+/// A trace record as a decision, the deciding entry named through `entry_key`.
+fn decision(
+    retval: u32,
+    t: &Trace,
+    entry_key: impl Fn(u32) -> Option<crate::dataplane::EntryKey>,
+) -> Decision {
+    {
         let verdict = Verdict::from_u32(t.verdict);
         let action = match retval {
             1 => "drop",
@@ -99,9 +151,7 @@ impl Simulator {
             4 => "redirect",
             _ => "unknown",
         };
-        let key = (t.entry != 0)
-            .then(|| self.dataplane.entry_key(t.entry))
-            .flatten();
+        let key = (t.entry != 0).then(|| entry_key(t.entry)).flatten();
         let mut monitored = Vec::new();
         if t.flags & trace_flags::GLOBAL_MONITOR != 0 {
             monitored.push("global");
@@ -109,7 +159,7 @@ impl Simulator {
         if t.flags & trace_flags::CUSTOMER_MONITOR != 0 {
             monitored.push("customer");
         }
-        Ok(Some(Decision {
+        Decision {
             action,
             reason: Reason::from_u32(t.reason).map_or("unknown", |r| r.name()),
             customer: (t.flags & trace_flags::CUSTOMER != 0)
@@ -124,7 +174,7 @@ impl Simulator {
             monitored,
             verdict,
             reason_code: Reason::from_u32(t.reason),
-        }))
+        }
     }
 }
 

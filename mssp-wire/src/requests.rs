@@ -3,13 +3,55 @@
 
 use serde::{Deserialize, Serialize};
 
+/// A customer named by its id or by its name (`--customer 7`, `--customer acme`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(untagged)]
+pub enum CustomerRef {
+    Id(u32),
+    Name(String),
+}
+
+impl CustomerRef {
+    /// A number is an id, anything else a name.
+    pub fn parse(s: &str) -> CustomerRef {
+        match s.parse::<u32>() {
+            Ok(id) if !s.starts_with('+') => CustomerRef::Id(id),
+            _ => CustomerRef::Name(s.to_string()),
+        }
+    }
+
+    /// The id, if given as one (a name that is all digits counts as an id).
+    pub fn as_id(&self) -> Option<u32> {
+        match self {
+            CustomerRef::Id(id) => Some(*id),
+            CustomerRef::Name(n) => n.parse().ok(),
+        }
+    }
+}
+
+impl std::fmt::Display for CustomerRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CustomerRef::Id(id) => write!(f, "{id}"),
+            CustomerRef::Name(n) => f.write_str(n),
+        }
+    }
+}
+
+impl std::str::FromStr for CustomerRef {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(CustomerRef::parse(s))
+    }
+}
+
 /// `POST /v1/blocks`: add (or replace) a local entry.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct BlockAdd {
     pub prefix: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub customer: Option<u32>,
+    pub customer: Option<CustomerRef>,
     #[serde(default)]
     pub global: bool,
     /// `drop` (default), `allow` or `monitor`.
@@ -31,7 +73,7 @@ pub struct BlockAdd {
 pub struct BlockDel {
     pub prefix: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub customer: Option<u32>,
+    pub customer: Option<CustomerRef>,
     #[serde(default)]
     pub global: bool,
 }
@@ -40,7 +82,7 @@ pub struct BlockDel {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RuleAdd {
-    pub customer: u32,
+    pub customer: CustomerRef,
     pub rule: serde_json::Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
@@ -50,7 +92,7 @@ pub struct RuleAdd {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct RuleDel {
-    pub customer: u32,
+    pub customer: CustomerRef,
     pub id: u32,
 }
 
@@ -58,14 +100,14 @@ pub struct RuleDel {
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct StatsQuery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub customer: Option<u32>,
+    pub customer: Option<CustomerRef>,
 }
 
 /// Query of `GET /v1/blocks`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ScopeQuery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub customer: Option<u32>,
+    pub customer: Option<CustomerRef>,
     #[serde(default)]
     pub global: bool,
 }
@@ -73,7 +115,7 @@ pub struct ScopeQuery {
 /// Query of `GET /v1/rules`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct RulesQuery {
-    pub customer: u32,
+    pub customer: CustomerRef,
 }
 
 /// Query of `GET /v1/policy`.
@@ -94,4 +136,67 @@ pub struct ResetVersion {
     pub confirm: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+}
+
+/// `POST /v1/blocks/batch`: several local entries, added all or none.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct BlockBatch {
+    pub entries: Vec<BlockAdd>,
+}
+
+/// `POST /v1/blocks/flush`: remove every local entry of one list.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct BlockFlush {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer: Option<CustomerRef>,
+    #[serde(default)]
+    pub global: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+}
+
+/// Query of `GET /v1/blocks/find`: which entries cover an address.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FindQuery {
+    pub ip: String,
+}
+
+/// `POST /v1/explain`: one packet by its fields.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeSpec {
+    pub src: String,
+    pub dst: String,
+    /// A name (`udp`, `tcp`, `icmp`, …) or a number; `udp` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proto: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sport: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dport: Option<u16>,
+    /// TCP flags set (`syn`, `ack`, …); `syn` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flags: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub icmp_type: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub icmp_code: Option<u8>,
+    /// IP total length.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub length: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dscp: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<u16>,
+}
+
+/// `POST /v1/simulate`: frames (hex) through the live policy.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SimulateFrames {
+    pub frames: Vec<String>,
 }

@@ -159,6 +159,22 @@ pub struct PolicyVersion {
     /// The whole document (`?full=true` on the local API).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<serde_json::Value>,
+    /// The other layers in force beside the central one (local API only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<LayerSummary>,
+}
+
+/// A policy layer other than the central one: its version and what it holds.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct LayerSummary {
+    /// "local", "fleet", "auto".
+    pub layer: String,
+    pub version: u64,
+    pub entries: usize,
+    pub rules: usize,
+    /// Everything it holds (`?full=true`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<serde_json::Value>,
 }
 
 /// `PUT /v1/policy` on the push API: 200 once the data plane enforces the document and it
@@ -202,4 +218,83 @@ pub struct ReloadResult {
 pub struct VersionReset {
     pub from: u64,
     pub to: u64,
+}
+
+/// What the data path decides for one packet (`mssp explain`, `mssp simulate --live`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Explanation {
+    /// "pass" or "drop".
+    pub action: String,
+    pub reason: String,
+    pub customer: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_name: Option<String>,
+    /// The source entry that decided, and its layer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entry: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer: Option<String>,
+    /// The rule that decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<u32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub monitored: Vec<String>,
+    /// What the answer cannot say (a rate limit's live state, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// `POST /v1/blocks/batch`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BlockBatchResult {
+    pub added: usize,
+}
+
+/// `POST /v1/blocks/flush`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BlockFlushed {
+    pub removed: usize,
+    pub scope: String,
+}
+
+/// What changes between the central policy in force and a document.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PolicyDiff {
+    pub from_version: u64,
+    pub to_version: u64,
+    pub infrastructure_added: Vec<String>,
+    pub infrastructure_removed: Vec<String>,
+    pub global_added: usize,
+    pub global_removed: usize,
+    pub global_changed: usize,
+    pub customers_added: Vec<u32>,
+    pub customers_removed: Vec<u32>,
+    pub customers_changed: Vec<CustomerDiff>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CustomerDiff {
+    pub id: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub prefixes_added: Vec<String>,
+    pub prefixes_removed: Vec<String>,
+    pub sources_added: usize,
+    pub sources_removed: usize,
+    pub sources_changed: usize,
+    pub rules_added: usize,
+    pub rules_removed: usize,
+    pub rules_changed: usize,
+    pub limits_changed: bool,
+}
+
+/// `POST /v1/policy/check` and `PUT /v1/policy?dry_run=true`: whether this agent would
+/// apply the document (with its layers and capacities), and what it would change.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PolicyCheck {
+    pub valid: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<crate::FieldErrorView>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff: Option<PolicyDiff>,
 }

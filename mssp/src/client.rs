@@ -78,14 +78,27 @@ impl Client {
         path: &str,
         body: Option<&Q>,
     ) -> Result<T, ClientError> {
+        let payload = match body {
+            Some(b) => serde_json::to_vec(b).map_err(|e| ClientError::Protocol {
+                path: self.socket.display().to_string(),
+                reason: format!("encoding the request: {e}"),
+            })?,
+            None => Vec::new(),
+        };
+        self.call_raw(method, path, payload)
+    }
+
+    /// [`Client::call`] with a body that is JSON already (a policy document, as it is).
+    pub fn call_raw<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        payload: Vec<u8>,
+    ) -> Result<T, ClientError> {
         let sp = self.socket.display().to_string();
         let protocol = |reason: String| ClientError::Protocol {
             path: sp.clone(),
             reason,
-        };
-        let payload = match body {
-            Some(b) => serde_json::to_vec(b).map_err(|e| protocol(format!("encoding the request: {e}")))?,
-            None => Vec::new(),
         };
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()

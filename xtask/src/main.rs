@@ -3,6 +3,7 @@
 //! and installing on a router (install). Independent of the mssp crates that build eBPF
 //! (it uses only mssp-lab), so it builds before bpf-linker exists.
 
+mod deb;
 mod demo;
 mod install;
 mod layout;
@@ -40,6 +41,9 @@ enum Command {
         #[arg(long)]
         quick: bool,
     },
+    /// A Debian package (target/debian/mssp_VERSION-1_ARCH.deb): the binary, the unit, a
+    /// default config, sysusers.d and tmpfiles.d entries, the man page and completions.
+    Deb,
     /// The module graph of every crate, checked for import cycles.
     Layout {
         /// Another workspace to check (default: this one).
@@ -84,6 +88,10 @@ fn main() -> Result<()> {
             }
             util::run(&mut c)
         }
+        Command::Deb => {
+            setup::setup()?;
+            deb::deb().map(|_| ())
+        }
         Command::Layout { root } => {
             layout::check(&root.unwrap_or_else(util::workspace_root), true)
         }
@@ -111,7 +119,9 @@ fn test(args: &[String]) -> Result<()> {
         "mssp-bench-ebpf",
     ];
     a.extend(args.iter().map(String::as_str));
-    let r = util::cargo(&a).and_then(|()| install_check());
+    let r = util::cargo(&a)
+        .and_then(|()| install_check())
+        .and_then(|()| deb::check());
     util::sweep_stale();
     r
 }

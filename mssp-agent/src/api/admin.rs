@@ -82,3 +82,16 @@ pub(crate) async fn reset_version<B: MapBackend + Send + 'static>(
     });
     r.map(Json)
 }
+
+/// Whether this agent would apply a document (its capacities, and its other layers counted
+/// in), and what it would change. Nothing is applied.
+pub(crate) async fn check<B: MapBackend + Send + 'static>(
+    State(agent): State<Arc<Agent<B>>>,
+    body: axum::body::Bytes,
+) -> Result<Json<mssp_wire::views::PolicyCheck>, ApiError> {
+    let a = agent.clone();
+    let r = tokio::task::spawn_blocking(move || crate::push::check_document(&a, &body))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("check task: {e}")))?;
+    Ok(Json(r))
+}

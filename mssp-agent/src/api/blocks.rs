@@ -11,23 +11,29 @@ use mssp_common::{Scope, abi::SourceAction};
 use mssp_core::{dataplane::backend::MapBackend, policy::cidr::{format_net, parse_cidr}};
 use mssp_wire::{
     Provenance,
-    requests::{BlockAdd, BlockDel, ScopeQuery},
-    views::{BlockRemoved, BlockView},
+    requests::{BlockAdd, BlockBatch, BlockDel, BlockFlush, CustomerRef, FindQuery, ScopeQuery},
+    views::{BlockBatchResult, BlockFlushed, BlockRemoved, BlockView},
 };
 use time::OffsetDateTime;
 
-use super::{ApiError, bad, blocking, not_changed, unknown_customer, user_name};
+use super::{ApiError, bad, blocking, not_changed, resolve, unknown_customer, user_name};
 use crate::{
     Agent, audit,
     serve::Peer,
+    state::AgentState,
     store::LocalEntry,
     views::{blocks_view, local_entry_view},
 };
 
-pub(crate) fn scope_of(customer: Option<u32>, global: bool) -> Result<Option<Scope>, ApiError> {
+/// The list a request names, its customer resolved by id or name.
+pub(crate) fn scope_of<B: MapBackend>(
+    state: &AgentState<B>,
+    customer: Option<&CustomerRef>,
+    global: bool,
+) -> Result<Option<Scope>, ApiError> {
     match (customer, global) {
         (Some(_), true) => Err(bad("give --customer ID or --global, not both")),
-        (Some(c), false) => Ok(Some(Scope::Customer(c))),
+        (Some(c), false) => Ok(Some(Scope::Customer(resolve(state, c)?))),
         (None, true) => Ok(Some(Scope::Global)),
         (None, false) => Ok(None),
     }
@@ -37,8 +43,8 @@ pub(crate) async fn list<B: MapBackend + Send + 'static>(
     State(agent): State<Arc<Agent<B>>>,
     Query(q): Query<ScopeQuery>,
 ) -> Result<Json<Vec<BlockView>>, ApiError> {
-    let filter = scope_of(q.customer, q.global)?;
     blocking(&agent, move |state| {
+        let filter = scope_of(state, q.customer.as_ref(), q.global)?;
         if let Some(Scope::Customer(c)) = filter
             && state.policy.customer(c).is_none()
             && !state
@@ -89,37 +95,47 @@ pub(crate) fn expiry(ttl: Option<&str>) -> Result<Option<OffsetDateTime>, ApiErr
         })
 }
 
-pub(crate) async fn add<B: MapBackend + Send + 'static>(
-    State(agent): State<Arc<Agent<B>>>,
-    peer: Option<Extension<Peer>>,
-    Json(req): Json<BlockAdd>,
-) -> Result<Json<BlockView>, ApiError> {
-    let scope = scope_of(req.customer, req.global)?
+/// A local entry from a request: its list resolved, every field checked.
+fn entry_of<B: MapBackend>(
+    state: &AgentState<B>,
+    req: &BlockAdd,
+    who: &str,
+) -> Result<LocalEntry, ApiError> {
+    let scope = scope_of(state, req.customer.as_ref(), req.global)?
         .ok_or_else(|| bad("say which list: --customer ID or --global"))?;
     let net = parse_cidr(&req.prefix, true).map_err(bad)?;
     let action = parse_action(req.action.as_deref())?;
     let expires = expiry(req.ttl.as_deref())?;
-    let peer_user = peer.and_then(|Extension(p)| p.uid).map(user_name);
-    let entry = LocalEntry {
+    if let Scope::Customer(c) = scope
+        && state.policy.customer(c).is_none()
+    {
+        return Err(unknown_customer(state, c));
+    }
+    Ok(LocalEntry {
         scope,
         prefix: format_net(&net),
         action,
         expires,
         comment: req.comment.clone(),
-        by: Provenance::now(Provenance::operator(peer_user, req.user.as_deref())),
-    };
-    let (who, target) = (
-        entry.by.who.clone(),
-        serde_json::json!({"scope": scope.label().to_string(), "prefix": entry.prefix,
-            "action": action.name(), "expires": expires.map(crate::views::ts)}),
-    );
+        by: Provenance::now(who),
+    })
+}
+
+pub(crate) async fn add<B: MapBackend + Send + 'static>(
+    State(agent): State<Arc<Agent<B>>>,
+    peer: Option<Extension<Peer>>,
+    Json(req): Json<BlockAdd>,
+) -> Result<Json<BlockView>, ApiError> {
+    let peer_user = peer.and_then(|Extension(p)| p.uid).map(user_name);
+    let who = Provenance::operator(peer_user, req.user.as_deref());
+    let target = serde_json::json!({"list": req.customer.as_ref().map_or("global".to_string(), |c| c.to_string()),
+        "prefix": req.prefix, "action": req.action, "ttl": req.ttl});
     let a2 = agent.clone();
+    let by = who.clone();
+    let comment = req.comment.clone();
     let view = blocking(&agent, move |state| {
-        if let Scope::Customer(c) = scope
-            && state.policy.customer(c).is_none()
-        {
-            return Err(unknown_customer(state, c));
-        }
+        let entry = entry_of(state, &req, &by)?;
+        let (scope, net) = (entry.scope, entry.net());
         let mut local = state.local.clone();
         local
             .entries
@@ -134,7 +150,7 @@ pub(crate) async fn add<B: MapBackend + Send + 'static>(
         who: &who,
         what: "block add",
         target,
-        comment: req.comment.as_deref(),
+        comment: comment.as_deref(),
         result: audit::outcome(&view.as_ref().map_err(|e| &e.1)),
     });
     Ok(Json(view?))
@@ -145,11 +161,12 @@ pub(crate) async fn del<B: MapBackend + Send + 'static>(
     peer: Option<Extension<Peer>>,
     Json(req): Json<BlockDel>,
 ) -> Result<Json<BlockRemoved>, ApiError> {
-    let scope = scope_of(req.customer, req.global)?
-        .ok_or_else(|| bad("say which list: --customer ID or --global"))?;
     let net = parse_cidr(&req.prefix, true).map_err(bad)?;
     let who = Provenance::operator(peer.and_then(|Extension(p)| p.uid).map(user_name), None);
+    let list = req.customer.as_ref().map_or("global".to_string(), |c| c.to_string());
     let r = blocking(&agent, move |state| {
+        let scope = scope_of(state, req.customer.as_ref(), req.global)?
+            .ok_or_else(|| bad("say which list: --customer ID or --global"))?;
         let mut local = state.local.clone();
         let before = local.entries.len();
         local.entries.retain(|e| !(e.scope == scope && e.net() == net));
@@ -191,9 +208,107 @@ pub(crate) async fn del<B: MapBackend + Send + 'static>(
     audit::record(&audit::Event {
         who: &who,
         what: "block del",
-        target: serde_json::json!({"scope": scope.label().to_string(), "prefix": format_net(&net)}),
+        target: serde_json::json!({"list": list, "prefix": format_net(&net)}),
         comment: None,
         result: audit::outcome(&r.as_ref().map_err(|e| &e.1)),
     });
     r
+}
+
+/// Several entries at once: every one checked first, then one change of the local layer
+/// (all or nothing).
+pub(crate) async fn batch<B: MapBackend + Send + 'static>(
+    State(agent): State<Arc<Agent<B>>>,
+    peer: Option<Extension<Peer>>,
+    Json(req): Json<BlockBatch>,
+) -> Result<Json<BlockBatchResult>, ApiError> {
+    let claimed = req.entries.first().and_then(|e| e.user.clone());
+    let who = Provenance::operator(
+        peer.and_then(|Extension(p)| p.uid).map(user_name),
+        claimed.as_deref(),
+    );
+    let n = req.entries.len();
+    let by = who.clone();
+    let a2 = agent.clone();
+    let r = blocking(&agent, move |state| {
+        let mut entries = Vec::with_capacity(req.entries.len());
+        for (i, e) in req.entries.iter().enumerate() {
+            let entry = entry_of(state, e, &by)
+                .map_err(|err| ApiError(err.0, format!("entry {} ({}): {}; nothing changed", i + 1, e.prefix, err.1)))?;
+            entries.push(entry);
+        }
+        let mut local = state.local.clone();
+        let added: std::collections::HashSet<(Scope, mssp_common::Net)> =
+            entries.iter().map(|e| (e.scope, e.net())).collect();
+        local.entries.retain(|e| !added.contains(&(e.scope, e.net())));
+        local.entries.extend(entries);
+        state.set_local(local, "block add -f").map_err(not_changed)?;
+        a2.expiry_changed.notify_one();
+        Ok(BlockBatchResult { added: added.len() })
+    })
+    .await;
+    audit::record(&audit::Event {
+        who: &who,
+        what: "block add -f",
+        target: serde_json::json!({"entries": n}),
+        comment: None,
+        result: audit::outcome(&r.as_ref().map_err(|e| &e.1)),
+    });
+    r.map(Json)
+}
+
+/// Removes every local entry of one list.
+pub(crate) async fn flush<B: MapBackend + Send + 'static>(
+    State(agent): State<Arc<Agent<B>>>,
+    peer: Option<Extension<Peer>>,
+    Json(req): Json<BlockFlush>,
+) -> Result<Json<BlockFlushed>, ApiError> {
+    let who = Provenance::operator(
+        peer.and_then(|Extension(p)| p.uid).map(user_name),
+        req.user.as_deref(),
+    );
+    let list = req.customer.as_ref().map_or("global".to_string(), |c| c.to_string());
+    let r = blocking(&agent, move |state| {
+        let scope = scope_of(state, req.customer.as_ref(), req.global)?
+            .ok_or_else(|| bad("say which list: --customer ID or --global"))?;
+        let mut local = state.local.clone();
+        let before = local.entries.len();
+        local.entries.retain(|e| e.scope != scope);
+        let removed = before - local.entries.len();
+        if removed > 0 {
+            state.set_local(local, "block flush").map_err(not_changed)?;
+        }
+        Ok(BlockFlushed {
+            removed,
+            scope: scope.label().to_string(),
+        })
+    })
+    .await;
+    audit::record(&audit::Event {
+        who: &who,
+        what: "block flush",
+        target: serde_json::json!({"list": list}),
+        comment: None,
+        result: audit::outcome(&r.as_ref().map_err(|e| &e.1)),
+    });
+    r.map(Json)
+}
+
+/// Every entry of every layer and list that covers an address.
+pub(crate) async fn find<B: MapBackend + Send + 'static>(
+    State(agent): State<Arc<Agent<B>>>,
+    Query(q): Query<FindQuery>,
+) -> Result<Json<Vec<BlockView>>, ApiError> {
+    let addr = parse_cidr(&q.ip, true).map_err(bad)?;
+    blocking(&agent, move |state| {
+        Ok(Json(
+            blocks_view(state, None)
+                .into_iter()
+                .filter(|b| {
+                    parse_cidr(&b.prefix, true).is_ok_and(|n| n.covers(&addr))
+                })
+                .collect(),
+        ))
+    })
+    .await
 }

@@ -5,6 +5,7 @@
 
 mod admin;
 mod blocks;
+mod explain;
 mod rules;
 
 use std::{os::unix::fs::PermissionsExt, sync::Arc};
@@ -57,6 +58,51 @@ pub(crate) fn unknown_customer<B: MapBackend>(state: &AgentState<B>, id: u32) ->
     ApiError(StatusCode::NOT_FOUND, unknown_customer_message(state, id))
 }
 
+/// A customer named by id or by name, as the central policy knows it: its id. A number
+/// is an id even when no customer has it yet (callers decide whether that is an error).
+pub(crate) fn resolve<B: MapBackend>(
+    state: &AgentState<B>,
+    r: &mssp_wire::requests::CustomerRef,
+) -> Result<u32, ApiError> {
+    if let Some(id) = r.as_id() {
+        return Ok(id);
+    }
+    let name = r.to_string();
+    let matching: Vec<u32> = state
+        .policy
+        .customers
+        .iter()
+        .filter(|c| c.name.as_deref() == Some(name.as_str()))
+        .map(|c| c.id)
+        .collect();
+    match matching.as_slice() {
+        [id] => Ok(*id),
+        [] => {
+            let mut names: Vec<&str> = state
+                .policy
+                .customers
+                .iter()
+                .filter_map(|c| c.name.as_deref())
+                .collect();
+            names.sort_unstable();
+            names.truncate(12);
+            Err(ApiError(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "no customer is named {name:?}; the central policy (version {}) names {}",
+                    state.central_version(),
+                    if names.is_empty() { "none".to_string() } else { names.join(", ") }
+                ),
+            ))
+        }
+        ids => Err(bad(format!(
+            "{} customers are named {name:?} (ids {}); give the id",
+            ids.len(),
+            ids.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+        ))),
+    }
+}
+
 /// Runs `f` under the agent lock on the blocking pool.
 pub(crate) async fn blocking<B, T>(
     agent: &Arc<Agent<B>>,
@@ -105,12 +151,18 @@ pub fn router<B: MapBackend + Send + 'static>(agent: Arc<Agent<B>>) -> Router {
             axum::routing::post(admin::reset_version::<B>),
         )
         .route("/v1/reload", axum::routing::post(admin::reload::<B>))
+        .route("/v1/policy/check", axum::routing::post(admin::check::<B>))
+        .route("/v1/explain", axum::routing::post(explain::explain::<B>))
+        .route("/v1/simulate", axum::routing::post(explain::simulate::<B>))
         .route(
             "/v1/blocks",
             get(blocks::list::<B>)
                 .post(blocks::add::<B>)
                 .delete(blocks::del::<B>),
         )
+        .route("/v1/blocks/batch", axum::routing::post(blocks::batch::<B>))
+        .route("/v1/blocks/flush", axum::routing::post(blocks::flush::<B>))
+        .route("/v1/blocks/find", get(blocks::find::<B>))
         .route(
             "/v1/rules",
             get(rules::list::<B>)
@@ -181,12 +233,16 @@ async fn stats<B: MapBackend + Send + 'static>(
     Query(q): Query<StatsQuery>,
 ) -> Result<Json<StatsView>, ApiError> {
     blocking(&agent, move |state| {
-        if let Some(c) = q.customer
+        let only = match &q.customer {
+            Some(r) => Some(resolve(state, r)?),
+            None => None,
+        };
+        if let Some(c) = only
             && state.dp.slot(c).is_none()
         {
             return Err(unknown_customer(state, c));
         }
-        stats_view(state, q.customer)
+        stats_view(state, only)
             .map(Json)
             .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
     })

@@ -18,7 +18,7 @@ use mssp_wire::{
     views::{RuleRemoved, RuleView},
 };
 
-use super::{ApiError, bad, blocking, not_changed, unknown_customer, user_name};
+use super::{ApiError, bad, blocking, not_changed, resolve, unknown_customer, user_name};
 use crate::{Agent, audit, serve::Peer, store::LocalRule, views::rules_view};
 
 pub(crate) async fn list<B: MapBackend + Send + 'static>(
@@ -26,10 +26,11 @@ pub(crate) async fn list<B: MapBackend + Send + 'static>(
     Query(q): Query<RulesQuery>,
 ) -> Result<Json<Vec<RuleView>>, ApiError> {
     blocking(&agent, move |state| {
-        if state.policy.customer(q.customer).is_none() {
-            return Err(unknown_customer(state, q.customer));
+        let customer = resolve(state, &q.customer)?;
+        if state.policy.customer(customer).is_none() {
+            return Err(unknown_customer(state, customer));
         }
-        Ok(Json(rules_view(state, q.customer)))
+        Ok(Json(rules_view(state, customer)))
     })
     .await
 }
@@ -45,12 +46,12 @@ pub(crate) async fn add<B: MapBackend + Send + 'static>(
     })?;
     let peer_user = peer.and_then(|Extension(p)| p.uid).map(user_name);
     let who = Provenance::operator(peer_user, req.user.as_deref());
-    let customer = req.customer;
     let (auditor, target) = (
         who.clone(),
-        serde_json::json!({"customer": customer, "rule": req.rule}),
+        serde_json::json!({"customer": req.customer, "rule": req.rule}),
     );
     let r = blocking(&agent, move |state| {
+        let customer = resolve(state, &req.customer)?;
         let Some(c) = state.policy.customer(customer) else {
             return Err(unknown_customer(state, customer));
         };
@@ -123,30 +124,31 @@ pub(crate) async fn del<B: MapBackend + Send + 'static>(
     let who = Provenance::operator(peer.and_then(|Extension(p)| p.uid).map(user_name), None);
     let target = serde_json::json!({"customer": req.customer, "rule": req.id});
     let r = blocking(&agent, move |state| {
-        let Some(c) = state.policy.customer(req.customer) else {
-            return Err(unknown_customer(state, req.customer));
+        let customer = resolve(state, &req.customer)?;
+        let Some(c) = state.policy.customer(customer) else {
+            return Err(unknown_customer(state, customer));
         };
         let mut local = state.local.clone();
         let before = local.rules.len();
-        local.rules.retain(|r| !(r.customer == req.customer && r.rule.id == req.id));
+        local.rules.retain(|r| !(r.customer == customer && r.rule.id == req.id));
         if local.rules.len() == before {
             let msg = if c.rules.iter().any(|r| r.id == req.id) {
                 format!(
                     "rule {} of customer {} comes from the central policy (version {}); the CLI edits the local layer only — \
                      override it with a local rule of the same id",
                     req.id,
-                    req.customer,
+                    customer,
                     state.central_version()
                 )
             } else {
-                format!("customer {} has no local rule {}", req.customer, req.id)
+                format!("customer {customer} has no local rule {}", req.id)
             };
             return Err(ApiError(StatusCode::NOT_FOUND, msg));
         }
         state.set_local(local, "rule del").map_err(not_changed)?;
         Ok(Json(RuleRemoved {
             removed: req.id,
-            customer: req.customer,
+            customer,
         }))
     })
     .await;

@@ -649,23 +649,10 @@ impl<B: MapBackend> Dataplane<B> {
         tx: &mut Allocations,
         digest: &mut Fnv,
     ) -> Result<RecordRules, DataplaneError> {
-        let effective = c.effective_rules();
-        if effective.len() > MAX_RULES_PER_CUSTOMER as usize {
-            let layers: Vec<String> = Layer::ALL
-                .iter()
-                .rev()
-                .filter_map(|l| {
-                    let n = effective.iter().filter(|r| r.layer == *l).count();
-                    (n > 0).then(|| format!("{n} {}", l.name()))
-                })
-                .collect();
-            return Err(DataplaneError::TooManyRules {
-                customer: c.id,
-                count: effective.len(),
-                layers: layers.join(" + "),
-                max: MAX_RULES_PER_CUSTOMER,
-            });
+        if let Some(e) = too_many_rules(c) {
+            return Err(e);
         }
+        let effective = c.effective_rules();
         let mut list = Vec::new();
         for r in effective {
             let key = StatKey {
@@ -1031,6 +1018,38 @@ impl<B: MapBackend> Dataplane<B> {
         for (k, _) in tx.new_stats {
             self.stats.release(&k);
         }
+    }
+}
+
+/// A customer whose rules of every layer together exceed what the data path runs.
+fn too_many_rules(c: &DesiredCustomer) -> Option<DataplaneError> {
+    let effective = c.effective_rules();
+    if effective.len() <= MAX_RULES_PER_CUSTOMER as usize {
+        return None;
+    }
+    let layers: Vec<String> = Layer::ALL
+        .iter()
+        .rev()
+        .filter_map(|l| {
+            let n = effective.iter().filter(|r| r.layer == *l).count();
+            (n > 0).then(|| format!("{n} {}", l.name()))
+        })
+        .collect();
+    Some(DataplaneError::TooManyRules {
+        customer: c.id,
+        count: effective.len(),
+        layers: layers.join(" + "),
+        max: MAX_RULES_PER_CUSTOMER,
+    })
+}
+
+/// What an apply of `desired` would refuse before writing anything that does not depend on
+/// the maps' fill: rules per customer across layers. (`push --dry-run`, `policy validate
+/// --agent`.)
+pub fn check(desired: &Desired) -> Result<(), DataplaneError> {
+    match desired.customers.iter().find_map(too_many_rules) {
+        Some(e) => Err(e),
+        None => Ok(()),
     }
 }
 

@@ -16,6 +16,19 @@ use time::OffsetDateTime;
 pub use doc::PolicyDoc;
 pub use validate::{Capacity, parse_policy, validate};
 
+/// A document as the agent reports it (`GET /v1/policy?full=true`), validated with no capacity
+/// limit (it is in force already).
+pub fn doc_from_value(v: serde_json::Value) -> Result<Policy, PolicyError> {
+    let doc: PolicyDoc = serde_json::from_value(v).map_err(|e| PolicyError::Syntax(e.to_string()))?;
+    validate(
+        &doc,
+        &Capacity {
+            customers: u32::MAX,
+            source_entries: u32::MAX,
+        },
+    )
+}
+
 /// `sha256:<hex>` of a policy document's bytes: what the agent reports and `mssp push`
 /// checks, so both ends agree on exactly which document is in force.
 pub fn document_digest(bytes: &[u8]) -> String {

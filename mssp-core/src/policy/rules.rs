@@ -154,6 +154,16 @@ pub const TCP_FLAGS: &[(&str, u8)] = &[
     ("cwr", 0x80),
 ];
 
+/// A protocol by name (`udp`, `tcp`, `icmp`, …) or number.
+pub fn protocol_number(name: &str) -> Option<u8> {
+    let lower = name.to_ascii_lowercase();
+    PROTOCOLS
+        .iter()
+        .find(|(n, _)| *n == lower)
+        .map(|(_, p)| *p)
+        .or_else(|| decimal(name).filter(|n| *n <= 255).map(|n| n as u8))
+}
+
 struct Ctx<'a> {
     errors: &'a mut Vec<FieldError>,
 }

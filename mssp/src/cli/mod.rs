@@ -4,6 +4,7 @@
 
 mod agent;
 mod block;
+mod explain;
 mod output;
 mod policy;
 mod push;
@@ -15,6 +16,8 @@ mod unpin;
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
+
+use mssp_wire::requests::CustomerRef;
 
 use crate::client::Client;
 
@@ -54,8 +57,11 @@ enum Command {
         #[arg(long)]
         replace_pins: bool,
     },
-    /// Run every frame of a capture through the real XDP program and say what it decided.
+    /// Run every frame of a capture through the real XDP program and say what it decided
+    /// (with a policy file, or --live with the agent's policy in force, every layer).
     Simulate(simulate::SimulateArgs),
+    /// What the live data path decides for one packet, and why.
+    Explain(explain::ExplainArgs),
     /// Policy documents.
     Policy {
         #[command(subcommand)]
@@ -78,8 +84,9 @@ enum Command {
     },
     /// Packets and bytes per customer, verdict and reason.
     Stats {
+        /// One customer (id or name).
         #[arg(long)]
-        customer: Option<u32>,
+        customer: Option<CustomerRef>,
         #[arg(long)]
         json: bool,
     },
@@ -95,6 +102,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write the man page and shell completions into a directory (packaging).
+    #[command(hide = true)]
+    GenerateAssets { dir: PathBuf },
     /// Remove everything the agent pinned: filtering stops on every interface.
     Unpin {
         #[arg(long)]
@@ -105,13 +115,13 @@ enum Command {
     },
 }
 
-/// `--customer ID` or `--global`, exactly one.
+/// `--customer ID|NAME` or `--global`, exactly one.
 #[derive(Args)]
 #[group(required = true, multiple = false)]
 pub struct ScopeArgs {
-    /// A customer's list.
+    /// A customer's list (its id or its name).
     #[arg(long)]
-    pub customer: Option<u32>,
+    pub customer: Option<CustomerRef>,
     /// The ISP-wide list.
     #[arg(long)]
     pub global: bool,
@@ -131,7 +141,8 @@ pub fn main() -> ExitCode {
             config,
             replace_pins,
         } => agent::run(&config, replace_pins),
-        Command::Simulate(args) => simulate::run(args),
+        Command::Simulate(args) => simulate::run(&client, args),
+        Command::Explain(args) => explain::run(&client, args),
         Command::Policy { command } => policy::run(&client, command),
         Command::Block { command } => block::run(&client, command),
         Command::Rule { command } => rule::run(&client, command),
@@ -139,6 +150,13 @@ pub fn main() -> ExitCode {
         Command::Stats { customer, json } => status::stats(&client, customer, json),
         Command::Push(args) => push::run(args),
         Command::Unpin { pin_dir, force } => unpin::run(&pin_dir, force),
+        Command::GenerateAssets { dir } => match generate_assets(&dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("mssp generate-assets: {}: {e}", dir.display());
+                ExitCode::FAILURE
+            }
+        },
         Command::Reload { config, json } => {
             let client = match config {
                 Some(path) => match mssp_agent::config::Config::load(&path) {
@@ -157,6 +175,37 @@ pub fn main() -> ExitCode {
             )
         }
     }
+}
+
+/// The man page (`mssp.1`) and bash, zsh and fish completions.
+fn generate_assets(dir: &std::path::Path) -> std::io::Result<()> {
+    use clap::CommandFactory;
+    use clap_complete::{Shell, generate};
+    std::fs::create_dir_all(dir)?;
+    let cmd = Cli::command();
+    clap_mangen::Man::new(cmd.clone()).render(&mut std::fs::File::create(dir.join("mssp.1"))?)?;
+    for (shell, name) in [
+        (Shell::Bash, "mssp.bash"),
+        (Shell::Zsh, "_mssp"),
+        (Shell::Fish, "mssp.fish"),
+    ] {
+        let mut c = cmd.clone();
+        generate(shell, &mut c, "mssp", &mut std::fs::File::create(dir.join(name))?);
+    }
+    Ok(())
+}
+
+/// A query-string value, percent-encoded.
+pub fn query(v: &str) -> String {
+    let mut out = String::new();
+    for b in v.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// The operator as the CLI knows them, passed along for the audit trail.

@@ -26,7 +26,7 @@ use mssp_core::policy::{Capacity, document_digest, parse_policy};
 use mssp_wire::{
     ErrorBody,
     exit::{DATAERR, USAGE},
-    views::PushApplied,
+    views::{PolicyCheck, PushApplied},
 };
 
 #[derive(Args)]
@@ -57,6 +57,9 @@ pub struct PushArgs {
     /// Accept a version of 2^63 or more (refused otherwise: it would leave no room for later pushes).
     #[arg(long)]
     force_version: bool,
+    /// Ask each edge whether it would apply the document, and what it would change; apply nothing.
+    #[arg(long)]
+    dry_run: bool,
     /// The edges' push API URLs, e.g. https://edge1.example.net:9443
     #[arg(required = true)]
     urls: Vec<String>,
@@ -129,6 +132,9 @@ pub struct EdgeResult {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub edge_ms: Option<Value>,
     pub error: Option<String>,
+    /// `--dry-run`: the edge's verdict on the document and what it would change.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub check: Option<PolicyCheck>,
 }
 
 /// A failure below HTTP: connecting, TLS, or the connection breaking.
@@ -231,7 +237,9 @@ async fn push_one(
         elapsed_ms: 0.0,
         edge_ms: None,
         error: None,
+        check: None,
     };
+    let dry_run = t.path.contains("dry_run=true");
     loop {
         attempts += 1;
         let retry = match attempt(&tls, &t, body.clone(), timeout).await {
@@ -241,6 +249,26 @@ async fn push_one(
             }
             Ok((status, bytes)) => {
                 r.http_status = Some(status.as_u16());
+                if status == StatusCode::OK && dry_run {
+                    match serde_json::from_slice::<PolicyCheck>(&bytes) {
+                        Ok(c) => {
+                            r.ok = c.valid;
+                            r.outcome = if c.valid { "would_apply" } else { "would_refuse" };
+                            r.error = (!c.valid).then(|| {
+                                c.errors
+                                    .iter()
+                                    .map(|e| if e.path.is_empty() { e.message.clone() } else { format!("{}: {}", e.path, e.message) })
+                                    .collect::<Vec<_>>()
+                                    .join("; ")
+                            });
+                            r.check = Some(c);
+                        }
+                        Err(e) => {
+                            r.error = Some(format!("the edge's dry-run reply does not parse ({e})"));
+                        }
+                    }
+                    break;
+                }
                 if status == StatusCode::OK {
                     match serde_json::from_slice::<PushApplied>(&bytes) {
                         Ok(a) => {
@@ -383,9 +411,17 @@ pub fn run(opts: PushArgs) -> ExitCode {
         .collect::<Result<Vec<_>, _>>()
     {
         Ok(mut t) => {
+            let mut q = Vec::new();
             if opts.force_version {
+                q.push("force_version=true");
+            }
+            if opts.dry_run {
+                q.push("dry_run=true");
+            }
+            if !q.is_empty() {
                 for x in &mut t {
-                    x.path.push_str("?force_version=true");
+                    x.path.push('?');
+                    x.path.push_str(&q.join("&"));
                 }
             }
             t
@@ -493,6 +529,20 @@ fn print_results(
         ]);
     }
     println!("{t}");
+    if opts.dry_run {
+        for r in results {
+            if let Some(d) = r.check.as_ref().and_then(|c| c.diff.as_ref()) {
+                println!("{}:", r.url);
+                super::policy::print_diff(d);
+            }
+        }
+        println!(
+            "{} of {} edges would apply version {version} (dry run: nothing was applied)",
+            results.len() - failed,
+            results.len()
+        );
+        return;
+    }
     println!(
         "{} of {} edges enforce version {version}{}",
         results.len() - failed,

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Subcommand;
 use mssp_wire::{
     exit,
-    requests::{RuleAdd, RuleDel},
+    requests::{CustomerRef, RuleAdd, RuleDel},
     views::{RuleRemoved, RuleView},
 };
 
@@ -20,8 +20,9 @@ pub enum RuleCommand {
     /// Add (or replace, by id) a local rule, written as in the policy document, e.g.
     /// '{"id":100,"match":{"protocol":"udp","src_ports":["11211"]},"action":"drop"}'.
     Add {
+        /// The customer (id or name).
         #[arg(long)]
-        customer: u32,
+        customer: CustomerRef,
         /// The rule (JSON), or @FILE to read it from a file.
         #[arg(long)]
         rule: String,
@@ -30,8 +31,9 @@ pub enum RuleCommand {
     },
     /// Remove a local rule.
     Del {
+        /// The customer (id or name).
         #[arg(long)]
-        customer: u32,
+        customer: CustomerRef,
         #[arg(long)]
         id: u32,
         #[arg(long)]
@@ -39,8 +41,9 @@ pub enum RuleCommand {
     },
     /// A customer's rules of both layers in evaluation order, with their counters.
     List {
+        /// The customer (id or name).
         #[arg(long)]
-        customer: u32,
+        customer: CustomerRef,
         #[arg(long)]
         json: bool,
     },
@@ -63,6 +66,14 @@ pub fn run(client: &Client, command: RuleCommand) -> ExitCode {
                 },
                 None => rule,
             };
+            // Parsed strictly here (duplicate keys, arrays for objects, nulls are refused,
+            // naming the field): the agent sees only a value.
+            let mut de = serde_json::Deserializer::from_str(&text);
+            if let Err(e) = serde_path_to_error::deserialize::<_, mssp_core::policy::rules_doc::RuleDoc>(&mut de) {
+                let path = e.path().to_string();
+                eprintln!("mssp rule add: --rule: rule.{path}: {}", e.into_inner());
+                return ExitCode::from(exit::DATAERR);
+            }
             let value: serde_json::Value = match serde_json::from_str(&text) {
                 Ok(v) => v,
                 Err(e) => {
@@ -71,7 +82,7 @@ pub fn run(client: &Client, command: RuleCommand) -> ExitCode {
                 }
             };
             let req = RuleAdd {
-                customer,
+                customer: customer.clone(),
                 rule: value,
                 user: operator(),
             };
@@ -84,12 +95,21 @@ pub fn run(client: &Client, command: RuleCommand) -> ExitCode {
             })
         }
         RuleCommand::Del { customer, id, json } => report(
-            client.delete::<_, RuleRemoved>("/v1/rules", &RuleDel { customer, id }),
+            client.delete::<_, RuleRemoved>(
+                "/v1/rules",
+                &RuleDel {
+                    customer: customer.clone(),
+                    id,
+                },
+            ),
             json,
             |_| println!("removed local rule {id} of customer {customer}"),
         ),
         RuleCommand::List { customer, json } => report(
-            client.get::<Vec<RuleView>>(&format!("/v1/rules?customer={customer}")),
+            client.get::<Vec<RuleView>>(&format!(
+                "/v1/rules?customer={}",
+                super::query(&customer.to_string())
+            )),
             json,
             |list| print_rules(list),
         ),

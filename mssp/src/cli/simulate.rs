@@ -25,8 +25,11 @@ use serde::Serialize;
 #[derive(Args)]
 pub struct SimulateArgs {
     /// Policy document (JSON).
+    #[arg(long, required_unless_present = "live", conflicts_with = "live")]
+    policy: Option<PathBuf>,
+    /// The policy the agent enforces now, every layer (through its local API).
     #[arg(long)]
-    policy: PathBuf,
+    live: bool,
     /// Capture file (pcap or pcapng, Ethernet).
     #[arg(long)]
     pcap: PathBuf,
@@ -35,10 +38,14 @@ pub struct SimulateArgs {
     json: bool,
 }
 
-pub fn run(args: SimulateArgs) -> ExitCode {
+pub fn run(client: &crate::client::Client, args: SimulateArgs) -> ExitCode {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    match simulate(&args.policy, &args.pcap, args.json, &mut out) {
+    let r = match &args.policy {
+        Some(p) => simulate(p, &args.pcap, args.json, &mut out),
+        None => live(client, &args.pcap, args.json, &mut out),
+    };
+    match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let _ = out.flush();
@@ -55,6 +62,8 @@ struct DecisionLine<'a> {
     reason: &'static str,
     customer: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    customer_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     entry: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     layer: Option<&'static str>,
@@ -64,12 +73,16 @@ struct DecisionLine<'a> {
     monitored: &'a [&'static str],
 }
 
-impl<'a> From<&'a Decision> for DecisionLine<'a> {
-    fn from(d: &'a Decision) -> Self {
+impl<'a> DecisionLine<'a> {
+    fn new(d: &'a Decision, policy: &'a mssp_core::policy::Policy) -> Self {
         DecisionLine {
             action: d.action,
             reason: d.reason,
             customer: d.customer,
+            customer_name: d
+                .customer
+                .and_then(|c| policy.customer(c))
+                .and_then(|c| c.name.as_deref()),
             entry: d.entry.as_deref(),
             layer: d.layer,
             rule: d.rule,
@@ -198,6 +211,39 @@ struct JsonLine<'a> {
     summary: &'a Summary,
 }
 
+/// `--live`: the frames go to the agent, which runs them over the policy in force.
+fn live(
+    client: &crate::client::Client,
+    pcap_path: &Path,
+    json: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let frames = read_capture(pcap_path)?;
+    let hex = |f: &[u8]| f.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let req = mssp_wire::requests::SimulateFrames {
+        frames: frames.iter().map(|f| hex(f)).collect(),
+    };
+    let decisions: Vec<mssp_wire::views::Explanation> = client
+        .post("/v1/simulate", &req)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    for (i, (frame, d)) in frames.iter().zip(&decisions).enumerate() {
+        let s = summary(frame);
+        if json {
+            let mut v = serde_json::to_value(d)?;
+            v["index"] = (i + 1).into();
+            if let serde_json::Value::Object(m) = serde_json::to_value(&s)? {
+                for (k, x) in m {
+                    v[k] = x;
+                }
+            }
+            writeln!(out, "{v}")?;
+        } else {
+            writeln!(out, "{:>6} {}", i + 1, super::explain::line(d))?;
+        }
+    }
+    Ok(())
+}
+
 /// The whole command: policy file, capture file, one line per frame.
 fn simulate(
     policy_path: &Path,
@@ -218,7 +264,7 @@ fn simulate(
         if json {
             let line = JsonLine {
                 index,
-                decision: d.as_ref().map(DecisionLine::from),
+                decision: d.as_ref().map(|d| DecisionLine::new(d, &policy)),
                 error: d.is_none().then(|| {
                     format!("frame of {} bytes is shorter than an Ethernet header; XDP never sees such a frame", frame.len())
                 }),
@@ -241,7 +287,13 @@ fn simulate(
             };
             match d {
                 Some(d) => {
-                    let customer = d.customer.map_or("-".to_string(), |c| c.to_string());
+                    let customer = match d.customer.and_then(|c| policy.customer(c)) {
+                        Some(c) => match &c.name {
+                            Some(n) => format!("{}({n})", c.id),
+                            None => c.id.to_string(),
+                        },
+                        None => d.customer.map_or("-".to_string(), |c| c.to_string()),
+                    };
                     let mut extra = String::new();
                     if let (Some(e), Some(l)) = (&d.entry, d.layer) {
                         extra.push_str(&format!(" entry={e} ({l})"));
