@@ -65,7 +65,11 @@ pub fn control_plane(
     let result = (|| -> anyhow::Result<()> {
         let pki = Pki::new(&dir.join("pki"));
         let (edge_ca, edge_cert, edge_key) = (&pki.edge_ca, &pki.edge.cert, &pki.edge.key);
-        let (ctl_ca, ctl_cert, ctl_key) = (&pki.controller_ca, &pki.controller.cert, &pki.controller.key);
+        let (ctl_ca, ctl_cert, ctl_key) = (
+            &pki.controller_ca,
+            &pki.controller.cert,
+            &pki.controller.key,
+        );
         let mut doc = g.doc();
         doc.version = 2;
         let policy = dir.join("policy-1m.json");
@@ -241,4 +245,3 @@ pub fn control_plane(
     drop(net);
     result
 }
-

@@ -7,7 +7,10 @@ use clap::Parser;
 use mssp_bench::run::{BenchOpts, run};
 
 #[derive(Parser)]
-#[command(name = "mssp-bench", about = "mssp benchmarks (run by `cargo xtask bench`)")]
+#[command(
+    name = "mssp-bench",
+    about = "mssp benchmarks (run by `cargo xtask bench`)"
+)]
 struct Args {
     /// A shorter run (within five minutes).
     #[arg(long)]

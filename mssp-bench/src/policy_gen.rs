@@ -211,4 +211,3 @@ impl Gen {
         out
     }
 }
-

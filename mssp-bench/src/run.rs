@@ -12,12 +12,7 @@
 //! per-packet program time (`ns_per_pkt`) in a second half of each window with
 //! `BPF_ENABLE_STATS` on.
 
-use std::{
-    collections::BTreeMap,
-    io::Write as _,
-    path::PathBuf,
-    time::Instant,
-};
+use std::{collections::BTreeMap, io::Write as _, path::PathBuf, time::Instant};
 
 use anyhow::Context as _;
 use mssp_lab::Pair;
@@ -278,4 +273,3 @@ fn print_table(s: &serde_json::Value) {
     }
     let _ = writeln!(out, "control plane: {}", s["control_plane"]);
 }
-

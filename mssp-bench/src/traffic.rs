@@ -39,29 +39,88 @@ pub fn udp_template(
     len: usize,
     dport: u16,
 ) -> Template {
-    let hdr = 14 + if v6 { 40 } else { 20 } + 8;
+    l4_template(
+        v6,
+        src_mac,
+        dst_mac,
+        len,
+        L4::Udp {
+            sport: 40000,
+            dport,
+        },
+    )
+}
+
+/// The transport header of a template.
+#[derive(Clone, Copy, Debug)]
+pub enum L4 {
+    Udp {
+        sport: u16,
+        dport: u16,
+    },
+    /// A TCP segment with these flags (0x02: a SYN).
+    Tcp {
+        sport: u16,
+        dport: u16,
+        flags: u8,
+    },
+    /// An ICMP (ICMPv6 for IPv6) echo request.
+    Echo,
+}
+
+/// A frame of `len` bytes (at least the headers) carrying `l4`. Checksums are left zero:
+/// the filter does not read them (the receiving stack drops such frames after counting).
+pub fn l4_template(v6: bool, src_mac: [u8; 6], dst_mac: [u8; 6], len: usize, l4: L4) -> Template {
+    let (proto, l4_hdr) = match l4 {
+        L4::Udp { .. } => (17u8, 8usize),
+        L4::Tcp { .. } => (6, 20),
+        L4::Echo => (if v6 { 58 } else { 1 }, 8),
+    };
+    let hdr = 14 + if v6 { 40 } else { 20 } + l4_hdr;
     let len = len.max(hdr);
     let mut f = Vec::with_capacity(len);
     f.extend(dst_mac);
     f.extend(src_mac);
-    let l4_len = (len - hdr + 8) as u16;
+    let l4_len = (len - hdr + l4_hdr) as u16;
     if v6 {
         f.extend(0x86ddu16.to_be_bytes());
         f.extend([0x60, 0, 0, 0]);
         f.extend(l4_len.to_be_bytes());
-        f.extend([17, 64]);
+        f.extend([proto, 64]);
         f.extend([0u8; 32]);
     } else {
         f.extend(0x0800u16.to_be_bytes());
         f.extend([0x45, 0]);
         f.extend((l4_len + 20).to_be_bytes());
-        f.extend([0, 0, 0, 0, 64, 17, 0, 0]);
+        f.extend([0, 0, 0, 0, 64, proto, 0, 0]);
         f.extend([0u8; 8]);
     }
-    f.extend(40000u16.to_be_bytes());
-    f.extend(dport.to_be_bytes());
-    f.extend(l4_len.to_be_bytes());
-    f.extend([0, 0]);
+    match l4 {
+        L4::Udp { sport, dport } => {
+            f.extend(sport.to_be_bytes());
+            f.extend(dport.to_be_bytes());
+            f.extend(l4_len.to_be_bytes());
+            f.extend([0, 0]);
+        }
+        L4::Tcp {
+            sport,
+            dport,
+            flags,
+        } => {
+            f.extend(sport.to_be_bytes());
+            f.extend(dport.to_be_bytes());
+            f.extend(1u32.to_be_bytes());
+            f.extend(0u32.to_be_bytes());
+            f.extend([0x50, flags]);
+            f.extend(64240u16.to_be_bytes());
+            f.extend([0, 0, 0, 0]);
+        }
+        L4::Echo => {
+            f.extend([if v6 { 128 } else { 8 }, 0, 0, 0]);
+            f.extend(0x4d53u16.to_be_bytes());
+            f.extend(1u16.to_be_bytes());
+        }
+    }
     f.resize(len, 0x5a);
     Template {
         frame: f,

@@ -239,4 +239,3 @@ pub fn measure(
         Ok((mpps, ns))
     })
 }
-

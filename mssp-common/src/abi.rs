@@ -21,7 +21,7 @@ use crate::reason::{NREASONS, NVERDICTS};
 
 /// Bumped whenever a layout in this file changes incompatibly. Pinned maps made by another
 /// ABI version are never edited: the agent refuses and says how to upgrade.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 /// Customer slots, including slot 0 (the root record / the "no customer" counters).
 pub const MAX_SLOTS: u32 = 16_384;
@@ -249,6 +249,9 @@ pub const CHAIN_MAX_LINKS: u32 = 8;
 pub mod record_flags {
     /// The record is in use (an all-zero record is never published).
     pub const LIVE: u32 = 1;
+    /// Meter the customer's traffic per destination address (`METERS`): attack detection
+    /// is on for the customer.
+    pub const METER: u32 = 2;
 }
 
 /// A customer's compiled policy (or, in slot 0, the root: infrastructure, customer prefixes
@@ -423,7 +426,10 @@ pub struct Rule {
     pub src: Span,
     pub dst: Span,
     pub rate: RateParams,
-    pub reserved: [u32; 34],
+    /// `CLOCK_BOOTTIME` nanoseconds from which the rule is skipped (0: never), so a rule of
+    /// the auto or fleet layer stops at its expiry even if no agent runs.
+    pub expires_boot_ns: u64,
+    pub reserved: [u32; 32],
 }
 const _: () = assert!(size_of::<Rule>() == 512);
 
@@ -460,7 +466,8 @@ impl Rule {
             bps: 0,
             byte_tau: 0,
         },
-        reserved: [0; 34],
+        expires_boot_ns: 0,
+        reserved: [0; 32],
     };
 }
 
@@ -559,6 +566,122 @@ const _: () = assert!(size_of::<Trace>() == 32);
 
 pub const TRACE_MAGIC: u32 = 0x6d73_7370;
 
+/// Meter classes: the index into [`Meter::packets`] and [`Meter::bytes`].
+pub mod meter_class {
+    pub const ALL: usize = 0;
+    pub const UDP: usize = 1;
+    /// TCP with SYN set and ACK clear.
+    pub const TCP_SYN: usize = 2;
+    /// ICMP or ICMPv6.
+    pub const ICMP: usize = 3;
+    /// Any fragment (first or later).
+    pub const FRAG: usize = 4;
+    pub const N: usize = 5;
+    pub const NAMES: [&str; N] = ["all", "udp", "tcp_syn", "icmp", "frag"];
+}
+
+/// Meters: a 2-way set-associative cache per CPU (one block of [`METER_SLOTS`] per CPU of
+/// a memory-mapped array, like the striped counters), indexed by a hash of the customer and
+/// the destination. A miss takes the way with fewer packets, so a flooded destination keeps
+/// its meter; losing one only loses a reading, never unblocks anything.
+pub const METER_SETS: u32 = 4096;
+pub const METER_WAYS: u32 = 2;
+pub const METER_SLOTS: u32 = METER_SETS * METER_WAYS;
+
+/// Key of a meter: the customer and the destination address, IPv4 as IPv4-mapped IPv6
+/// (`::ffff:a.b.c.d`); an all-zero key is an empty slot.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct MeterKey {
+    pub customer: u32,
+    pub addr: [u32; 4],
+}
+const _: () = assert!(size_of::<MeterKey>() == 20);
+
+impl MeterKey {
+    pub const V4_MAPPED: u32 = 0xffff;
+
+    /// The IPv4 address, if the key is one.
+    pub const fn v4(&self) -> Option<u32> {
+        if self.addr[0] == 0 && self.addr[1] == 0 && self.addr[2] == Self::V4_MAPPED {
+            Some(self.addr[3])
+        } else {
+            None
+        }
+    }
+}
+
+/// Packets and bytes offered to a destination (before the verdict), per [`meter_class`],
+/// as userspace accumulates them (bytes only for [`meter_class::ALL`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Meter {
+    pub packets: [u64; meter_class::N],
+    pub bytes: [u64; meter_class::N],
+}
+const _: () = assert!(size_of::<Meter>() == 80);
+
+/// One slot of the meter cache: one cache line. Packet counts are 32-bit and wrap; the agent
+/// reads every slot four times a second and accumulates the differences.
+#[repr(C, align(64))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MeterSlot {
+    pub key: MeterKey,
+    /// Way 0 only: which way of the set was used last (the other is the one replaced).
+    pub mru: u32,
+    pub packets: [u32; meter_class::N],
+    pub pad: u32,
+    /// Bytes of all classes together.
+    pub bytes: u64,
+    pub pad2: u64,
+}
+const _: () = assert!(size_of::<MeterSlot>() == 64);
+
+/// The set of a key: a multiplicative hash of the customer and the address words.
+#[inline(always)]
+pub const fn meter_set(k: &MeterKey) -> u32 {
+    let mut h = (k.customer as u64) ^ ((k.addr[0] as u64) << 32) ^ k.addr[1] as u64;
+    h = h.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    h = (h ^ ((k.addr[2] as u64) << 32) ^ k.addr[3] as u64).wrapping_mul(0xc2b2_ae3d_27d4_eb4f);
+    ((h >> 40) as u32) & (METER_SETS - 1)
+}
+
+/// Bytes of a sampled frame carried to the agent.
+pub const SAMPLE_BYTES: usize = 128;
+/// Size of the sample ring buffer.
+pub const SAMPLE_RING_BYTES: u32 = 1 << 20;
+/// One in `DEFAULT_SAMPLE_EVERY` packets is sampled until the agent sets the rate.
+pub const DEFAULT_SAMPLE_EVERY: u64 = 256;
+
+/// A sampled packet: the decision, as [`Trace`] has it, and the frame's first bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Sample {
+    pub verdict: u32,
+    pub reason: u32,
+    pub slot: u32,
+    pub customer_id: u32,
+    pub entry: u32,
+    pub rule: u32,
+    pub flags: u32,
+    /// Bytes of the whole frame, and of it in `data`.
+    pub frame_len: u32,
+    pub cap_len: u32,
+    /// The sampling rate in force when it was taken (one in `every`).
+    pub every: u32,
+    /// `CLOCK_BOOTTIME` nanoseconds.
+    pub ts_boot_ns: u64,
+    pub data: [u8; SAMPLE_BYTES],
+}
+const _: () = assert!(size_of::<Sample>() == 48 + SAMPLE_BYTES);
+
+/// Indices of the `CONFIG` array (values the agent sets while the program runs).
+pub mod config_index {
+    /// Sample one packet in N (a power of two; 0: [`super::DEFAULT_SAMPLE_EVERY`]).
+    pub const SAMPLE_EVERY: u32 = 0;
+    pub const N: u32 = 16;
+}
+
 pub mod trace_flags {
     pub const CUSTOMER: u32 = 1;
     pub const GLOBAL_MONITOR: u32 = 2;
@@ -579,7 +702,10 @@ pub mod map_names {
     pub const RULE_STATS: &str = "RULE_STATS";
     pub const BUCKETS: &str = "BUCKETS";
     pub const SOURCE_BUCKETS: &str = "SRC_BUCKETS";
-    pub const ALL: [&str; 12] = [
+    pub const METERS: &str = "METERS";
+    pub const SAMPLES: &str = "SAMPLES";
+    pub const CONFIG: &str = "CONFIG";
+    pub const ALL: [&str; 15] = [
         CUR,
         RECORDS,
         NODES4,
@@ -592,6 +718,9 @@ pub mod map_names {
         RULE_STATS,
         BUCKETS,
         SOURCE_BUCKETS,
+        METERS,
+        SAMPLES,
+        CONFIG,
     ];
 }
 
@@ -613,4 +742,7 @@ mod pod {
     unsafe impl aya::Pod for RateParams {}
     unsafe impl aya::Pod for Bucket {}
     unsafe impl aya::Pod for SourceBucketKey {}
+    unsafe impl aya::Pod for MeterKey {}
+    unsafe impl aya::Pod for Meter {}
+    unsafe impl aya::Pod for MeterSlot {}
 }

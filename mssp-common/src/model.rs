@@ -70,7 +70,9 @@ mod scope_serde {
     enum Repr {
         Global,
         #[serde(untagged)]
-        Customer { customer: u32 },
+        Customer {
+            customer: u32,
+        },
     }
 
     impl Serialize for Scope {

@@ -167,18 +167,27 @@ fn need(frame: &[u8], off: usize, len: usize) -> Result<(), Reason> {
 /// Step 1 of the contract.
 /// Where the datagram claimed by the IP header ends: refused (malformed) when the frame is
 /// shorter, or longer beyond Ethernet's minimum-size padding (60 bytes, 4 more per tag).
-fn datagram_end(frame: &[u8], l3: usize, claimed: usize) -> Result<usize, Reason> {
-    let carried = frame.len() - l3;
+fn datagram_end(wire_len: usize, l3: usize, claimed: usize) -> Result<usize, Reason> {
+    let carried = wire_len - l3;
     if claimed > carried {
         return Err(Reason::Malformed);
     }
-    if claimed < carried && frame.len() > ETH_MIN_FRAME + (l3 - ETH_HLEN) {
+    if claimed < carried && wire_len > ETH_MIN_FRAME + (l3 - ETH_HLEN) {
         return Err(Reason::Malformed);
     }
     Ok(l3 + claimed)
 }
 
 pub fn parse(frame: &[u8]) -> Result<Parsed, Reason> {
+    parse_head(frame, frame.len())
+}
+
+/// [`parse`] of a frame of `wire_len` bytes of which only the first ones, `head`, are at
+/// hand (a sampled packet): the lengths are checked against the whole frame, the headers
+/// read from the head (one that does not fit in it is malformed here).
+pub fn parse_head(head: &[u8], wire_len: usize) -> Result<Parsed, Reason> {
+    let frame = head;
+    let wire_len = wire_len.max(frame.len());
     need(frame, 0, ETH_HLEN)?;
     let mut ethertype = be16(frame, 12).ok_or(Reason::Malformed)?;
     let mut off = ETH_HLEN;
@@ -219,7 +228,7 @@ pub fn parse(frame: &[u8]) -> Result<Parsed, Reason> {
             if (p.ip_len as usize) < ihl * 4 {
                 return Err(Reason::Malformed);
             }
-            end = datagram_end(frame, off, p.ip_len as usize)?;
+            end = datagram_end(wire_len, off, p.ip_len as usize)?.min(frame.len());
             let fragword = u16::from_be_bytes([h[6], h[7]]);
             p.frag = if fragword & 0x1fff != 0 {
                 2
@@ -243,7 +252,7 @@ pub fn parse(frame: &[u8]) -> Result<Parsed, Reason> {
             p.v6 = true;
             p.dscp = ((h[0] & 0xf) << 2) | (h[1] >> 6);
             p.ip_len = u16::from_be_bytes([h[4], h[5]]) as u32 + IPV6_HLEN as u32;
-            end = datagram_end(frame, off, p.ip_len as usize)?;
+            end = datagram_end(wire_len, off, p.ip_len as usize)?.min(frame.len());
             p.ttl = h[7];
             let mut src = [0u8; 16];
             let mut dst = [0u8; 16];

@@ -9,6 +9,7 @@ pub mod capacity;
 pub mod compile;
 pub mod dataplane;
 pub mod loader;
+pub mod observe;
 pub mod pins;
 pub mod policy;
 pub mod probe;

@@ -6,7 +6,8 @@ use aya::{Ebpf, EbpfLoader, programs::Xdp};
 use crate::capacity::{Capacities, ncpus};
 use mssp_common::{
     abi::{
-        Bucket, ChainLink, Counter, Node4, Node6, Record, Rule, RuleCidr, RuleCounter, map_names,
+        Bucket, ChainLink, Counter, METER_SLOTS, MeterSlot, Node4, Node6, Record, Rule, RuleCidr,
+        RuleCounter, SAMPLE_RING_BYTES, config_index, map_names,
     },
     reason::{NREASONS, NVERDICTS},
 };
@@ -26,6 +27,8 @@ pub struct LoadOptions {
     pub capacities: Option<Capacities>,
     /// The benchmark floor: parse, drop, count; no lookups.
     pub parse_only: bool,
+    /// The regression check's baseline: the same program without meters and samples.
+    pub no_observe: bool,
     /// Reuse (or create and pin) every map under this directory instead of private maps.
     pub pin_maps: Option<std::path::PathBuf>,
     /// Reuse only the policy maps ([`POLICY_MAPS`]) pinned under this directory; counters
@@ -68,6 +71,7 @@ struct Globals {
     counters_stride: u32,
     hits_stride: u32,
     rule_stats_stride: u32,
+    meters_stride: u32,
 }
 
 impl Globals {
@@ -77,6 +81,7 @@ impl Globals {
             counters_stride: c.slots * NVERDICTS * NREASONS,
             hits_stride: c.entry_ids,
             rule_stats_stride: c.buckets,
+            meters_stride: METER_SLOTS,
         }
     }
 }
@@ -87,14 +92,47 @@ fn configure<'a>(loader: &mut EbpfLoader<'a>, c: &Capacities, g: &'a Globals) {
         .override_global("SLOTS", &g.slots, true)
         .override_global("COUNTERS_STRIDE", &g.counters_stride, true)
         .override_global("HITS_STRIDE", &g.hits_stride, true)
-        .override_global("RULE_STATS_STRIDE", &g.rule_stats_stride, true);
-    for (name, _, entries) in expected_shapes(c, ncpus()) {
-        loader.map_max_entries(name, entries);
+        .override_global("RULE_STATS_STRIDE", &g.rule_stats_stride, true)
+        .override_global("METERS_STRIDE", &g.meters_stride, true);
+    for s in expected_shapes(c, ncpus()) {
+        loader.map_max_entries(s.name, s.entries);
     }
 }
 
-/// Every map the agent pins: (name, value size, entries), as `configure` creates them.
-pub fn expected_shapes(c: &Capacities, cpus: u32) -> Vec<(&'static str, u32, u32)> {
+/// The shape of a map the agent pins, as `configure` creates it.
+#[derive(Clone, Copy, Debug)]
+pub struct Shape {
+    pub name: &'static str,
+    pub key_size: u32,
+    pub value_size: u32,
+    pub entries: u32,
+}
+
+/// Every map the agent pins and checks, as `configure` creates them.
+pub fn expected_shapes(c: &Capacities, cpus: u32) -> Vec<Shape> {
+    let array = |(name, value_size, entries): (&'static str, u32, u32)| Shape {
+        name,
+        key_size: 4,
+        value_size,
+        entries,
+    };
+    let mut v: Vec<Shape> = array_shapes(c, cpus).into_iter().map(array).collect();
+    v.push(array((
+        map_names::METERS,
+        size_of::<MeterSlot>() as u32,
+        METER_SLOTS * cpus,
+    )));
+    v.push(Shape {
+        name: map_names::SAMPLES,
+        key_size: 0,
+        value_size: 0,
+        entries: SAMPLE_RING_BYTES,
+    });
+    v.push(array((map_names::CONFIG, 8, config_index::N)));
+    v
+}
+
+fn array_shapes(c: &Capacities, cpus: u32) -> Vec<(&'static str, u32, u32)> {
     let counters = c.slots * NVERDICTS * NREASONS;
     vec![
         (map_names::CUR, 4, c.slots),
@@ -141,10 +179,14 @@ pub fn load(opts: &LoadOptions) -> Result<Ebpf, LoadError> {
     if opts.parse_only {
         loader.override_global("PARSE_ONLY", &1u32, true);
     }
+    if opts.no_observe {
+        loader.override_global("OBSERVE", &0u32, true);
+    }
     let caps = opts.capacities.unwrap_or_default();
     let globals = Globals::new(&caps);
     configure(&mut loader, &caps, &globals);
-    let pin_paths: Vec<(&str, std::path::PathBuf)> = match (&opts.pin_maps, &opts.share_policy_maps) {
+    let pin_paths: Vec<(&str, std::path::PathBuf)> = match (&opts.pin_maps, &opts.share_policy_maps)
+    {
         (Some(dir), _) => map_names::ALL.iter().map(|n| (*n, dir.join(n))).collect(),
         (None, Some(dir)) => POLICY_MAPS.iter().map(|n| (*n, dir.join(n))).collect(),
         (None, None) => Vec::new(),

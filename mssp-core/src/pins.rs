@@ -283,7 +283,12 @@ fn other_versions(root: &Path) -> Vec<String> {
 /// was pinned at all.
 fn check_pinned_maps(layout: &Layout, caps: &Capacities) -> Result<bool, PinError> {
     let mut any = false;
-    for (name, value_size, entries) in loader::expected_shapes(caps, ncpus())
+    for loader::Shape {
+        name,
+        key_size,
+        value_size,
+        entries,
+    } in loader::expected_shapes(caps, ncpus())
     {
         let path = layout.map(name);
         if !path.exists() {
@@ -296,7 +301,9 @@ fn check_pinned_maps(layout: &Layout, caps: &Capacities) -> Result<bool, PinErro
             found: format!("no readable map ({e})"),
             expected: "a map".into(),
         })?;
-        if info.value_size() != value_size || info.max_entries() != entries || info.key_size() != 4
+        if info.value_size() != value_size
+            || info.max_entries() != entries
+            || info.key_size() != key_size
         {
             return Err(PinError::MapMismatch {
                 name: name.into(),
@@ -525,7 +532,10 @@ pub fn verify_links(pin_dir: &Path, attached: &[Attached], prog_id: u32) -> Vec<
             )),
             Ok(_) => {
                 if ifindex(&a.name).ok() != Some(a.ifindex) {
-                    drift.push(format!("{}: the interface is gone or was renumbered", a.name));
+                    drift.push(format!(
+                        "{}: the interface is gone or was renumbered",
+                        a.name
+                    ));
                 }
             }
         }

@@ -57,7 +57,24 @@ impl Probe {
                 let mut h = Vec::with_capacity(20);
                 h.extend(self.sport.to_be_bytes());
                 h.extend(self.dport.to_be_bytes());
-                h.extend([0, 0, 0, 1, 0, 0, 0, 0, 0x50, self.tcp_flags, 0xff, 0xff, 0, 0, 0, 0]);
+                h.extend([
+                    0,
+                    0,
+                    0,
+                    1,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0x50,
+                    self.tcp_flags,
+                    0xff,
+                    0xff,
+                    0,
+                    0,
+                    0,
+                    0,
+                ]);
                 h
             }
             IPPROTO_UDP => {
@@ -129,9 +146,19 @@ mod tests {
         let f = p.frame().unwrap();
         let r = mssp_common::reference::parse(&f).expect("parses");
         assert_eq!((r.proto, r.ip_len, r.vlan), (IPPROTO_TCP, 600, Some(7)));
-        let p6 = Probe::new("2001:db8::1".parse().unwrap(), "2001:db8:7::1".parse().unwrap());
+        let p6 = Probe::new(
+            "2001:db8::1".parse().unwrap(),
+            "2001:db8:7::1".parse().unwrap(),
+        );
         let r = mssp_common::reference::parse(&p6.frame().unwrap()).expect("parses");
         assert!(r.v6);
-        assert!(Probe { length: Some(10), ..p6 }.frame().is_err());
+        assert!(
+            Probe {
+                length: Some(10),
+                ..p6
+            }
+            .frame()
+            .is_err()
+        );
     }
 }

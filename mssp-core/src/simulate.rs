@@ -90,7 +90,9 @@ impl Simulator {
         let Some((retval, t)) = trace_run(&self.ebpf, frame)? else {
             return Ok(None);
         };
-        Ok(Some(decision(retval, &t, |id| self.dataplane.entry_key(id).copied())))
+        Ok(Some(decision(retval, &t, |id| {
+            self.dataplane.entry_key(id).copied()
+        })))
     }
 }
 
@@ -104,7 +106,10 @@ pub struct LiveTracer {
 
 impl LiveTracer {
     /// Loads over the policy maps pinned in `abi_dir` (`pin_dir/v<ABI>`), made for `caps`.
-    pub fn load(abi_dir: &std::path::Path, caps: crate::capacity::Capacities) -> Result<LiveTracer, SimulateError> {
+    pub fn load(
+        abi_dir: &std::path::Path,
+        caps: crate::capacity::Capacities,
+    ) -> Result<LiveTracer, SimulateError> {
         for name in loader::POLICY_MAPS {
             if !abi_dir.join(name).exists() {
                 return Err(SimulateError::Maps(format!(
@@ -162,8 +167,7 @@ fn decision(
         Decision {
             action,
             reason: Reason::from_u32(t.reason).map_or("unknown", |r| r.name()),
-            customer: (t.flags & trace_flags::CUSTOMER != 0)
-                .then_some(t.customer_id),
+            customer: (t.flags & trace_flags::CUSTOMER != 0).then_some(t.customer_id),
             entry: key.map(|k| format_net(&k.net)),
             layer: key.map(|k| k.layer.name()),
             rule: matches!(
@@ -214,4 +218,3 @@ pub fn trace_run(ebpf: &Ebpf, frame: &[u8]) -> Result<Option<(u32, Trace)>, Simu
     }
     Ok(Some((r.return_value, t)))
 }
-

@@ -10,6 +10,7 @@
 
 mod lookup;
 mod maps;
+mod observe;
 mod rules;
 
 use aya_ebpf::{
@@ -18,7 +19,10 @@ use aya_ebpf::{
 use lookup::Internal;
 use mssp_common::{
     Reason, Verdict,
-    abi::{ROOT_SLOT, SourceAction, TRACE_MAGIC, Trace, counter_index, trace_flags, value},
+    abi::{
+        ROOT_SLOT, SourceAction, TRACE_MAGIC, Trace, counter_index, record_flags, trace_flags,
+        value,
+    },
 };
 use mssp_ebpf::parse::{self, Packet};
 
@@ -39,6 +43,11 @@ static SLOTS: u32 = mssp_common::abi::MAX_SLOTS;
 #[unsafe(no_mangle)]
 static PARSE_ONLY: u32 = 0;
 
+/// Set to 0 at load time for the regression check's baseline: no meters, no samples (the
+/// same program otherwise). Pruned by the verifier when 0.
+#[unsafe(no_mangle)]
+pub(crate) static OBSERVE: u32 = 1;
+
 /// Entries per CPU block of the striped counter maps (load time; see maps.rs).
 #[unsafe(no_mangle)]
 static COUNTERS_STRIDE: u32 = mssp_common::abi::MAX_COUNTERS;
@@ -46,6 +55,8 @@ static COUNTERS_STRIDE: u32 = mssp_common::abi::MAX_COUNTERS;
 static HITS_STRIDE: u32 = mssp_common::abi::MAX_ENTRY_IDS;
 #[unsafe(no_mangle)]
 pub(crate) static RULE_STATS_STRIDE: u32 = mssp_common::abi::MAX_RULES;
+#[unsafe(no_mangle)]
+pub(crate) static METERS_STRIDE: u32 = mssp_common::abi::METER_SLOTS;
 
 /// This CPU's element `idx` of a striped map with `stride` entries per CPU.
 #[inline(always)]
@@ -59,7 +70,7 @@ pub(crate) fn stripe<T>(
     map.get_ptr_mut(cpu.wrapping_mul(stride).wrapping_add(idx))
 }
 
-struct Decision {
+pub(crate) struct Decision {
     verdict: Verdict,
     reason: Reason,
     slot: u32,
@@ -120,6 +131,9 @@ fn finish(ctx: &XdpContext, d: &Decision) -> u32 {
             (*c).packets += 1;
             (*c).bytes += bytes;
         }
+    }
+    if unsafe { core::ptr::read_volatile(&OBSERVE) } != 0 && observe::due() {
+        observe::sample(ctx, d, bytes);
     }
     if unsafe { core::ptr::read_volatile(&TRACE) } != 0 {
         trace(ctx, d);
@@ -208,6 +222,10 @@ fn evaluate(p: &Packet, bytes: u64) -> Result<Decision, Internal> {
         d.slot = slot;
         d.customer_id = c.customer_id;
         d.flags |= trace_flags::CUSTOMER;
+        if c.flags & record_flags::METER != 0 && unsafe { core::ptr::read_volatile(&OBSERVE) } != 0
+        {
+            observe::meter(p, c.customer_id, bytes);
+        }
     }
 
     // Step 2: infrastructure, source or destination. Nothing overrides it.

@@ -4,12 +4,13 @@
 use aya_ebpf::{
     bindings::BPF_F_MMAPABLE,
     macros::map,
-    maps::{Array, LruHashMap, PerCpuArray},
+    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
 };
 use mssp_common::abi::{
     Bucket, ChainLink, Counter, MAX_BUCKETS, MAX_CHAIN, MAX_COUNTERS, MAX_ENTRY_IDS, MAX_NODES4,
-    MAX_NODES6, MAX_RECORDS, MAX_RULE_CIDRS, MAX_RULES, MAX_SLOTS, MAX_SOURCE_BUCKETS, Node4,
-    Node6, Record, Rule, RuleCidr, RuleCounter, SourceBucketKey,
+    MAX_NODES6, MAX_RECORDS, MAX_RULE_CIDRS, MAX_RULES, MAX_SLOTS, MAX_SOURCE_BUCKETS, METER_SLOTS,
+    MeterSlot, Node4, Node6, Record, Rule, RuleCidr, RuleCounter, SAMPLE_RING_BYTES,
+    SourceBucketKey, config_index,
 };
 
 /// slot -> index into RECORDS of the slot's live record (0: none). Memory-mapped so the agent
@@ -73,3 +74,22 @@ pub static BUCKETS: Array<Bucket> = Array::with_max_entries(MAX_BUCKETS, 0);
 #[map]
 pub static SRC_BUCKETS: LruHashMap<SourceBucketKey, Bucket> =
     LruHashMap::with_max_entries(MAX_SOURCE_BUCKETS, 0);
+
+/// cpu * stride + slot -> a meter of the per-CPU meter cache (see `abi::MeterSlot`): offered
+/// packets and bytes per traffic class of one (customer, destination), for customers whose
+/// record has `METER` (detection on). Memory-mapped: the agent reads it without a syscall
+/// per meter.
+#[map]
+pub static METERS: Array<MeterSlot> = Array::with_max_entries(METER_SLOTS, BPF_F_MMAPABLE);
+
+/// 0 -> packets until this CPU's next sample (see `observe::due`).
+#[map]
+pub static SAMPLE_COUNTDOWN: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Sampled packets (one in `CONFIG[SAMPLE_EVERY]`) with their decision, to the agent.
+#[map]
+pub static SAMPLES: RingBuf = RingBuf::with_byte_size(SAMPLE_RING_BYTES, 0);
+
+/// config index -> value the agent sets while the program runs (see `config_index`).
+#[map]
+pub static CONFIG: Array<u64> = Array::with_max_entries(config_index::N, 0);

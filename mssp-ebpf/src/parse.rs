@@ -6,9 +6,8 @@ use mssp_common::{
     Reason,
     proto::{
         ETH_HLEN, ETH_MIN_FRAME, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IPV4, ETH_P_IPV6, ICMP_HLEN,
-        IPPROTO_AH, IPPROTO_FRAGMENT,
-        IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, IPV6_EXT_MAX, TCP_MIN_HLEN,
-        UDP_HLEN, VLAN_MAX_DEPTH, is_ipv6_ext,
+        IPPROTO_AH, IPPROTO_FRAGMENT, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP,
+        IPV6_EXT_MAX, TCP_MIN_HLEN, UDP_HLEN, VLAN_MAX_DEPTH, is_ipv6_ext,
     },
 };
 
@@ -232,7 +231,11 @@ fn parse_ipv6(ctx: &XdpContext, off: usize, p: &mut Packet) -> ParseResult<(usiz
     p.ip_len = be16(ip.payload_len) as u32 + size_of::<Ipv6Hdr>() as u32;
     p.ttl = ip.hop_limit;
     p.dscp = ((ip.vtcfl[0] & 0x0f) << 2) | (ip.vtcfl[1] >> 6);
-    let end = datagram_end(ctx, off, be16(ip.payload_len) as usize + size_of::<Ipv6Hdr>())?;
+    let end = datagram_end(
+        ctx,
+        off,
+        be16(ip.payload_len) as usize + size_of::<Ipv6Hdr>(),
+    )?;
     let mut nh = ip.next_header;
     let mut off = off + size_of::<Ipv6Hdr>();
     for _ in 0..IPV6_EXT_MAX {

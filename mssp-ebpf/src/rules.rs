@@ -11,7 +11,7 @@ use core::{
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
-    helpers::{bpf_ktime_get_ns, bpf_loop},
+    helpers::{bpf_ktime_get_boot_ns, bpf_ktime_get_ns, bpf_loop},
 };
 use mssp_common::{
     abi::{
@@ -335,6 +335,12 @@ unsafe extern "C" fn rule_step(index: u64, ctx: *mut c_void) -> i64 {
     let Some(r) = RULES.get(c.rules_start.wrapping_add(index as u32)) else {
         return 1;
     };
+    // Expired: the rule no longer exists, even if no agent has republished yet. (The clock
+    // is read per expiring rule rather than cached in the context: a cached value would be
+    // one more state for the verifier to track through every match below.)
+    if r.expires_boot_ns != 0 && unsafe { bpf_ktime_get_boot_ns() } >= r.expires_boot_ns {
+        return 0;
+    }
     if !matches(r, c) {
         return 0;
     }

@@ -1,8 +1,8 @@
 //! Steps 2-8 of the contract through the real program: each step and every precedence the
 //! brief names, with the counters each packet must move.
 
-use mssp_core::dataplane::Scope;
 use mssp_common::{Reason, Verdict, abi::Counter};
+use mssp_core::dataplane::Scope;
 use mssp_tests::{Harness, packet::Frame};
 
 const POLICY: &str = r#"{"version":3,
@@ -361,4 +361,42 @@ fn expiry_is_enforced_by_the_data_path() {
         Some(7),
         "after expiry",
     );
+}
+
+#[test]
+fn an_auto_rule_expires_in_the_data_path() {
+    // An auto-layer rule (the detector's) with an expiry, published once: the program stops
+    // applying it at its expiry, no agent involved, and the central rule under it decides
+    // again.
+    use mssp_core::dataplane::{Clock, Desired, DesiredRule, Layer};
+    let mut h = Harness::get();
+    let p = mssp_tests::policy(
+        r#"{"version":5,"customers":[{"id":7,"prefixes":["198.19.7.0/24"],
+            "rules":[{"id":1,"match":{"protocol":"udp"},"action":"pass"}]}]}"#,
+    );
+    let mut d = Desired::from_policy(&p);
+    let doc: mssp_core::policy::rules_doc::RuleDoc = serde_json::from_value(serde_json::json!(
+        {"id": 4026531840u32, "match": {"protocol": "udp", "src_ports": ["123"]}, "action": "drop"}
+    ))
+    .unwrap();
+    let spec =
+        mssp_core::policy::rules::rule(&doc, "rule", &d.customers[0].prefixes, &mut Vec::new())
+            .unwrap();
+    d.customers[0].rules.push(DesiredRule {
+        spec,
+        layer: Layer::Auto,
+        expires: Some(time::OffsetDateTime::now_utc() + time::Duration::milliseconds(1500)),
+    });
+    h.sim
+        .dataplane_mut()
+        .apply(&d, &Clock::now())
+        .expect("apply");
+    let f = Frame::new("198.18.40.9", "198.19.7.1").udp(123, 9).build();
+    let got = h.run(&f);
+    mssp_tests::expect(&got, "drop", Reason::Rule, Some(7), "before expiry");
+    assert_eq!(got.rule, Some(4026531840), "the auto rule decided");
+    std::thread::sleep(std::time::Duration::from_millis(2000));
+    let got = h.run(&f);
+    mssp_tests::expect(&got, "pass", Reason::Rule, Some(7), "after expiry");
+    assert_eq!(got.rule, Some(1), "the central rule decides again");
 }

@@ -104,12 +104,14 @@ fn ports(list: &[(u16, u16)]) -> [u32; RULE_MAX_PORT_RANGES] {
 }
 
 /// Compiles `rules` (in evaluation order) with their stat/bucket indices.
-pub fn compile_rules(rules: &[(&RuleSpec, u32)]) -> CompiledRules {
+/// Each comes with its expiry in `CLOCK_BOOTTIME` nanoseconds (0: never).
+pub fn compile_rules(rules: &[(&RuleSpec, u32, u64)]) -> CompiledRules {
     let mut out = CompiledRules::default();
-    for (spec, stat) in rules {
+    for (spec, stat, expires_boot_ns) in rules {
         let mut r = Rule::EMPTY;
         r.id = spec.id;
         r.stat = *stat;
+        r.expires_boot_ns = *expires_boot_ns;
         r.action = match &spec.action {
             RuleAction::Drop => rule_action::DROP,
             RuleAction::Pass => rule_action::PASS,

@@ -41,16 +41,20 @@ impl CounterKey {
 impl SlotCounters {
     /// The counters that counted something.
     pub fn nonzero(&self) -> impl Iterator<Item = (CounterKey, Counter)> + '_ {
-        self.0.iter().enumerate().filter(|(_, c)| c.packets != 0).map(|(i, c)| {
-            let (v, r) = (i as u32 / NREASONS, i as u32 % NREASONS);
-            (
-                CounterKey {
-                    verdict: Verdict::from_u32(v),
-                    reason: Reason::from_u32(r),
-                },
-                *c,
-            )
-        })
+        self.0
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.packets != 0)
+            .map(|(i, c)| {
+                let (v, r) = (i as u32 / NREASONS, i as u32 % NREASONS);
+                (
+                    CounterKey {
+                        verdict: Verdict::from_u32(v),
+                        reason: Reason::from_u32(r),
+                    },
+                    *c,
+                )
+            })
     }
 
     pub fn get(&self, verdict: Verdict, reason: Reason) -> Counter {
@@ -62,10 +66,11 @@ impl SlotCounters {
 
     /// (passed, dropped) packets.
     pub fn totals(&self) -> (u64, u64) {
-        self.nonzero().fold((0, 0), |(p, d), (k, c)| match k.verdict {
-            Some(Verdict::Drop) => (p, d + c.packets),
-            _ => (p + c.packets, d),
-        })
+        self.nonzero()
+            .fold((0, 0), |(p, d), (k, c)| match k.verdict {
+                Some(Verdict::Drop) => (p, d + c.packets),
+                _ => (p + c.packets, d),
+            })
     }
 }
 
@@ -99,7 +104,10 @@ mod tests {
         let slots = 4;
         let mut all = vec![Counter::default(); (PER_SLOT * slots) as usize];
         let i = counter_index(2, Verdict::Drop as u32, Reason::CustomerBlock as u32, slots);
-        all[i as usize] = Counter { packets: 3, bytes: 300 };
+        all[i as usize] = Counter {
+            packets: 3,
+            bytes: 300,
+        };
         let t = CounterTable::new(slots, all);
         let s = t.of(2);
         assert_eq!(s.get(Verdict::Drop, Reason::CustomerBlock).packets, 3);

@@ -37,6 +37,8 @@ impl DesiredEntry {
 pub struct DesiredRule {
     pub spec: RuleSpec,
     pub layer: Layer,
+    /// Auto and fleet rules expire (in the data path too); central and local ones do not.
+    pub expires: Option<OffsetDateTime>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,6 +48,8 @@ pub struct DesiredCustomer {
     pub entries: Vec<DesiredEntry>,
     pub rules: Vec<DesiredRule>,
     pub limits: Option<Limits>,
+    /// Meter the customer's traffic per destination (attack detection is on).
+    pub meter: bool,
 }
 
 impl DesiredCustomer {
@@ -90,9 +94,13 @@ impl Desired {
                         .map(|r| DesiredRule {
                             spec: r.clone(),
                             layer: Layer::Central,
+                            expires: None,
                         })
                         .collect(),
                     limits: c.limits.clone(),
+                    meter: p
+                        .detection_of(c.id)
+                        .is_some_and(|d| d.mode != crate::policy::detection::DetectMode::Off),
                 })
                 .collect(),
         }
@@ -121,6 +129,11 @@ impl Desired {
             .iter()
             .chain(self.customers.iter().flat_map(|c| c.entries.iter()))
             .filter_map(|e| e.expires)
+            .chain(
+                self.customers
+                    .iter()
+                    .flat_map(|c| c.rules.iter().filter_map(|r| r.expires)),
+            )
             .filter(|t| *t > now)
             .min()
     }

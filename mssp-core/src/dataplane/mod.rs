@@ -238,6 +238,8 @@ struct RecordRules {
     limit: RateParams,
     /// Every rule counter and bucket index it uses.
     stats: Vec<u32>,
+    /// Meter the customer's traffic (detection on).
+    meter: bool,
 }
 
 // Arena indices in `Dataplane::arenas`.
@@ -280,7 +282,8 @@ struct CompiledFrom {
 /// with an expiry: which entries are in effect changes as time passes).
 fn input_digest(c: &DesiredCustomer) -> Option<u64> {
     use std::hash::{BuildHasher, Hasher};
-    if c.entries.iter().any(|e| e.expires.is_some()) {
+    if c.entries.iter().any(|e| e.expires.is_some()) || c.rules.iter().any(|r| r.expires.is_some())
+    {
         return None;
     }
     let mut h = foldhash::quality::FixedState::with_seed(0x6d73_7370).build_hasher();
@@ -298,6 +301,7 @@ fn input_digest(c: &DesiredCustomer) -> Option<u64> {
     // Rules and limits are few per customer.
     std::hash::Hash::hash(&c.rules, &mut h);
     std::hash::Hash::hash(&c.limits, &mut h);
+    h.write_u8(c.meter as u8);
     Some(h.finish())
 }
 
@@ -646,6 +650,7 @@ impl<B: MapBackend> Dataplane<B> {
     fn compile_rules_of(
         &mut self,
         c: &DesiredCustomer,
+        clock: &Clock,
         tx: &mut Allocations,
         digest: &mut Fnv,
     ) -> Result<RecordRules, DataplaneError> {
@@ -655,6 +660,9 @@ impl<B: MapBackend> Dataplane<B> {
         let effective = c.effective_rules();
         let mut list = Vec::new();
         for r in effective {
+            if r.expires.is_some_and(|t| t <= clock.wall) {
+                continue;
+            }
             let key = StatKey {
                 customer: c.id,
                 kind: StatKind::Rule {
@@ -663,7 +671,11 @@ impl<B: MapBackend> Dataplane<B> {
                 },
             };
             let stat = self.stat_for(key, tx)?;
-            list.push((&r.spec, stat));
+            list.push((
+                &r.spec,
+                stat,
+                r.expires.map_or(0, |t| clock.boot_ns_at(t).max(1)),
+            ));
         }
         let rules = compile_rules(&list);
         // The digest covers what is published, in the ABI's own encoding (stable across
@@ -689,7 +701,8 @@ impl<B: MapBackend> Dataplane<B> {
             }
             None => (0, RateParams::default()),
         };
-        let mut stats: Vec<u32> = list.iter().map(|(_, s)| *s).collect();
+        digest.u64(c.meter as u64);
+        let mut stats: Vec<u32> = list.iter().map(|(_, s, _)| *s).collect();
         if c.limits.is_some() {
             stats.push(limit_bucket);
         }
@@ -698,6 +711,7 @@ impl<B: MapBackend> Dataplane<B> {
             limit_bucket,
             limit,
             stats,
+            meter: c.meter,
         })
     }
 
@@ -765,7 +779,7 @@ impl<B: MapBackend> Dataplane<B> {
             let mut digest = Fnv::new();
             digest.u64(c.id as u64);
             let items = self.items(Scope::Customer(c.id), &c.entries, clock, tx, &mut digest)?;
-            let record_rules = self.compile_rules_of(c, tx, &mut digest)?;
+            let record_rules = self.compile_rules_of(c, clock, tx, &mut digest)?;
             let digest = digest.finish();
             memos.push((
                 slot,
@@ -785,7 +799,15 @@ impl<B: MapBackend> Dataplane<B> {
                 continue;
             }
             let unit = compile_sources(&items)?;
-            let live = self.place(slot, c.id, digest, vec![(Role::Src, unit)], record_rules, tx, stats)?;
+            let live = self.place(
+                slot,
+                c.id,
+                digest,
+                vec![(Role::Src, unit)],
+                record_rules,
+                tx,
+                stats,
+            )?;
             pending.push((slot, live));
         }
 
@@ -807,7 +829,11 @@ impl<B: MapBackend> Dataplane<B> {
         }
         digest.u64(infra.len() as u64);
         let digest = digest.finish();
-        let root = if self.live.get(&ROOT_SLOT).is_some_and(|l| l.digest == digest) {
+        let root = if self
+            .live
+            .get(&ROOT_SLOT)
+            .is_some_and(|l| l.digest == digest)
+        {
             None
         } else {
             let units = vec![
@@ -815,7 +841,15 @@ impl<B: MapBackend> Dataplane<B> {
                 (Role::Dst, compile_values(&dst)),
                 (Role::Src, compile_sources(&global)?),
             ];
-            Some(self.place(ROOT_SLOT, 0, digest, units, RecordRules::default(), tx, stats)?)
+            Some(self.place(
+                ROOT_SLOT,
+                0,
+                digest,
+                units,
+                RecordRules::default(),
+                tx,
+                stats,
+            )?)
         };
         self.backend.reset_entry_hits(&tx.reset_ids)?;
         self.backend.reset_stats(&tx.reset_stats)?;
@@ -826,7 +860,12 @@ impl<B: MapBackend> Dataplane<B> {
         })
     }
 
-    fn alloc(&mut self, arena: usize, len: usize, tx: &mut Allocations) -> Result<Span, DataplaneError> {
+    fn alloc(
+        &mut self,
+        arena: usize,
+        len: usize,
+        tx: &mut Allocations,
+    ) -> Result<Span, DataplaneError> {
         let s = self.arenas[arena].alloc(len as u32)?;
         tx.spans.push((arena, s));
         Ok(s)
@@ -857,7 +896,12 @@ impl<B: MapBackend> Dataplane<B> {
 
         let mut rec = Record::EMPTY;
         rec.abi = ABI_VERSION;
-        rec.flags = record_flags::LIVE;
+        rec.flags = record_flags::LIVE
+            | if record_rules.meter {
+                record_flags::METER
+            } else {
+                0
+            };
         rec.customer_id = customer_id;
         rec.slot = slot;
         rec.digest = digest;
@@ -889,7 +933,8 @@ impl<B: MapBackend> Dataplane<B> {
         record_rules.rules.relocate(cidrs.start);
         self.backend
             .write_rule_cidrs(cidrs.start, &record_rules.rules.cidrs)?;
-        self.backend.write_rules(rules.start, &record_rules.rules.rules)?;
+        self.backend
+            .write_rules(rules.start, &record_rules.rules.rules)?;
         self.backend.write_record(record, &rec)?;
         Ok(LiveRecord::of(record, &rec))
     }
@@ -956,7 +1001,10 @@ impl<B: MapBackend> Dataplane<B> {
             stats.reclaim_deferred = true;
             return Ok(released);
         }
-        for old in std::mem::take(&mut self.unreclaimed).into_iter().chain(replaced) {
+        for old in std::mem::take(&mut self.unreclaimed)
+            .into_iter()
+            .chain(replaced)
+        {
             self.release_live(old);
         }
         for (c, slot) in &removed {

@@ -117,9 +117,18 @@ mod tests {
         let e = parse_cidr("2001:db8::/129", false).unwrap_err();
         assert!(e.contains("0 to 128 for IPv6"), "{e}");
         // Regression: these were accepted as /24.
-        for bad in ["198.18.66.0/+24", "198.18.66.0/024", "198.18.66.0/ 24", " 198.18.66.0/24", "198.18.66.0/24 "] {
+        for bad in [
+            "198.18.66.0/+24",
+            "198.18.66.0/024",
+            "198.18.66.0/ 24",
+            " 198.18.66.0/24",
+            "198.18.66.0/24 ",
+        ] {
             assert!(parse_cidr(bad, false).is_err(), "{bad:?} accepted");
         }
-        assert_eq!(format_net(&parse_cidr("0.0.0.0/0", false).unwrap()), "0.0.0.0/0");
+        assert_eq!(
+            format_net(&parse_cidr("0.0.0.0/0", false).unwrap()),
+            "0.0.0.0/0"
+        );
     }
 }

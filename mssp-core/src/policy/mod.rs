@@ -2,6 +2,7 @@
 //! values ([`validate`]), and the errors a refused document gets. Pure Rust, no kernel.
 
 pub mod cidr;
+pub mod detection;
 pub mod doc;
 pub mod rules;
 pub mod rules_doc;
@@ -19,7 +20,8 @@ pub use validate::{Capacity, parse_policy, validate};
 /// A document as the agent reports it (`GET /v1/policy?full=true`), validated with no capacity
 /// limit (it is in force already).
 pub fn doc_from_value(v: serde_json::Value) -> Result<Policy, PolicyError> {
-    let doc: PolicyDoc = serde_json::from_value(v).map_err(|e| PolicyError::Syntax(e.to_string()))?;
+    let doc: PolicyDoc =
+        serde_json::from_value(v).map_err(|e| PolicyError::Syntax(e.to_string()))?;
     validate(
         &doc,
         &Capacity {
@@ -119,6 +121,8 @@ pub struct Customer {
     pub sources: Vec<SourceEntry>,
     pub rules: Vec<rules::RuleSpec>,
     pub limits: Option<rules::Limits>,
+    /// The customer's own detection settings (else the policy's default applies).
+    pub detection: Option<detection::Detection>,
 }
 
 /// A validated policy document.
@@ -128,6 +132,8 @@ pub struct Policy {
     pub infrastructure: Vec<Net>,
     pub global: Vec<SourceEntry>,
     pub customers: Vec<Customer>,
+    /// Detection for customers that set none.
+    pub detection: Option<detection::Detection>,
     /// The document it came from, for `policy show` and the state directory.
     pub doc: PolicyDoc,
 }
@@ -140,12 +146,20 @@ impl Policy {
             infrastructure: Vec::new(),
             global: Vec::new(),
             customers: Vec::new(),
+            detection: None,
             doc: PolicyDoc::default(),
         }
     }
 
     pub fn customer(&self, id: u32) -> Option<&Customer> {
         self.customers.iter().find(|c| c.id == id)
+    }
+
+    /// The central layer's detection for a customer: its own, else the policy's default.
+    pub fn detection_of(&self, id: u32) -> Option<&detection::Detection> {
+        self.customer(id)
+            .and_then(|c| c.detection.as_ref())
+            .or(self.detection.as_ref())
     }
 
     /// The reference classifier's view of this policy.

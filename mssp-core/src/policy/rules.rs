@@ -198,9 +198,8 @@ fn at(path: &str, i: Option<usize>) -> String {
 
 /// A plain decimal number: digits only, no sign, no spaces, no leading zeros.
 fn decimal(s: &str) -> Option<u64> {
-    let canonical = !s.is_empty()
-        && s.bytes().all(|b| b.is_ascii_digit())
-        && (s == "0" || !s.starts_with('0'));
+    let canonical =
+        !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && (s == "0" || !s.starts_with('0'));
     canonical.then(|| s.parse().ok()).flatten()
 }
 
@@ -563,13 +562,7 @@ fn vlans(c: &mut Ctx, v: &Value, path: &str) -> Option<Vec<u16>> {
 }
 
 /// Validates a rule's `match` into `spec`'s fields.
-fn validate_match(
-    c: &mut Ctx,
-    m: &MatchDoc,
-    path: &str,
-    spec: &mut RuleSpec,
-    prefixes: &[Net],
-) {
+fn validate_match(c: &mut Ctx, m: &MatchDoc, path: &str, spec: &mut RuleSpec, prefixes: &[Net]) {
     if let Some(v) = &m.protocol {
         spec.protocol = protocols(c, v, &format!("{path}.protocol"));
     }
@@ -638,6 +631,13 @@ fn validate_match(
     }
 }
 
+/// Rule ids from here up belong to the layers mssp writes itself: fleet decisions
+/// ([`FLEET_RULE_IDS`]..) and this edge's attack mitigations ([`AUTO_RULE_IDS`]..). A central
+/// or local rule cannot take them, so no layer's rule ever replaces another by accident.
+pub const RESERVED_RULE_IDS: u32 = 0xE000_0000;
+pub const FLEET_RULE_IDS: u32 = 0xE000_0000;
+pub const AUTO_RULE_IDS: u32 = 0xF000_0000;
+
 /// Validates one rule of a customer whose prefixes are `prefixes`.
 pub fn rule(
     doc: &RuleDoc,
@@ -696,6 +696,16 @@ pub fn rules(
     }
     for (i, d) in docs.iter().enumerate() {
         let p = format!("{path}[{i}]");
+        if d.id >= RESERVED_RULE_IDS {
+            errors.push(FieldError {
+                path: format!("{p}.id"),
+                message: format!(
+                    "rule id {} is reserved: ids from {RESERVED_RULE_IDS} up are the auto and fleet layers'; use a smaller id",
+                    d.id
+                ),
+            });
+            continue;
+        }
         if let Some(first) = seen.insert(d.id, i) {
             errors.push(FieldError {
                 path: format!("{p}.id"),

@@ -32,12 +32,31 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for MapOnly<D> {
     type Error = D::Error;
 
     forward!(
-        deserialize_any, deserialize_bool, deserialize_i8, deserialize_i16, deserialize_i32,
-        deserialize_i64, deserialize_u8, deserialize_u16, deserialize_u32, deserialize_u64,
-        deserialize_f32, deserialize_f64, deserialize_char, deserialize_str,
-        deserialize_string, deserialize_bytes, deserialize_byte_buf, deserialize_option,
-        deserialize_unit, deserialize_seq, deserialize_map, deserialize_identifier,
-        deserialize_ignored_any, deserialize_i128, deserialize_u128,
+        deserialize_any,
+        deserialize_bool,
+        deserialize_i8,
+        deserialize_i16,
+        deserialize_i32,
+        deserialize_i64,
+        deserialize_u8,
+        deserialize_u16,
+        deserialize_u32,
+        deserialize_u64,
+        deserialize_f32,
+        deserialize_f64,
+        deserialize_char,
+        deserialize_str,
+        deserialize_string,
+        deserialize_bytes,
+        deserialize_byte_buf,
+        deserialize_option,
+        deserialize_unit,
+        deserialize_seq,
+        deserialize_map,
+        deserialize_identifier,
+        deserialize_ignored_any,
+        deserialize_i128,
+        deserialize_u128,
     );
 
     fn deserialize_unit_struct<V: Visitor<'de>>(
@@ -113,7 +132,9 @@ macro_rules! strict_struct {
 
 /// For optional fields: present means a value, and `null` is refused (it is not "absent":
 /// leave the field out for that).
-pub fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+pub fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
     T::deserialize(d).map(Some)
 }
 
@@ -228,14 +249,25 @@ mod tests {
     fn maps_only_no_nulls_no_duplicates() {
         let ok: Doc = serde_json::from_str(r#"{"a":1,"c":{"x":1}}"#).unwrap();
         assert_eq!(ok.a, 1);
-        let e = serde_json::from_str::<Doc>(r#"[1,"b"]"#).unwrap_err().to_string();
+        let e = serde_json::from_str::<Doc>(r#"[1,"b"]"#)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("invalid type: sequence"), "{e}");
-        let e = serde_json::from_str::<Doc>(r#"{"a":1,"b":null}"#).unwrap_err().to_string();
+        let e = serde_json::from_str::<Doc>(r#"{"a":1,"b":null}"#)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("null"), "{e}");
-        let e = serde_json::from_str::<Doc>(r#"{"a":1,"c":null}"#).unwrap_err().to_string();
+        let e = serde_json::from_str::<Doc>(r#"{"a":1,"c":null}"#)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("null is not a value"), "{e}");
-        let e = serde_json::from_str::<Doc>(r#"{"a":1,"c":{"x":1,"x":2}}"#).unwrap_err().to_string();
+        let e = serde_json::from_str::<Doc>(r#"{"a":1,"c":{"x":1,"x":2}}"#)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("`x` is given twice"), "{e}");
-        assert_eq!(serde_json::to_string(&ok).unwrap(), r#"{"a":1,"b":null,"c":{"x":1}}"#);
+        assert_eq!(
+            serde_json::to_string(&ok).unwrap(),
+            r#"{"a":1,"b":null,"c":{"x":1}}"#
+        );
     }
 }

@@ -253,6 +253,9 @@ pub fn validate(doc: &PolicyDoc, cap: &Capacity) -> Result<Policy, PolicyError> 
             .limits
             .as_ref()
             .and_then(|l| super::rules::limits(l, &format!("{here}.limits"), &mut errors.0));
+        let detection = c.detection.as_ref().and_then(|d| {
+            super::detection::detection(d, &format!("{here}.detection"), &mut errors.0)
+        });
         customers.push(Customer {
             id: c.id,
             name: c.name.clone(),
@@ -260,6 +263,7 @@ pub fn validate(doc: &PolicyDoc, cap: &Capacity) -> Result<Policy, PolicyError> 
             sources: srcs,
             rules,
             limits,
+            detection,
         });
     }
 
@@ -288,6 +292,11 @@ pub fn validate(doc: &PolicyDoc, cap: &Capacity) -> Result<Policy, PolicyError> 
         );
     }
 
+    let detection = doc
+        .detection
+        .as_ref()
+        .and_then(|d| super::detection::detection(d, "detection", &mut errors.0));
+
     if !errors.0.is_empty() {
         return Err(PolicyError::Invalid(errors.0));
     }
@@ -296,6 +305,7 @@ pub fn validate(doc: &PolicyDoc, cap: &Capacity) -> Result<Policy, PolicyError> 
         infrastructure,
         global,
         customers,
+        detection,
         doc: doc.clone(),
     })
 }
@@ -411,27 +421,85 @@ mod tests {
     #[test]
     fn what_serde_let_through_is_refused_at_its_leaf() {
         let c = |rules: &str| {
-            format!(r#"{{"version":1,"customers":[{{"id":7,"prefixes":["198.19.7.0/24"],"rules":[{rules}]}}]}}"#)
+            format!(
+                r#"{{"version":1,"customers":[{{"id":7,"prefixes":["198.19.7.0/24"],"rules":[{rules}]}}]}}"#
+            )
         };
         for (doc, path, needle) in [
-            (c(r#"{"id":1,"match":[],"action":"drop"}"#), "customers[0].rules[0].match", "invalid type: sequence"),
-            (r#"{"version":1,"customers":[[7,null,["198.19.7.0/24"]]]}"#.to_string(), "customers[0]", "invalid type: sequence"),
-            (c(r#"{"id":1,"match":{"protocol":null},"action":"drop"}"#), "customers[0].rules[0].match.protocol", "null"),
-            (r#"{"version":1,"customers":[{"id":7,"name":null}]}"#.to_string(), "customers[0].name", "null"),
-            (c(r#"{"id":1,"match":{},"action":{"rate_limit":{"pps":1},"rate_limit":{"pps":2}}}"#), "customers[0].rules[0].action", "given twice"),
-            (c(r#"{"id":1,"match":{"vlan":[]},"action":"drop"}"#), "customers[0].rules[0].match.vlan", "empty list"),
-            (c(r#"{"id":1,"match":{"fragment":[]},"action":"drop"}"#), "customers[0].rules[0].match.fragment", "empty list"),
-            (c(r#"{"id":1,"match":{"dst_ports":["+53"]},"action":"drop"}"#), "customers[0].rules[0].match.dst_ports[0]", "not a port"),
-            (r#"{"version":1,"customers":[{"id":7,"prefixes":["198.19.7.0/+24"]}]}"#.to_string(), "customers[0].prefixes[0]", "prefix length"),
-            (r#"{"version":1,"customers":[{"id":7,"prefixes":["198.19.7.0/024"]}]}"#.to_string(), "customers[0].prefixes[0]", "prefix length"),
-            (r#"{"version":1,"customers":[{"id":7,"prefixes":["198.19.7.0 /24"]}]}"#.to_string(), "customers[0].prefixes[0]", "spaces"),
-            (c(r#"{"id":1,"match":{},"action":{"rate_limit":{"pps":10,"burst":"x"}}}"#), "customers[0].rules[0].action.rate_limit.burst", "invalid type"),
-            (r#"{"version":1,"global":{"sources":[{"prefix":"198.18.0.0/24","action":1}]}}"#.to_string(), "global.sources[0].action", "invalid type: integer `1`"),
+            (
+                c(r#"{"id":1,"match":[],"action":"drop"}"#),
+                "customers[0].rules[0].match",
+                "invalid type: sequence",
+            ),
+            (
+                r#"{"version":1,"customers":[[7,null,["198.19.7.0/24"]]]}"#.to_string(),
+                "customers[0]",
+                "invalid type: sequence",
+            ),
+            (
+                c(r#"{"id":1,"match":{"protocol":null},"action":"drop"}"#),
+                "customers[0].rules[0].match.protocol",
+                "null",
+            ),
+            (
+                r#"{"version":1,"customers":[{"id":7,"name":null}]}"#.to_string(),
+                "customers[0].name",
+                "null",
+            ),
+            (
+                c(
+                    r#"{"id":1,"match":{},"action":{"rate_limit":{"pps":1},"rate_limit":{"pps":2}}}"#,
+                ),
+                "customers[0].rules[0].action",
+                "given twice",
+            ),
+            (
+                c(r#"{"id":1,"match":{"vlan":[]},"action":"drop"}"#),
+                "customers[0].rules[0].match.vlan",
+                "empty list",
+            ),
+            (
+                c(r#"{"id":1,"match":{"fragment":[]},"action":"drop"}"#),
+                "customers[0].rules[0].match.fragment",
+                "empty list",
+            ),
+            (
+                c(r#"{"id":1,"match":{"dst_ports":["+53"]},"action":"drop"}"#),
+                "customers[0].rules[0].match.dst_ports[0]",
+                "not a port",
+            ),
+            (
+                r#"{"version":1,"customers":[{"id":7,"prefixes":["198.19.7.0/+24"]}]}"#.to_string(),
+                "customers[0].prefixes[0]",
+                "prefix length",
+            ),
+            (
+                r#"{"version":1,"customers":[{"id":7,"prefixes":["198.19.7.0/024"]}]}"#.to_string(),
+                "customers[0].prefixes[0]",
+                "prefix length",
+            ),
+            (
+                r#"{"version":1,"customers":[{"id":7,"prefixes":["198.19.7.0 /24"]}]}"#.to_string(),
+                "customers[0].prefixes[0]",
+                "spaces",
+            ),
+            (
+                c(r#"{"id":1,"match":{},"action":{"rate_limit":{"pps":10,"burst":"x"}}}"#),
+                "customers[0].rules[0].action.rate_limit.burst",
+                "invalid type",
+            ),
+            (
+                r#"{"version":1,"global":{"sources":[{"prefix":"198.18.0.0/24","action":1}]}}"#
+                    .to_string(),
+                "global.sources[0].action",
+                "invalid type: integer `1`",
+            ),
         ] {
             let e = refuse(&doc);
             let errs = e.field_errors();
             assert!(
-                errs.iter().any(|f| f.path == path && f.message.contains(needle)),
+                errs.iter()
+                    .any(|f| f.path == path && f.message.contains(needle)),
                 "{doc}: wanted {path}: …{needle}…; got {errs:?}"
             );
         }
@@ -447,12 +515,23 @@ mod tests {
                 r#"{{"prefix":"198.18.0.0/{len}","action":"drop","expires":"2099-01-01T00:00:00Z"}}"#
             ));
         }
-        let doc = format!(r#"{{"version":1,"global":{{"sources":[{}]}}}}"#, srcs.join(","));
+        let doc = format!(
+            r#"{{"version":1,"global":{{"sources":[{}]}}}}"#,
+            srcs.join(",")
+        );
         let e = refuse(&doc);
-        assert!(e.to_string().contains("expiring entries may cover one address"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("expiring entries may cover one address"),
+            "{e}"
+        );
         // And the compiler agrees on the same document.
         let p = parse_policy(
-            format!(r#"{{"version":1,"global":{{"sources":[{}]}}}}"#, srcs[..7].join(",")).as_bytes(),
+            format!(
+                r#"{{"version":1,"global":{{"sources":[{}]}}}}"#,
+                srcs[..7].join(",")
+            )
+            .as_bytes(),
             &Capacity::default(),
         )
         .expect("seven nested expiring entries fit");
@@ -480,5 +559,44 @@ mod tests {
         let s = e.to_string();
         assert!(s.contains("2 customers, but the maps hold 1"), "{s}");
         assert!(s.contains("2 source entries, but the maps hold 1"), "{s}");
+    }
+}
+
+#[cfg(test)]
+mod detection_tests {
+    use super::*;
+
+    #[test]
+    fn detection_is_validated_where_it_stands_and_reserved_rule_ids_are_refused() {
+        let doc = r#"{"version":1,"detection":{"mode":"monitor","thresholds":{"pps":1000}},
+          "customers":[{"id":7,"prefixes":["198.19.7.0/24"],
+            "detection":{"mode":"mitigate","thresholds":{"udp_pps":-1}},
+            "rules":[{"id":4026531841,"match":{"protocol":"udp"},"action":"drop"}]}]}"#;
+        let e = parse_policy(doc.as_bytes(), &Capacity::default()).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("customers[0].detection.thresholds.udp_pps"),
+            "{text}"
+        );
+        let doc = doc.replace("-1", "5000");
+        let e = parse_policy(doc.as_bytes(), &Capacity::default()).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("customers[0].rules[0].id: rule id 4026531841 is reserved"),
+            "{text}"
+        );
+        let doc = doc.replace("4026531841", "1");
+        let p = parse_policy(doc.as_bytes(), &Capacity::default()).unwrap();
+        assert_eq!(
+            p.detection_of(7)
+                .unwrap()
+                .threshold(super::super::detection::Metric::UdpPps),
+            Some(5000)
+        );
+        assert_eq!(
+            p.detection.as_ref().unwrap().mode,
+            super::super::detection::DetectMode::Monitor
+        );
+        assert!(crate::dataplane::Desired::from_policy(&p).customers[0].meter);
     }
 }
