@@ -3,6 +3,7 @@
 //! serialise and parse. A reply that does not parse into its type is an error on the reading
 //! side, never a silent success.
 
+pub mod attacks;
 pub mod error;
 pub mod exit;
 pub mod provenance;

@@ -118,7 +118,7 @@ pub struct StatsView {
 pub struct RuleView {
     pub customer: u32,
     pub id: u32,
-    /// "central" or "local".
+    /// "central", "auto", "fleet" or "local".
     pub layer: String,
     /// Position in the evaluation order (1 = first), when enforced.
     pub order: Option<usize>,
@@ -132,6 +132,9 @@ pub struct RuleView {
     pub packets: u64,
     pub bytes: u64,
     pub limited_packets: u64,
+    /// When an auto (or fleet) rule stops (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
 }
 
 /// The local layer entry a `DELETE /v1/blocks` removed.
