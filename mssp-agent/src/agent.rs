@@ -52,6 +52,10 @@ pub struct Agent<B: MapBackend> {
     pub expiry_changed: tokio::sync::Notify,
     /// The push API's TLS settings; replaced when a reload finds new certificate files.
     pub push_tls: Mutex<Option<Arc<rustls::ServerConfig>>>,
+    /// Attack detection: the engine, the attack history, the live sample stream.
+    pub ips: crate::ips::Ips,
+    /// The data path's meters and sample ring, until `run` hands them to the detector.
+    pub observer: Mutex<Option<(mssp_core::observe::Meters, mssp_core::observe::SampleRing)>>,
     _lock: File,
 }
 
@@ -152,12 +156,18 @@ impl<B: MapBackend> Agent<B> {
         mut l: Loaded,
         dp: Dataplane<B>,
         host: Box<dyn Host>,
+        observer: Option<(mssp_core::observe::Meters, mssp_core::observe::SampleRing)>,
     ) -> Result<Agent<B>, AgentError> {
+        // Active attacks resume with their mitigations, published with everything else.
+        let ips = crate::ips::Ips::new(&cfg.state_dir, cfg.engine_config())?;
+        let auto = ips.lock().engine.auto_items();
         // Local entries that expired while no agent ran are gone (the data path stopped
         // enforcing them on time; the listing must not show them).
         let now = OffsetDateTime::now_utc();
         let before = l.local.entries.len();
-        l.local.entries.retain(|e| e.expires.is_none_or(|t| t > now));
+        l.local
+            .entries
+            .retain(|e| e.expires.is_none_or(|t| t > now));
         let pruned = before - l.local.entries.len();
         let mut state = AgentState {
             dp,
@@ -171,6 +181,9 @@ impl<B: MapBackend> Agent<B> {
             missing: Vec::new(),
             last_apply: None,
             last_error: None,
+            auto,
+            detection: Default::default(),
+            protected: Default::default(),
         };
         // Policy into the maps before any new attachment, so a new link never filters with
         // an empty policy; an adopted link keeps the old program until the swap below.
@@ -195,6 +208,8 @@ impl<B: MapBackend> Agent<B> {
             started: OffsetDateTime::now_utc(),
             expiry_changed: tokio::sync::Notify::new(),
             push_tls: Mutex::new(None),
+            ips,
+            observer: Mutex::new(observer),
             _lock: l.lock,
         })
     }
@@ -251,7 +266,10 @@ impl<B: MapBackend> Agent<B> {
             }
         }
         let policy_file = match &new.policy {
-            Some(p) => Some((p.clone(), read_policy_file(p, &old.policy_capacity()).map_err(nothing)?)),
+            Some(p) => Some((
+                p.clone(),
+                read_policy_file(p, &old.policy_capacity()).map_err(nothing)?,
+            )),
             None => None,
         };
         let has_tls = self
@@ -284,7 +302,9 @@ impl<B: MapBackend> Agent<B> {
                     source: format!("file {} (reload)", p.display()),
                 };
                 let before = (state.policy.clone(), state.central.clone());
-                state.set_central(policy, origin, "reload").map_err(nothing)?;
+                state
+                    .set_central(policy, origin, "reload")
+                    .map_err(nothing)?;
                 previous = Some(before);
                 notes.push(format!(
                     "policy file {} applied (version {held} -> {})",
@@ -348,6 +368,8 @@ impl Agent<KernelBackend> {
         let (mut ebpf, existing) = pins::load(&cfg.pin_spec(), opts.replace_pins)?;
         let backend = KernelBackend::from_ebpf(&mut ebpf)
             .map_err(|e| AgentError::Other(format!("opening the maps: {e}")))?;
+        let observer = mssp_core::observe::take(&mut ebpf)
+            .map_err(|e| AgentError::Other(format!("opening the meters and samples: {e}")))?;
         let dp = if existing && !opts.replace_pins {
             Dataplane::adopt(backend, &l.ids)?
         } else {
@@ -360,7 +382,18 @@ impl Agent<KernelBackend> {
             );
         }
         let pin_dir = cfg.pin_dir.clone();
-        let agent = Self::assemble(cfg, opts.clone(), l, dp, Box::new(KernelHost { ebpf, lock, tracer: None }))?;
+        let agent = Self::assemble(
+            cfg,
+            opts.clone(),
+            l,
+            dp,
+            Box::new(KernelHost {
+                ebpf,
+                lock,
+                tracer: None,
+            }),
+            Some(observer),
+        )?;
         if opts.replace_pins {
             pins::retire_old(&pin_dir);
         }
@@ -374,6 +407,6 @@ impl Agent<MemBackend> {
     pub fn in_memory(cfg: Config, caps: Capacities) -> Result<Agent<MemBackend>, AgentError> {
         let l = load_state(&cfg)?;
         let dp = Dataplane::adopt(MemBackend::new(caps), &l.ids)?;
-        Self::assemble(cfg, RunOptions::default(), l, dp, Box::new(NoHost))
+        Self::assemble(cfg, RunOptions::default(), l, dp, Box::new(NoHost), None)
     }
 }

@@ -78,6 +78,47 @@ pub struct Config {
     /// e.g. "60s"; slower clients are cut off.
     #[serde(default = "default_push_timeout")]
     pub push_timeout: String,
+    /// Attack detection on this edge (the thresholds are in the policy).
+    #[serde(default)]
+    pub detection: DetectionConfig,
+}
+
+/// `[detection]`: the edge-wide caps on what the detector installs.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DetectionConfig {
+    /// Auto rules in force at once, over all customers (each customer also has its own cap,
+    /// `max_rules` in its detection settings).
+    #[serde(default = "default_max_auto_rules")]
+    pub max_auto_rules: usize,
+    /// Auto source entries in force at once, over all customers.
+    #[serde(default = "default_max_auto_sources")]
+    pub max_auto_sources: usize,
+    /// Ended attacks kept in the history.
+    #[serde(default = "default_attack_history")]
+    pub history: usize,
+}
+
+impl Default for DetectionConfig {
+    fn default() -> Self {
+        DetectionConfig {
+            max_auto_rules: default_max_auto_rules(),
+            max_auto_sources: default_max_auto_sources(),
+            history: default_attack_history(),
+        }
+    }
+}
+
+fn default_max_auto_rules() -> usize {
+    256
+}
+
+fn default_max_auto_sources() -> usize {
+    4096
+}
+
+fn default_attack_history() -> usize {
+    1000
 }
 
 fn default_socket_mode() -> String {
@@ -200,6 +241,16 @@ impl Config {
     /// What a policy document may hold with these map sizes (checked at validation).
     pub fn policy_capacity(&self) -> Capacity {
         Capacity::of(&self.capacities())
+    }
+
+    /// The detector's settings from `[detection]`.
+    pub fn engine_config(&self) -> mssp_detect::EngineConfig {
+        mssp_detect::EngineConfig {
+            max_auto_rules: self.detection.max_auto_rules,
+            max_auto_sources: self.detection.max_auto_sources,
+            history: self.detection.history,
+            ..mssp_detect::EngineConfig::default()
+        }
     }
 
     pub fn capacities(&self) -> Capacities {

@@ -83,15 +83,22 @@ mod tests {
     #[test]
     fn what_changes() {
         let p = |s: &str| parse_policy(s.as_bytes(), &Capacity::default()).unwrap();
-        let a = p(r#"{"version":1,"customers":[{"id":7,"prefixes":["198.19.7.0/24"],
-            "sources":[{"prefix":"198.18.1.0/24","action":"drop"},{"prefix":"198.18.2.0/24","action":"drop"}]},{"id":8}]}"#);
-        let b = p(r#"{"version":2,"customers":[{"id":7,"prefixes":["198.19.7.0/24","198.19.9.0/24"],
-            "sources":[{"prefix":"198.18.1.0/24","action":"allow"},{"prefix":"198.18.3.0/24","action":"drop"}]},{"id":9}]}"#);
+        let a = p(
+            r#"{"version":1,"customers":[{"id":7,"prefixes":["198.19.7.0/24"],
+            "sources":[{"prefix":"198.18.1.0/24","action":"drop"},{"prefix":"198.18.2.0/24","action":"drop"}]},{"id":8}]}"#,
+        );
+        let b = p(
+            r#"{"version":2,"customers":[{"id":7,"prefixes":["198.19.7.0/24","198.19.9.0/24"],
+            "sources":[{"prefix":"198.18.1.0/24","action":"allow"},{"prefix":"198.18.3.0/24","action":"drop"}]},{"id":9}]}"#,
+        );
         let d = diff(&a, &b);
         assert_eq!((d.customers_added, d.customers_removed), (vec![9], vec![8]));
         let c = &d.customers_changed[0];
         assert_eq!(c.prefixes_added, vec!["198.19.9.0/24".to_string()]);
-        assert_eq!((c.sources_added, c.sources_removed, c.sources_changed), (1, 1, 1));
+        assert_eq!(
+            (c.sources_added, c.sources_removed, c.sources_changed),
+            (1, 1, 1)
+        );
         assert!(diff(&a, &a).customers_changed.is_empty());
     }
 }

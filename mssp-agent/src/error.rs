@@ -34,7 +34,9 @@ impl AgentError {
             AgentError::Config(_) | AgentError::Pins(PinError::Dir { .. }) => exit::USAGE,
             AgentError::State(_) | AgentError::InitialPolicy { .. } => exit::DATAERR,
             AgentError::Pins(
-                PinError::Incompatible { .. } | PinError::MapMismatch { .. } | PinError::Busy { .. },
+                PinError::Incompatible { .. }
+                | PinError::MapMismatch { .. }
+                | PinError::Busy { .. },
             )
             | AgentError::Adopt(_) => exit::TEMPFAIL,
             _ => exit::FAILURE,

@@ -363,5 +363,4 @@ mod tests {
         assert_eq!(t2, t);
         assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 2);
     }
-
 }

@@ -43,9 +43,9 @@ impl Listeners {
             }
             None => None,
         };
-        let metrics = TcpListener::bind(cfg.metrics_listen)
-            .await
-            .map_err(|e| AgentError::Other(format!("metrics_listen {}: {e}", cfg.metrics_listen)))?;
+        let metrics = TcpListener::bind(cfg.metrics_listen).await.map_err(|e| {
+            AgentError::Other(format!("metrics_listen {}: {e}", cfg.metrics_listen))
+        })?;
         let api = api::bind(cfg).map_err(AgentError::Other)?;
         Ok(Listeners { api, metrics, push })
     }
@@ -81,8 +81,12 @@ pub async fn run<B: MapBackend + Send + 'static>(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let a = agent.clone();
     let registry = Arc::new(metrics::registry(move || {
+        // The detector's lock and the state's are never held together.
+        let detection = crate::ips::metrics(&a.ips);
         let state = a.lock();
-        metrics_snapshot(&a, &state)
+        let mut s = metrics_snapshot(&a, &state);
+        s.detection = detection;
+        s
     }));
 
     // The push endpoint and metrics first: once the socket answers, everything does.
@@ -105,6 +109,13 @@ pub async fn run<B: MapBackend + Send + 'static>(
     let watchdog = tokio::spawn(watchdog_loop(agent.clone(), stop_rx.clone()));
     let hup = tokio::spawn(hup_loop(agent.clone(), stop_rx.clone()));
     let retry = tokio::spawn(missing_interfaces_loop(agent.clone(), stop_rx.clone()));
+    // The detector, when the data path's meters and samples are at hand (a kernel agent).
+    let observer = agent
+        .observer
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
+    let detector = observer.map(|(m, r)| crate::detector::start(agent.clone(), m, r));
 
     {
         let state = agent.lock();
@@ -142,6 +153,7 @@ pub async fn run<B: MapBackend + Send + 'static>(
         }
     })
     .await;
+    drop(detector);
     expiry.abort();
     watchdog.abort();
     hup.abort();
@@ -213,7 +225,11 @@ async fn missing_interfaces_loop<B: MapBackend + Send + 'static>(
         let a = agent.clone();
         let _ = tokio::task::spawn_blocking(move || {
             let mut state = a.lock();
-            if !state.missing.iter().any(|m| mssp_core::pins::interface_exists(m)) {
+            if !state
+                .missing
+                .iter()
+                .any(|m| mssp_core::pins::interface_exists(m))
+            {
                 return;
             }
             let spec = a.config().pin_spec();
@@ -226,10 +242,17 @@ async fn missing_interfaces_loop<B: MapBackend + Send + 'static>(
                 Ok(r) if r.missing.len() < state.missing.len() => {
                     info!(
                         "interfaces appeared; now filtering {}",
-                        r.attached.iter().map(|x| x.name.as_str()).collect::<Vec<_>>().join(", ")
+                        r.attached
+                            .iter()
+                            .map(|x| x.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     );
                     state.store.save_links(
-                        &r.attached.iter().map(|x| (x.name.clone(), x.mode.clone())).collect(),
+                        &r.attached
+                            .iter()
+                            .map(|x| (x.name.clone(), x.mode.clone()))
+                            .collect(),
                     );
                     state.attached = r.attached;
                     state.missing = r.missing;

@@ -28,6 +28,32 @@ pub struct Snapshot {
     /// (unix time, seconds) of the last successful publish.
     pub last_apply: Option<(f64, f64)>,
     pub interfaces: Vec<InterfaceLabels>,
+    pub detection: DetectionMetrics,
+}
+
+/// Attack detection's families.
+#[derive(Clone, Debug, Default)]
+pub struct DetectionMetrics {
+    /// (customer, active attacks).
+    pub attacks_active: Vec<(CustomerLabels, u64)>,
+    pub attacks_total: u64,
+    pub auto_installed_total: u64,
+    pub auto_removed_total: u64,
+    /// (kind "rule" or "source", in force now).
+    pub auto_items: Vec<(KindLabels, u64)>,
+    pub samples_total: u64,
+    pub sample_every: u64,
+    pub detection_latency: Option<prometheus_client::metrics::histogram::Histogram>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CustomerLabels {
+    pub customer: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -223,6 +249,58 @@ impl Collector for AgentCollector {
             "Interfaces the filter is attached to, by XDP mode",
             s.interfaces.iter().map(|l| (l.clone(), 1)),
         )?;
+        let d = &s.detection;
+        gauges(
+            &mut enc,
+            "attacks_active",
+            "Attacks in progress per customer",
+            d.attacks_active.iter().map(|(l, n)| (l.clone(), *n as i64)),
+        )?;
+        counters(
+            &mut enc,
+            "attacks",
+            "Attacks detected since the agent started",
+            std::iter::once((KindLabels { kind: "all" }, d.attacks_total)),
+        )?;
+        counters(
+            &mut enc,
+            "auto_installed",
+            "Auto rules and source entries installed against attacks",
+            std::iter::once((KindLabels { kind: "all" }, d.auto_installed_total)),
+        )?;
+        counters(
+            &mut enc,
+            "auto_removed",
+            "Auto rules and source entries removed (attack ended or re-planned)",
+            std::iter::once((KindLabels { kind: "all" }, d.auto_removed_total)),
+        )?;
+        gauges(
+            &mut enc,
+            "auto_items",
+            "Auto rules and source entries in force, by kind",
+            d.auto_items.iter().map(|(l, n)| (l.clone(), *n as i64)),
+        )?;
+        counters(
+            &mut enc,
+            "samples",
+            "Packets sampled by the data path and read by the agent",
+            std::iter::once((KindLabels { kind: "all" }, d.samples_total)),
+        )?;
+        gauge(
+            &mut enc,
+            "sample_every",
+            "One packet in this many is sampled (adapts to the load)",
+            (d.sample_every > 0).then_some(d.sample_every as i64),
+        )?;
+        if let Some(h) = &d.detection_latency {
+            let m = enc.encode_descriptor(
+                "attack_detection_seconds",
+                "Seconds from an attack's onset to its detection",
+                None,
+                MetricType::Histogram,
+            )?;
+            h.encode(m)?;
+        }
         Ok(())
     }
 }
@@ -259,7 +337,9 @@ async fn metrics(State(reg): State<Arc<Registry>>) -> impl IntoResponse {
 }
 
 pub fn router(reg: Arc<Registry>) -> Router {
-    Router::new().route("/metrics", get(metrics)).with_state(reg)
+    Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(reg)
 }
 
 #[cfg(test)]
@@ -295,8 +375,14 @@ mod tests {
             ),
             "{text}"
         );
-        assert!(text.contains(r#"mssp_customer_info{customer="7",name="acme"} 1"#), "{text}");
-        assert!(text.contains(r#"mssp_policy_version{layer="local"} 2"#), "{text}");
+        assert!(
+            text.contains(r#"mssp_customer_info{customer="7",name="acme"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"mssp_policy_version{layer="local"} 2"#),
+            "{text}"
+        );
         assert!(text.contains("mssp_local_entries 9"), "{text}");
     }
 }

@@ -119,7 +119,9 @@ pub async fn serve<B: MapBackend + Send + 'static>(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let cfg = agent.config();
-    let timeout = cfg.push_timeout().unwrap_or(std::time::Duration::from_secs(60));
+    let timeout = cfg
+        .push_timeout()
+        .unwrap_or(std::time::Duration::from_secs(60));
     if let (Ok(addr), Some(ca)) = (listener.local_addr(), &cfg.client_ca) {
         info!(
             "push API on https://{addr} (client certificates from {})",
@@ -223,7 +225,9 @@ async fn handshake_with(
     }
 }
 
-async fn get_policy<B: MapBackend + Send + 'static>(State(s): State<Arc<PushState<B>>>) -> Response {
+async fn get_policy<B: MapBackend + Send + 'static>(
+    State(s): State<Arc<PushState<B>>>,
+) -> Response {
     let agent = s.agent.clone();
     match tokio::task::spawn_blocking(move || central_view(&agent.lock(), false)).await {
         Ok(v) => reply(StatusCode::OK, v),
@@ -234,7 +238,9 @@ async fn get_policy<B: MapBackend + Send + 'static>(State(s): State<Arc<PushStat
     }
 }
 
-async fn get_status<B: MapBackend + Send + 'static>(State(s): State<Arc<PushState<B>>>) -> Response {
+async fn get_status<B: MapBackend + Send + 'static>(
+    State(s): State<Arc<PushState<B>>>,
+) -> Response {
     let agent = s.agent.clone();
     match tokio::task::spawn_blocking(move || {
         let state = agent.lock();
@@ -343,7 +349,10 @@ async fn put_policy<B: MapBackend + Send + 'static>(
     if q.dry_run {
         return match tokio::task::spawn_blocking(move || check_document(&agent, &body)).await {
             Ok(c) => reply(StatusCode::OK, c),
-            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("check task: {e}")),
+            Err(e) => error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("check task: {e}"),
+            ),
         };
     }
     let force = q.force_version;
@@ -386,7 +395,9 @@ async fn put_policy<B: MapBackend + Send + 'static>(
 fn too_large(n: u64, max: usize) -> Response {
     error(
         StatusCode::PAYLOAD_TOO_LARGE,
-        format!("the policy document is {n} bytes or more; this agent takes at most {max} (push_max_bytes)"),
+        format!(
+            "the policy document is {n} bytes or more; this agent takes at most {max} (push_max_bytes)"
+        ),
     )
 }
 
@@ -408,7 +419,10 @@ fn apply<B: MapBackend>(
     };
     let validate_ms = t0.elapsed().as_secs_f64() * 1000.0;
     if policy.version >= MAX_VERSION && !force_version {
-        warn!("push from {who} refused: version {} is absurdly high", policy.version);
+        warn!(
+            "push from {who} refused: version {} is absurdly high",
+            policy.version
+        );
         return Err(Box::new(error(
             StatusCode::BAD_REQUEST,
             format!(
@@ -497,7 +511,10 @@ fn apply<B: MapBackend>(
 
 /// Whether this agent would apply `body`: validated with its capacities, version above the
 /// one held, rules counted with its other layers; and what it would change.
-pub fn check_document<B: MapBackend>(agent: &Agent<B>, body: &[u8]) -> mssp_wire::views::PolicyCheck {
+pub fn check_document<B: MapBackend>(
+    agent: &Agent<B>,
+    body: &[u8],
+) -> mssp_wire::views::PolicyCheck {
     let cap = agent.config().policy_capacity();
     let policy = match parse_policy(body, &cap) {
         Ok(p) => p,
@@ -533,7 +550,9 @@ pub fn check_document<B: MapBackend>(agent: &Agent<B>, body: &[u8]) -> mssp_wire
             message: format!("not newer than version {held} in force; push a greater version"),
         });
     }
-    if let Err(e) = mssp_core::dataplane::check(&crate::layers::desired(&policy, &state.local)) {
+    if let Err(e) =
+        mssp_core::dataplane::check(&crate::layers::desired(&policy, &state.local, &state.auto))
+    {
         errors.push(FieldErrorView {
             path: String::new(),
             value: Value::Null,

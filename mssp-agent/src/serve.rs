@@ -98,7 +98,9 @@ impl Connections {
                     static LAST: Mutex<Option<std::time::Instant>> = Mutex::new(None);
                     let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
                     if last.is_none_or(|x| x.elapsed() > Duration::from_secs(10)) {
-                        warn!("{what}: {max} connections at once; closing the oldest idle ones to make room");
+                        warn!(
+                            "{what}: {max} connections at once; closing the oldest idle ones to make room"
+                        );
                         *last = Some(std::time::Instant::now());
                     }
                 }
@@ -207,7 +209,12 @@ pub async fn unix(
         };
         let app = app.clone().layer(Extension(peer));
         let busy = slot.busy.clone();
-        spawn(&mut conns, &table, slot, connection(stream, app, busy, limits));
+        spawn(
+            &mut conns,
+            &table,
+            slot,
+            connection(stream, app, busy, limits),
+        );
         while conns.try_join_next().is_some() {}
     }
     // In-flight requests finish (the caller bounds how long it waits for us).
@@ -236,7 +243,12 @@ pub async fn tcp(
             continue;
         };
         let busy = slot.busy.clone();
-        spawn(&mut conns, &table, slot, connection(stream, app.clone(), busy, limits));
+        spawn(
+            &mut conns,
+            &table,
+            slot,
+            connection(stream, app.clone(), busy, limits),
+        );
         while conns.try_join_next().is_some() {}
     }
     while conns.join_next().await.is_some() {}

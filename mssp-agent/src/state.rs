@@ -53,13 +53,18 @@ pub struct AgentState<B: MapBackend> {
     pub missing: Vec<String>,
     pub last_apply: Option<LastApply>,
     pub last_error: Option<String>,
+    /// The auto layer: this edge's attack mitigations, as the detector wants them.
+    pub auto: Vec<mssp_detect::engine::AutoItem>,
+    /// What the detector reads of the layers, rebuilt by every publish.
+    pub detection: std::sync::Arc<crate::ips::settings::DetectionSnapshot>,
+    pub protected: std::sync::Arc<crate::ips::settings::ProtectedSet>,
 }
 
 impl<B: MapBackend> AgentState<B> {
     /// Publishes the union of the layers (only what changed is rewritten).
     pub fn apply(&mut self, trigger: &str) -> Result<ApplyStats, DataplaneError> {
         let started = Instant::now();
-        let d = desired(&self.policy, &self.local);
+        let d = self.desired();
         log::debug!("apply: desired state in {:?}", started.elapsed());
         let idlog = &mut self.idlog;
         let r = self
@@ -74,6 +79,10 @@ impl<B: MapBackend> AgentState<B> {
                     trigger: trigger.into(),
                 });
                 self.last_error = None;
+                self.detection = std::sync::Arc::new(
+                    crate::ips::settings::DetectionSnapshot::build(&self.policy, &self.local),
+                );
+                self.protected = std::sync::Arc::new(crate::ips::settings::ProtectedSet::build(&d));
                 // The table is built only when the log is due (it is a million rows at most).
                 if self.idlog.needs_compaction(self.dp.assignments())
                     && let Err(e) = self.idlog.maybe_compact(&self.dp.id_table())
@@ -143,7 +152,11 @@ impl<B: MapBackend> AgentState<B> {
 
     /// Replaces the local layer: applied first, persisted once enforced. If it cannot be
     /// applied or persisted, the previous layer is put back in memory and in the maps.
-    pub fn set_local(&mut self, mut local: LocalFile, trigger: &str) -> Result<ApplyStats, AgentError> {
+    pub fn set_local(
+        &mut self,
+        mut local: LocalFile,
+        trigger: &str,
+    ) -> Result<ApplyStats, AgentError> {
         local.version = self.local.version + 1;
         let old = std::mem::replace(&mut self.local, local);
         let stats = match self.apply(trigger) {
@@ -162,6 +175,28 @@ impl<B: MapBackend> AgentState<B> {
             return Err(e.into());
         }
         Ok(stats)
+    }
+
+    /// The union of the layers as it should be in force.
+    pub fn desired(&self) -> mssp_core::dataplane::Desired {
+        desired(&self.policy, &self.local, &self.auto)
+    }
+
+    /// Replaces the auto layer (the detector's mitigations). Nothing is persisted here: the
+    /// attacks file the detector writes is what a restart rebuilds the layer from. If it
+    /// cannot be applied, the previous auto layer stays in force and the error is returned.
+    pub fn set_auto(
+        &mut self,
+        auto: Vec<mssp_detect::engine::AutoItem>,
+    ) -> Result<ApplyStats, AgentError> {
+        let old = std::mem::replace(&mut self.auto, auto);
+        match self.apply("detection") {
+            Ok(s) => Ok(s),
+            Err(e) => {
+                self.auto = old;
+                Err(e.into())
+            }
+        }
     }
 
     pub fn central_version(&self) -> u64 {
@@ -212,6 +247,6 @@ impl<B: MapBackend> AgentState<B> {
 
     /// When the next entry of any layer expires.
     pub fn next_expiry(&self) -> Option<OffsetDateTime> {
-        desired(&self.policy, &self.local).next_expiry(OffsetDateTime::now_utc())
+        self.desired().next_expiry(OffsetDateTime::now_utc())
     }
 }

@@ -10,7 +10,9 @@ use std::{
 };
 
 use mssp_common::{Net, Scope, abi::SourceAction};
-use mssp_core::policy::{Capacity, Policy, PolicyDoc, cidr::parse_cidr, rules_doc::RuleDoc, validate};
+use mssp_core::policy::{
+    Capacity, Policy, PolicyDoc, cidr::parse_cidr, rules_doc::RuleDoc, validate,
+};
 use mssp_wire::Provenance;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -122,6 +124,32 @@ pub struct LocalFile {
     pub entries: Vec<LocalEntry>,
     #[serde(default)]
     pub rules: Vec<LocalRule>,
+    /// The NOC's detection settings: over the central policy's for the same customer (or
+    /// the default).
+    #[serde(default, skip_serializing_if = "LocalDetection::is_empty")]
+    pub detection: LocalDetection,
+}
+
+/// Detection settings set by the CLI (`mssp detection set`), with provenance.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct LocalDetection {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<LocalDetectionDoc>,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub customers: std::collections::BTreeMap<u32, LocalDetectionDoc>,
+}
+
+impl LocalDetection {
+    pub fn is_empty(&self) -> bool {
+        self.default.is_none() && self.customers.is_empty()
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct LocalDetectionDoc {
+    pub detection: mssp_core::policy::detection::DetectionDoc,
+    #[serde(flatten)]
+    pub by: Provenance,
 }
 
 /// Paths of the state directory.
@@ -203,6 +231,25 @@ impl Store {
             parse_cidr(&e.prefix, true)
                 .map_err(|m| state_err(&path, format!("entries[{i}].prefix: {m}")))?;
         }
+        let d = &file.detection;
+        for (path_of, doc) in d
+            .default
+            .iter()
+            .map(|x| ("detection.default".to_string(), x))
+            .chain(
+                d.customers
+                    .iter()
+                    .map(|(c, x)| (format!("detection.customers.{c}"), x)),
+            )
+        {
+            let mut errors = Vec::new();
+            if mssp_core::policy::detection::detection(&doc.detection, &path_of, &mut errors)
+                .is_none()
+            {
+                let msg: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+                return Err(state_err(&path, msg.join("; ")));
+            }
+        }
         Ok(file)
     }
 
@@ -264,7 +311,10 @@ mod tests {
         assert_eq!(g, "\"global\"");
         let c = serde_json::to_string(&Scope::Customer(7)).unwrap();
         assert_eq!(c, "{\"customer\":7}");
-        assert_eq!(serde_json::from_str::<Scope>(&c).unwrap(), Scope::Customer(7));
+        assert_eq!(
+            serde_json::from_str::<Scope>(&c).unwrap(),
+            Scope::Customer(7)
+        );
         assert_eq!(serde_json::from_str::<Scope>(&g).unwrap(), Scope::Global);
     }
 }

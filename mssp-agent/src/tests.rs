@@ -65,7 +65,13 @@ pub(crate) async fn call(a: &TestAgent, method: &str, uri: &str, body: &str) -> 
         .unwrap();
     let resp = api::router(a.agent.clone()).oneshot(req).await.unwrap();
     let status = resp.status().as_u16();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes().to_vec();
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
     (status, bytes)
 }
 
@@ -85,7 +91,11 @@ async fn an_absurd_ttl_is_refused_naming_the_value() {
     .await;
     assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
     let e: ErrorBody = serde_json::from_slice(&body).unwrap();
-    assert!(e.error.contains("\"9000y\"") && e.error.contains("9999"), "{}", e.error);
+    assert!(
+        e.error.contains("\"9000y\"") && e.error.contains("9999"),
+        "{}",
+        e.error
+    );
     // Nothing changed, and the agent still answers.
     let (status, body) = call(&a, "GET", "/v1/blocks?customer=7", "").await;
     assert_eq!(status, 200);
@@ -113,23 +123,39 @@ async fn blocks_are_listed_with_provenance_and_enforcement() {
     .await;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     let b: BlockView = serde_json::from_slice(&body).unwrap();
-    assert_eq!((b.layer.as_str(), b.enforced, b.who.as_str()), ("local", true, "alice"));
+    assert_eq!(
+        (b.layer.as_str(), b.enforced, b.who.as_str()),
+        ("local", true, "alice")
+    );
     let (_, body) = call(&a, "GET", "/v1/blocks?customer=7", "").await;
     let list: Vec<BlockView> = serde_json::from_slice(&body).unwrap();
     let central = list.iter().find(|b| b.layer == "central").unwrap();
-    assert!(!central.enforced, "the local entry for the same prefix wins: {central:?}");
+    assert!(
+        !central.enforced,
+        "the local entry for the same prefix wins: {central:?}"
+    );
     assert_eq!(central.comment.as_deref(), Some("central block"));
     // An unknown customer names the ones that exist.
     let (status, body) = call(&a, "GET", "/v1/blocks?customer=99", "").await;
     assert_eq!(status, 404);
     let e: ErrorBody = serde_json::from_slice(&body).unwrap();
-    assert!(e.error.contains("unknown customer id 99") && e.error.contains('7'), "{}", e.error);
+    assert!(
+        e.error.contains("unknown customer id 99") && e.error.contains('7'),
+        "{}",
+        e.error
+    );
 }
 
 #[tokio::test]
 async fn metrics_come_from_a_snapshot_of_the_agent() {
     let a = agent("metrics", POLICY);
-    call(&a, "POST", "/v1/blocks", r#"{"prefix":"198.18.1.0/24","global":true}"#).await;
+    call(
+        &a,
+        "POST",
+        "/v1/blocks",
+        r#"{"prefix":"198.18.1.0/24","global":true}"#,
+    )
+    .await;
     let ag = a.agent.clone();
     let reg = metrics::registry(move || metrics_snapshot(&ag, &ag.lock()));
     let text = metrics::render(&reg);
@@ -142,4 +168,106 @@ async fn metrics_come_from_a_snapshot_of_the_agent() {
     ] {
         assert!(text.contains(want), "{want} missing from:\n{text}");
     }
+}
+
+/// Detection settings: validated like the policy (the field, the value, what is right),
+/// the local layer over the central one, cleared back to it; the customer is then metered.
+#[tokio::test]
+async fn detection_settings_are_validated_layered_and_cleared() {
+    let p = POLICY.replace(
+        r#""version":3,"#,
+        r#""version":3,"detection":{"mode":"monitor","thresholds":{"pps":50000}},"#,
+    );
+    let a = agent("detection", &p);
+    let show = |body: &[u8]| -> serde_json::Value { serde_json::from_slice(body).unwrap() };
+    let (status, body) = call(&a, "GET", "/v1/detection?customer=acme", "").await;
+    assert_eq!(status, 200);
+    let v = show(&body);
+    assert_eq!(v[0]["source"], "central default", "{v}");
+    assert_eq!(v[0]["detection"]["mode"], "monitor");
+    assert!(
+        a.agent.lock().desired().customers[0].meter,
+        "metered while detection is on"
+    );
+
+    let (status, body) = call(
+        &a,
+        "PUT",
+        "/v1/detection",
+        r#"{"customer":7,"detection":{"mode":"drop","thresholds":{"pps":0}}}"#,
+    )
+    .await;
+    assert_eq!(status, 400);
+    let e: ErrorBody = serde_json::from_slice(&body).unwrap();
+    assert!(
+        e.error
+            .contains("detection.mode: \"drop\" is not a detection mode"),
+        "{}",
+        e.error
+    );
+    assert!(
+        e.error.contains("detection.thresholds.pps: 0"),
+        "{}",
+        e.error
+    );
+
+    let (status, body) = call(
+        &a,
+        "PUT",
+        "/v1/detection",
+        r#"{"customer":"acme","detection":{"mode":"mitigate","thresholds":{"syn_pps":2000},"hold":10},"user":"bob"}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let v = show(&body);
+    assert_eq!(v[0]["source"], "local", "{v}");
+    assert_eq!(v[0]["detection"]["thresholds"]["syn_pps"], 2000);
+    assert_eq!(v[0]["detection"]["hold"], 10);
+    assert_eq!(v[0]["who"], "bob");
+
+    let (status, body) = call(&a, "DELETE", "/v1/detection", r#"{"customer":7}"#).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(show(&body)[0]["source"], "central default");
+    let (status, _) = call(&a, "DELETE", "/v1/detection", r#"{"customer":7}"#).await;
+    assert_eq!(status, 404, "nothing local left to clear");
+
+    let (status, body) = call(
+        &a,
+        "PUT",
+        "/v1/detection",
+        r#"{"default":true,"detection":{"mode":"off"}}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(show(&body)[0]["detection"]["mode"], "off");
+    assert!(
+        !a.agent.lock().desired().customers[0].meter,
+        "not metered once off"
+    );
+}
+
+/// The auto and fleet layers' rule ids cannot be taken by the NOC's rules; an agent over
+/// in-memory maps lists no attacks and says it has no samples to stream.
+#[tokio::test]
+async fn reserved_rule_ids_and_attack_views_without_a_data_path() {
+    let a = agent("reserved", POLICY);
+    let (status, body) = call(
+        &a,
+        "POST",
+        "/v1/rules",
+        r#"{"customer":7,"rule":{"id":4026531840,"match":{"protocol":"udp"},"action":"drop"}}"#,
+    )
+    .await;
+    assert_eq!(status, 400);
+    let e: ErrorBody = serde_json::from_slice(&body).unwrap();
+    assert!(e.error.contains("4026531840 is reserved"), "{}", e.error);
+    let (status, body) = call(&a, "GET", "/v1/attacks?all=true", "").await;
+    assert_eq!(status, 200);
+    assert_eq!(String::from_utf8_lossy(&body), r#"{"attacks":[]}"#);
+    let (status, _) = call(&a, "GET", "/v1/attacks/nope", "").await;
+    assert_eq!(status, 404);
+    let (status, _) = call(&a, "GET", "/v1/monitor", "").await;
+    assert_eq!(status, 503);
+    let (status, _) = call(&a, "GET", "/v1/monitor?reason=bogus", "").await;
+    assert_eq!(status, 400);
 }

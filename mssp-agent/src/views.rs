@@ -17,7 +17,7 @@ use mssp_wire::views::{
 };
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
-use crate::{Agent, layers::desired, metrics, state::AgentState, store::LocalEntry};
+use crate::{Agent, metrics, state::AgentState, store::LocalEntry};
 
 pub fn ts(t: OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap_or_default()
@@ -173,7 +173,7 @@ struct Origin {
 /// per entry and one bulk read of the hit counters.
 pub fn blocks_view<B: MapBackend>(state: &AgentState<B>, filter: Option<Scope>) -> Vec<BlockView> {
     let now = OffsetDateTime::now_utc();
-    let d = desired(&state.policy, &state.local);
+    let d = state.desired();
     let central = Origin {
         who: format!("controller (policy version {})", state.central_version()),
         added: state
@@ -207,7 +207,12 @@ pub fn blocks_view<B: MapBackend>(state: &AgentState<B>, filter: Option<Scope>) 
         let comments = state
             .policy
             .customer(c.id)
-            .map(|p| p.sources.iter().map(|s| (s.net, s.comment.as_ref())).collect())
+            .map(|p| {
+                p.sources
+                    .iter()
+                    .map(|s| (s.net, s.comment.as_ref()))
+                    .collect()
+            })
             .unwrap_or_default();
         lists.push((scope, &c.entries, comments));
     }
@@ -243,6 +248,20 @@ pub fn blocks_view<B: MapBackend>(state: &AgentState<B>, filter: Option<Scope>) 
                         comment: l.comment.clone(),
                     },
                 ),
+                Layer::Auto => {
+                    let item = state.auto.iter().find(|a| {
+                        Scope::Customer(a.customer) == *scope
+                            && matches!(&a.kind, mssp_detect::engine::AutoKind::Source { prefix }
+                                if prefix == &format_net(&e.net))
+                    });
+                    Origin {
+                        who: item.map_or("mssp detector".into(), |a| {
+                            format!("mssp detector (attack {})", a.attack)
+                        }),
+                        added: item.map(|a| ts(a.since)).unwrap_or_default(),
+                        comment: item.map(|a| format!("auto: attack {}", a.attack)),
+                    }
+                }
                 _ => Origin {
                     who: central.who.clone(),
                     added: central.added.clone(),
@@ -356,7 +375,7 @@ fn fill_hits<B: MapBackend>(state: &AgentState<B>, rows: &mut [(BlockView, Optio
 
 /// A customer's rules of both layers in evaluation order, with their counters.
 pub fn rules_view<B: MapBackend>(state: &AgentState<B>, customer: u32) -> Vec<RuleView> {
-    let d = desired(&state.policy, &state.local);
+    let d = state.desired();
     let Some(c) = d.customers.iter().find(|c| c.id == customer) else {
         return Vec::new();
     };
@@ -377,7 +396,12 @@ pub fn rules_view<B: MapBackend>(state: &AgentState<B>, customer: u32) -> Vec<Ru
             .unwrap_or_default()
     };
     let mut out = Vec::new();
-    let mut push = |layer: Layer, id: u32, doc: serde_json::Value, who: String, added: String| {
+    let mut push = |layer: Layer,
+                    id: u32,
+                    doc: serde_json::Value,
+                    who: String,
+                    added: String,
+                    expires: Option<String>| {
         let pos = order.iter().position(|o| *o == (layer, id));
         let k = counters(layer, id);
         out.push(RuleView {
@@ -396,6 +420,7 @@ pub fn rules_view<B: MapBackend>(state: &AgentState<B>, customer: u32) -> Vec<Ru
             packets: k.packets,
             bytes: k.bytes,
             limited_packets: k.limited_packets,
+            expires,
         });
     };
     for r in state.local.rules.iter().filter(|r| r.customer == customer) {
@@ -405,7 +430,20 @@ pub fn rules_view<B: MapBackend>(state: &AgentState<B>, customer: u32) -> Vec<Ru
             serde_json::to_value(&r.rule).unwrap_or_default(),
             r.by.who.clone(),
             ts(r.by.at),
+            None,
         );
+    }
+    for a in state.auto.iter().filter(|a| a.customer == customer) {
+        if let mssp_detect::engine::AutoKind::Rule { id, rule } = &a.kind {
+            push(
+                Layer::Auto,
+                *id,
+                rule.clone(),
+                format!("mssp detector (attack {})", a.attack),
+                ts(a.since),
+                Some(ts(a.expires)),
+            );
+        }
     }
     if state.policy.customer(customer).is_some() {
         let who = format!("controller (policy version {})", state.central_version());
@@ -429,6 +467,7 @@ pub fn rules_view<B: MapBackend>(state: &AgentState<B>, customer: u32) -> Vec<Ru
                 serde_json::to_value(r).unwrap_or_default(),
                 who.clone(),
                 at.clone(),
+                None,
             );
         }
     }
@@ -467,7 +506,10 @@ pub fn unknown_customer_message<B: MapBackend>(state: &AgentState<B>, id: u32) -
 
 /// What a metrics scrape shows, read under the lock. A failed map read leaves those
 /// families empty; the rest still renders.
-pub fn metrics_snapshot<B: MapBackend>(agent: &Agent<B>, state: &AgentState<B>) -> metrics::Snapshot {
+pub fn metrics_snapshot<B: MapBackend>(
+    agent: &Agent<B>,
+    state: &AgentState<B>,
+) -> metrics::Snapshot {
     use crate::metrics::{
         CustomerInfoLabels, EntryLabels, InterfaceLabels, MapLabels, PacketLabels, RuleLabels,
         Snapshot,
@@ -564,10 +606,12 @@ pub fn metrics_snapshot<B: MapBackend>(agent: &Agent<B>, state: &AgentState<B>) 
     s.central_version = state.central_version();
     s.local_version = state.local.version;
     s.local_entries = state.local.entries.len() as u64;
-    s.last_apply = state
-        .last_apply
-        .as_ref()
-        .map(|l| (l.at.unix_timestamp_nanos() as f64 / 1e9, l.duration.as_secs_f64()));
+    s.last_apply = state.last_apply.as_ref().map(|l| {
+        (
+            l.at.unix_timestamp_nanos() as f64 / 1e9,
+            l.duration.as_secs_f64(),
+        )
+    });
     s.interfaces = state
         .attached
         .iter()

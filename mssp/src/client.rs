@@ -63,12 +63,106 @@ impl Client {
         self.call(Method::GET, path, None::<&()>)
     }
 
-    pub fn post<Q: Serialize, T: DeserializeOwned>(&self, path: &str, body: &Q) -> Result<T, ClientError> {
+    pub fn post<Q: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &Q,
+    ) -> Result<T, ClientError> {
         self.call(Method::POST, path, Some(body))
     }
 
-    pub fn delete<Q: Serialize, T: DeserializeOwned>(&self, path: &str, body: &Q) -> Result<T, ClientError> {
+    pub fn delete<Q: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &Q,
+    ) -> Result<T, ClientError> {
         self.call(Method::DELETE, path, Some(body))
+    }
+
+    pub fn put<Q: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &Q,
+    ) -> Result<T, ClientError> {
+        self.call(Method::PUT, path, Some(body))
+    }
+
+    /// A streaming GET (`/v1/monitor`): `line` gets each line of the reply as it arrives,
+    /// until it returns false or the agent ends the stream. The timeout bounds the wait
+    /// for the reply to start, not the stream.
+    pub fn stream_lines(
+        &self,
+        path: &str,
+        mut line: impl FnMut(&str) -> bool,
+    ) -> Result<(), ClientError> {
+        let sp = self.socket.display().to_string();
+        let protocol = |reason: String| ClientError::Protocol {
+            path: sp.clone(),
+            reason,
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| protocol(format!("cannot start the runtime: {e}")))?;
+        rt.block_on(async {
+            let stream = tokio::net::UnixStream::connect(&self.socket)
+                .await
+                .map_err(|e| match e.kind() {
+                    std::io::ErrorKind::PermissionDenied => {
+                        ClientError::PermissionDenied { path: sp.clone() }
+                    }
+                    _ => ClientError::Unavailable {
+                        path: sp.clone(),
+                        reason: e.to_string(),
+                    },
+                })?;
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .map_err(|e| protocol(format!("HTTP: {e}")))?;
+            let driver = tokio::spawn(conn);
+            let req = Request::builder()
+                .method(Method::GET)
+                .uri(path)
+                .header(hyper::header::HOST, "mssp")
+                .body(Full::new(Bytes::new()))
+                .map_err(|e| protocol(format!("building the request: {e}")))?;
+            let resp = tokio::time::timeout(self.timeout, sender.send_request(req))
+                .await
+                .map_err(|_| ClientError::Timeout {
+                    path: sp.clone(),
+                    after: self.timeout,
+                })?
+                .map_err(|e| protocol(format!("the agent closed the connection: {e}")))?;
+            let status = resp.status().as_u16();
+            let mut body = resp.into_body();
+            if !(200..300).contains(&status) {
+                let bytes = body
+                    .collect()
+                    .await
+                    .map_err(|e| protocol(format!("reading the reply: {e}")))?
+                    .to_bytes();
+                let b: ErrorBody = serde_json::from_slice(&bytes)
+                    .unwrap_or_else(|_| ErrorBody::new(format!("HTTP {status}")));
+                return Err(ClientError::Api { status, body: b });
+            }
+            let mut buf: Vec<u8> = Vec::new();
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|e| protocol(format!("reading the stream: {e}")))?;
+                let Some(data) = frame.data_ref() else {
+                    continue;
+                };
+                buf.extend_from_slice(data);
+                while let Some(i) = buf.iter().position(|b| *b == b'\n') {
+                    let l: Vec<u8> = buf.drain(..=i).collect();
+                    if !line(String::from_utf8_lossy(&l[..l.len() - 1]).as_ref()) {
+                        driver.abort();
+                        return Ok(());
+                    }
+                }
+            }
+            driver.abort();
+            Ok(())
+        })
     }
 
     /// One request on its own connection, within the client's timeout.
@@ -139,7 +233,9 @@ impl Client {
         let stream = tokio::net::UnixStream::connect(&self.socket)
             .await
             .map_err(|e| match e.kind() {
-                std::io::ErrorKind::PermissionDenied => ClientError::PermissionDenied { path: sp.clone() },
+                std::io::ErrorKind::PermissionDenied => {
+                    ClientError::PermissionDenied { path: sp.clone() }
+                }
                 _ => ClientError::Unavailable {
                     path: sp.clone(),
                     reason: e.to_string(),

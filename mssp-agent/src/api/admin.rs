@@ -23,7 +23,12 @@ pub(crate) async fn reload<B: MapBackend + Send + 'static>(
     let a = agent.clone();
     let r = tokio::task::spawn_blocking(move || a.reload(&who))
         .await
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("reload task: {e}")))?;
+        .map_err(|e| {
+            ApiError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("reload task: {e}"),
+            )
+        })?;
     agent.expiry_changed.notify_one();
     match r {
         Ok(message) => Ok(Json(ReloadResult { message })),
@@ -92,6 +97,11 @@ pub(crate) async fn check<B: MapBackend + Send + 'static>(
     let a = agent.clone();
     let r = tokio::task::spawn_blocking(move || crate::push::check_document(&a, &body))
         .await
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("check task: {e}")))?;
+        .map_err(|e| {
+            ApiError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("check task: {e}"),
+            )
+        })?;
     Ok(Json(r))
 }

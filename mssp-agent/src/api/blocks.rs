@@ -8,7 +8,10 @@ use axum::{
     http::StatusCode,
 };
 use mssp_common::{Scope, abi::SourceAction};
-use mssp_core::{dataplane::backend::MapBackend, policy::cidr::{format_net, parse_cidr}};
+use mssp_core::{
+    dataplane::backend::MapBackend,
+    policy::cidr::{format_net, parse_cidr},
+};
 use mssp_wire::{
     Provenance,
     requests::{BlockAdd, BlockBatch, BlockDel, BlockFlush, CustomerRef, FindQuery, ScopeQuery},
@@ -163,7 +166,10 @@ pub(crate) async fn del<B: MapBackend + Send + 'static>(
 ) -> Result<Json<BlockRemoved>, ApiError> {
     let net = parse_cidr(&req.prefix, true).map_err(bad)?;
     let who = Provenance::operator(peer.and_then(|Extension(p)| p.uid).map(user_name), None);
-    let list = req.customer.as_ref().map_or("global".to_string(), |c| c.to_string());
+    let list = req
+        .customer
+        .as_ref()
+        .map_or("global".to_string(), |c| c.to_string());
     let r = blocking(&agent, move |state| {
         let scope = scope_of(state, req.customer.as_ref(), req.global)?
             .ok_or_else(|| bad("say which list: --customer ID or --global"))?;
@@ -233,16 +239,24 @@ pub(crate) async fn batch<B: MapBackend + Send + 'static>(
     let r = blocking(&agent, move |state| {
         let mut entries = Vec::with_capacity(req.entries.len());
         for (i, e) in req.entries.iter().enumerate() {
-            let entry = entry_of(state, e, &by)
-                .map_err(|err| ApiError(err.0, format!("entry {} ({}): {}; nothing changed", i + 1, e.prefix, err.1)))?;
+            let entry = entry_of(state, e, &by).map_err(|err| {
+                ApiError(
+                    err.0,
+                    format!("entry {} ({}): {}; nothing changed", i + 1, e.prefix, err.1),
+                )
+            })?;
             entries.push(entry);
         }
         let mut local = state.local.clone();
         let added: std::collections::HashSet<(Scope, mssp_common::Net)> =
             entries.iter().map(|e| (e.scope, e.net())).collect();
-        local.entries.retain(|e| !added.contains(&(e.scope, e.net())));
+        local
+            .entries
+            .retain(|e| !added.contains(&(e.scope, e.net())));
         local.entries.extend(entries);
-        state.set_local(local, "block add -f").map_err(not_changed)?;
+        state
+            .set_local(local, "block add -f")
+            .map_err(not_changed)?;
         a2.expiry_changed.notify_one();
         Ok(BlockBatchResult { added: added.len() })
     })
@@ -267,7 +281,10 @@ pub(crate) async fn flush<B: MapBackend + Send + 'static>(
         peer.and_then(|Extension(p)| p.uid).map(user_name),
         req.user.as_deref(),
     );
-    let list = req.customer.as_ref().map_or("global".to_string(), |c| c.to_string());
+    let list = req
+        .customer
+        .as_ref()
+        .map_or("global".to_string(), |c| c.to_string());
     let r = blocking(&agent, move |state| {
         let scope = scope_of(state, req.customer.as_ref(), req.global)?
             .ok_or_else(|| bad("say which list: --customer ID or --global"))?;
@@ -304,9 +321,7 @@ pub(crate) async fn find<B: MapBackend + Send + 'static>(
         Ok(Json(
             blocks_view(state, None)
                 .into_iter()
-                .filter(|b| {
-                    parse_cidr(&b.prefix, true).is_ok_and(|n| n.covers(&addr))
-                })
+                .filter(|b| parse_cidr(&b.prefix, true).is_ok_and(|n| n.covers(&addr)))
                 .collect(),
         ))
     })

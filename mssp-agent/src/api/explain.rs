@@ -26,7 +26,9 @@ fn probe(spec: &ProbeSpec) -> Result<Probe, ApiError> {
     let mut p = Probe::new(addr("src", &spec.src)?, addr("dst", &spec.dst)?);
     if let Some(name) = &spec.proto {
         p.proto = protocol_number(name).ok_or_else(|| {
-            bad(format!("--proto {name:?} is not a protocol name (udp, tcp, icmp, …) or number 0-255"))
+            bad(format!(
+                "--proto {name:?} is not a protocol name (udp, tcp, icmp, …) or number 0-255"
+            ))
         })?;
     }
     if p.src.is_ipv6() && p.proto == 1 {
@@ -40,7 +42,11 @@ fn probe(spec: &ProbeSpec) -> Result<Probe, ApiError> {
             let (_, b) = TCP_FLAGS
                 .iter()
                 .find(|(n, _)| n.eq_ignore_ascii_case(f))
-                .ok_or_else(|| bad(format!("--flags: {f:?} is not a TCP flag (fin, syn, rst, psh, ack, urg, ece, cwr)")))?;
+                .ok_or_else(|| {
+                    bad(format!(
+                        "--flags: {f:?} is not a TCP flag (fin, syn, rst, psh, ack, urg, ece, cwr)"
+                    ))
+                })?;
             bits |= b;
         }
         p.tcp_flags = bits;
@@ -62,7 +68,11 @@ pub(crate) fn explanation<B: MapBackend>(state: &AgentState<B>, d: &Decision) ->
             || c.rules
                 .iter()
                 .any(|r| matches!(r.action, mssp_core::policy::rules::RuleAction::RateLimit(_)))
-    }) || state.local.rules.iter().any(|r| Some(r.customer) == d.customer);
+    }) || state
+        .local
+        .rules
+        .iter()
+        .any(|r| Some(r.customer) == d.customer);
     Explanation {
         action: d.action.into(),
         reason: d.reason.into(),
@@ -92,7 +102,12 @@ fn run<B: MapBackend>(
     let d = tracer
         .run(frame, |id| state.dp.entry_key(id).copied())
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        .ok_or_else(|| bad(format!("a frame of {} bytes is shorter than an Ethernet header", frame.len())))?;
+        .ok_or_else(|| {
+            bad(format!(
+                "a frame of {} bytes is shorter than an Ethernet header",
+                frame.len()
+            ))
+        })?;
     Ok(explanation(state, &d))
 }
 

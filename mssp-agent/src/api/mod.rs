@@ -4,6 +4,7 @@
 //! runs on the blocking pool under the agent lock.
 
 mod admin;
+mod attacks;
 mod blocks;
 mod explain;
 mod rules;
@@ -91,14 +92,21 @@ pub(crate) fn resolve<B: MapBackend>(
                 format!(
                     "no customer is named {name:?}; the central policy (version {}) names {}",
                     state.central_version(),
-                    if names.is_empty() { "none".to_string() } else { names.join(", ") }
+                    if names.is_empty() {
+                        "none".to_string()
+                    } else {
+                        names.join(", ")
+                    }
                 ),
             ))
         }
         ids => Err(bad(format!(
             "{} customers are named {name:?} (ids {}); give the id",
             ids.len(),
-            ids.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+            ids.iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
         ))),
     }
 }
@@ -163,6 +171,16 @@ pub fn router<B: MapBackend + Send + 'static>(agent: Arc<Agent<B>>) -> Router {
         .route("/v1/blocks/batch", axum::routing::post(blocks::batch::<B>))
         .route("/v1/blocks/flush", axum::routing::post(blocks::flush::<B>))
         .route("/v1/blocks/find", get(blocks::find::<B>))
+        .route("/v1/attacks", get(attacks::list::<B>))
+        .route("/v1/attacks/{id}", get(attacks::show::<B>))
+        .route("/v1/monitor", get(attacks::monitor::<B>))
+        .route("/v1/top", get(attacks::top::<B>))
+        .route(
+            "/v1/detection",
+            get(attacks::get_detection::<B>)
+                .put(attacks::set_detection::<B>)
+                .delete(attacks::clear_detection::<B>),
+        )
         .route(
             "/v1/rules",
             get(rules::list::<B>)

@@ -50,6 +50,13 @@ pub(crate) async fn add<B: MapBackend + Send + 'static>(
         who.clone(),
         serde_json::json!({"customer": req.customer, "rule": req.rule}),
     );
+    if doc.id >= rules::RESERVED_RULE_IDS {
+        return Err(bad(format!(
+            "rule.id: {} is reserved: ids from {} up are the auto and fleet layers'; use a smaller id",
+            doc.id,
+            rules::RESERVED_RULE_IDS
+        )));
+    }
     let r = blocking(&agent, move |state| {
         let customer = resolve(state, &req.customer)?;
         let Some(c) = state.policy.customer(customer) else {

@@ -58,7 +58,11 @@ pub fn run(client: &Client, a: ExplainArgs) -> ExitCode {
         dscp: a.dscp,
         vlan: a.vlan,
     };
-    report(client.post::<_, Explanation>("/v1/explain", &spec), a.json, print)
+    report(
+        client.post::<_, Explanation>("/v1/explain", &spec),
+        a.json,
+        print,
+    )
 }
 
 pub fn line(e: &Explanation) -> String {
@@ -75,7 +79,10 @@ pub fn line(e: &Explanation) -> String {
         s.push_str(&format!(", rule {r}"));
     }
     if !e.monitored.is_empty() {
-        s.push_str(&format!(", counted by {} monitor entries", e.monitored.join(" and ")));
+        s.push_str(&format!(
+            ", counted by {} monitor entries",
+            e.monitored.join(" and ")
+        ));
     }
     s
 }

@@ -3,8 +3,11 @@
 //! with sysexits codes (`mssp_wire::exit`).
 
 mod agent;
+mod attacks;
 mod block;
+mod detection;
 mod explain;
+mod monitor;
 mod output;
 mod policy;
 mod push;
@@ -77,6 +80,35 @@ enum Command {
         #[command(subcommand)]
         command: rule::RuleCommand,
     },
+    /// Attacks this edge detected: in progress, or with --all the history.
+    Attacks {
+        #[command(subcommand)]
+        command: attacks::AttacksCommand,
+    },
+    /// Attack detection settings (thresholds, mode), and the NOC's local overrides.
+    Detection {
+        #[command(subcommand)]
+        command: detection::DetectionCommand,
+    },
+    /// Sampled packets with their verdict, reason and deciding entry or rule, as they happen.
+    Monitor {
+        /// One customer (id or name).
+        #[arg(long)]
+        customer: Option<CustomerRef>,
+        /// One verdict (drop, pass) or reason (rule, customer_block, ...).
+        #[arg(long)]
+        reason: Option<String>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// What flows now: per customer, per destination, and the top sources.
+    Top {
+        #[arg(long)]
+        customer: Option<CustomerRef>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Interfaces, policy versions, map fill.
     Status {
         #[arg(long)]
@@ -146,6 +178,14 @@ pub fn main() -> ExitCode {
         Command::Policy { command } => policy::run(&client, command),
         Command::Block { command } => block::run(&client, command),
         Command::Rule { command } => rule::run(&client, command),
+        Command::Attacks { command } => attacks::run(&client, command),
+        Command::Detection { command } => detection::run(&client, command),
+        Command::Monitor {
+            customer,
+            reason,
+            json,
+        } => monitor::monitor(&client, customer, reason, json),
+        Command::Top { customer, json } => monitor::top(&client, customer, json),
         Command::Status { json } => status::status(&client, json),
         Command::Stats { customer, json } => status::stats(&client, customer, json),
         Command::Push(args) => push::run(args),
@@ -190,7 +230,12 @@ fn generate_assets(dir: &std::path::Path) -> std::io::Result<()> {
         (Shell::Fish, "mssp.fish"),
     ] {
         let mut c = cmd.clone();
-        generate(shell, &mut c, "mssp", &mut std::fs::File::create(dir.join(name))?);
+        generate(
+            shell,
+            &mut c,
+            "mssp",
+            &mut std::fs::File::create(dir.join(name))?,
+        );
     }
     Ok(())
 }

@@ -79,10 +79,14 @@ pub fn run(client: &Client, command: PolicyCommand) -> ExitCode {
             validate(&file, &cap, json)
         }
         PolicyCommand::Validate {
-            file, agent: true, json, ..
+            file,
+            agent: true,
+            json,
+            ..
         } => match std::fs::read(&file) {
             Ok(bytes) => {
-                let r = client.call_raw::<PolicyCheck>(hyper::Method::POST, "/v1/policy/check", bytes);
+                let r =
+                    client.call_raw::<PolicyCheck>(hyper::Method::POST, "/v1/policy/check", bytes);
                 match r {
                     Ok(c) if json => {
                         print_json(&c);
@@ -127,7 +131,10 @@ pub fn run(client: &Client, command: PolicyCommand) -> ExitCode {
                     v.version,
                     v.digest.as_deref().unwrap_or("-"),
                     v.applied_at.as_deref().unwrap_or("never"),
-                    v.source.as_ref().map(|s| format!(", {s}")).unwrap_or_default()
+                    v.source
+                        .as_ref()
+                        .map(|s| format!(", {s}"))
+                        .unwrap_or_default()
                 );
                 for l in &v.layers {
                     println!(
@@ -161,7 +168,10 @@ fn print_check(file: &Path, c: &PolicyCheck) -> ExitCode {
 }
 
 pub fn print_diff(d: &mssp_wire::views::PolicyDiff) {
-    println!("central policy version {} -> {}", d.from_version, d.to_version);
+    println!(
+        "central policy version {} -> {}",
+        d.from_version, d.to_version
+    );
     if !d.infrastructure_added.is_empty() || !d.infrastructure_removed.is_empty() {
         println!(
             "  infrastructure: +{:?} -{:?}",
@@ -184,7 +194,10 @@ pub fn print_diff(d: &mssp_wire::views::PolicyDiff) {
         println!(
             "  customer {}{}: prefixes +{} -{}, sources +{} -{} ~{}, rules +{} -{} ~{}{}",
             c.id,
-            c.name.as_ref().map(|n| format!(" ({n})")).unwrap_or_default(),
+            c.name
+                .as_ref()
+                .map(|n| format!(" ({n})"))
+                .unwrap_or_default(),
             c.prefixes_added.len(),
             c.prefixes_removed.len(),
             c.sources_added,
@@ -193,7 +206,11 @@ pub fn print_diff(d: &mssp_wire::views::PolicyDiff) {
             c.rules_added,
             c.rules_removed,
             c.rules_changed,
-            if c.limits_changed { ", limits changed" } else { "" }
+            if c.limits_changed {
+                ", limits changed"
+            } else {
+                ""
+            }
         );
     }
     if d.customers_added.is_empty()

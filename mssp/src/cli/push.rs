@@ -253,18 +253,29 @@ async fn push_one(
                     match serde_json::from_slice::<PolicyCheck>(&bytes) {
                         Ok(c) => {
                             r.ok = c.valid;
-                            r.outcome = if c.valid { "would_apply" } else { "would_refuse" };
+                            r.outcome = if c.valid {
+                                "would_apply"
+                            } else {
+                                "would_refuse"
+                            };
                             r.error = (!c.valid).then(|| {
                                 c.errors
                                     .iter()
-                                    .map(|e| if e.path.is_empty() { e.message.clone() } else { format!("{}: {}", e.path, e.message) })
+                                    .map(|e| {
+                                        if e.path.is_empty() {
+                                            e.message.clone()
+                                        } else {
+                                            format!("{}: {}", e.path, e.message)
+                                        }
+                                    })
                                     .collect::<Vec<_>>()
                                     .join("; ")
                             });
                             r.check = Some(c);
                         }
                         Err(e) => {
-                            r.error = Some(format!("the edge's dry-run reply does not parse ({e})"));
+                            r.error =
+                                Some(format!("the edge's dry-run reply does not parse ({e})"));
                         }
                     }
                     break;

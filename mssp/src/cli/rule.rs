@@ -69,7 +69,11 @@ pub fn run(client: &Client, command: RuleCommand) -> ExitCode {
             // Parsed strictly here (duplicate keys, arrays for objects, nulls are refused,
             // naming the field): the agent sees only a value.
             let mut de = serde_json::Deserializer::from_str(&text);
-            if let Err(e) = serde_path_to_error::deserialize::<_, mssp_core::policy::rules_doc::RuleDoc>(&mut de) {
+            if let Err(e) = serde_path_to_error::deserialize::<
+                _,
+                mssp_core::policy::rules_doc::RuleDoc,
+            >(&mut de)
+            {
                 let path = e.path().to_string();
                 eprintln!("mssp rule add: --rule: rule.{path}: {}", e.into_inner());
                 return ExitCode::from(exit::DATAERR);

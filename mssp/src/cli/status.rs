@@ -11,7 +11,11 @@ pub fn status(client: &Client, json: bool) -> ExitCode {
     report(client.get::<StatusView>("/v1/status"), json, print_status)
 }
 
-pub fn stats(client: &Client, customer: Option<mssp_wire::requests::CustomerRef>, json: bool) -> ExitCode {
+pub fn stats(
+    client: &Client,
+    customer: Option<mssp_wire::requests::CustomerRef>,
+    json: bool,
+) -> ExitCode {
     let path = match customer {
         Some(c) => format!("/v1/stats?customer={}", super::query(&c.to_string())),
         None => "/v1/stats".into(),
