@@ -5,6 +5,10 @@
 //!
 //! Functions that can fail come in two forms: `try_*` returning the error (the bench and the
 //! demo report it), and a panicking one for tests.
+//!
+//! [`trafgen`] drives floods from Debian's trafgen (netsniff-ng).
+
+pub mod trafgen;
 
 use std::{
     fs::File,

@@ -7,12 +7,12 @@
 use std::net::Ipv4Addr;
 
 use aya::programs::Xdp;
+use mssp_bench::traffic::udp_template;
 use mssp_core::{
     dataplane::{Clock, Dataplane, Desired, kernel::KernelBackend},
     loader::{self, LoadOptions, PROGRAM_NAME},
     policy::{Capacity, parse_policy},
 };
-use mssp_bench::traffic::udp_template;
 use mssp_tests::timing::mean_ns;
 
 const VARIANTS: [(&str, &str); 4] = [

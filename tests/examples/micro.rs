@@ -1,11 +1,11 @@
 //! Development aid: mean program time over many distinct frames (BPF_PROG_TEST_RUN, repeat 1).
 use aya::programs::Xdp;
+use mssp_bench::{policy_gen::generate, traffic::udp_template};
 use mssp_core::{
     dataplane::{Clock, Dataplane, Desired, kernel::KernelBackend},
     loader::{self, LoadOptions, PROGRAM_NAME},
     policy::{Capacity, validate},
 };
-use mssp_bench::{policy_gen::generate, traffic::udp_template};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();

@@ -3,6 +3,8 @@
 //! themselves.
 
 pub mod agent;
+pub mod edge;
+pub mod nft;
 pub mod packet;
 pub mod push;
 pub mod timing;
@@ -13,19 +15,21 @@ use std::{
     sync::{Mutex, MutexGuard, OnceLock},
 };
 
-/// The lab topologies (namespaces, veth pairs, bpffs), shared with the bench and the demo.
-pub use mssp_lab as netns;
 /// The lab PKI, shared with the bench.
 pub use mssp_bench::pki;
+/// The lab topologies (namespaces, veth pairs, bpffs), shared with the bench and the demo.
+pub use mssp_lab as netns;
+/// Floods from trafgen, shared with the demo.
+pub use mssp_lab::trafgen;
 
+use mssp_common::{
+    Reason, Verdict,
+    abi::{Counter, counter_index},
+};
 use mssp_core::{
     dataplane::{Clock, Desired, EntryKey, Layer, Scope, backend::MapBackend},
     policy::{Capacity, Policy, cidr::parse_cidr, parse_policy},
     simulate::{Decision, Simulator},
-};
-use mssp_common::{
-    Reason, Verdict,
-    abi::{Counter, counter_index},
 };
 
 /// Kernel tests need root (or CAP_BPF + CAP_NET_ADMIN); say so plainly instead of failing

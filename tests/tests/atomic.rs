@@ -13,6 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use mssp_common::Reason;
 use mssp_core::{
     dataplane::{
         Clock, Dataplane, DataplaneError, Desired, backend::Capacities, kernel::KernelBackend,
@@ -21,7 +22,6 @@ use mssp_core::{
     policy::cidr::format_net,
     simulate::trace_run,
 };
-use mssp_common::Reason;
 use mssp_tests::{packet::Frame, policy, require_root};
 
 const PROBES: u32 = 3000;

@@ -43,7 +43,10 @@ fn unpin_while_an_agent_runs_is_refused_and_tells_the_truth() {
     let out = mssp(&dirs.socket, &["unpin", "--pin-dir", pins]);
     assert_eq!(out.status.code(), Some(75), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&format!("pid {}", agent.child.id())) && err.contains("--force"), "{err}");
+    assert!(
+        err.contains(&format!("pid {}", agent.child.id())) && err.contains("--force"),
+        "{err}"
+    );
     assert!(dirs.pin_dir().join("links").exists(), "nothing was removed");
     let text = ok(mssp(&dirs.socket, &["unpin", "--pin-dir", pins, "--force"]));
     assert!(text.contains("keeps filtering until it stops"), "{text}");
@@ -64,10 +67,28 @@ fn a_missing_interface_degrades_and_is_attached_when_it_appears() {
     assert_eq!(s["missing_interfaces"], serde_json::json!([late]), "{s}");
     assert_eq!(s["enforced"], false, "{s}");
     assert!(s["drift"].to_string().contains(&late), "{s}");
-    assert_eq!(s["interfaces"].as_array().unwrap().len(), 1, "the other one is filtered");
+    assert_eq!(
+        s["interfaces"].as_array().unwrap().len(),
+        1,
+        "the other one is filtered"
+    );
     // It appears.
     let peer = format!("{}y", pair.if_b);
-    sh(&["ip", "link", "add", &late, "netns", &pair.b.name, "type", "veth", "peer", "name", &peer, "netns", &pair.a.name]);
+    sh(&[
+        "ip",
+        "link",
+        "add",
+        &late,
+        "netns",
+        &pair.b.name,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &peer,
+        "netns",
+        &pair.a.name,
+    ]);
     pair.b.sh(&["ip", "link", "set", &late, "up"]);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -100,7 +121,11 @@ fn a_pin_dir_not_on_bpffs_is_refused_in_a_private_mount_namespace() {
     let mut agent = AgentProc::spawn(&pair.b, &dirs, &[], &[]);
     let status = agent.wait_exit(Duration::from_secs(30));
     assert_eq!(status.code(), Some(64), "{}", agent.log_text());
-    assert!(agent.log_text().contains("not on a bpffs"), "{}", agent.log_text());
+    assert!(
+        agent.log_text().contains("not on a bpffs"),
+        "{}",
+        agent.log_text()
+    );
     let (mode, _) = xdp_attachments(&pair.b, &pair.if_b);
     assert!(mode.is_none(), "nothing was attached");
 }
@@ -114,14 +139,28 @@ fn absurd_versions_are_refused_and_can_be_reset() {
     let work = std::env::temp_dir().join(format!("mssp-av-{}", std::process::id()));
     let pki = Pki::new(&work.join("pki"));
     let port = 19_700 + (std::process::id() % 200) as u16;
-    let dirs = AgentDirs::new("av", &[&pair.if_b], Some(POLICY), &pki.agent_config(port, ""));
+    let dirs = AgentDirs::new(
+        "av",
+        &[&pair.if_b],
+        Some(POLICY),
+        &pki.agent_config(port, ""),
+    );
     let _agent = AgentProc::start(&pair.b, &dirs, &[], &[]);
     let cfg = client_config(&pki.edge_ca, Some(&pki.controller));
     let put = |version: u64, query: &str| {
         let (cfg, path) = (cfg.clone(), format!("/v1/policy{query}"));
         let body = POLICY.replace("\"version\":1", &format!("\"version\":{version}"));
         pair.b
-            .run(move || https(cfg, port, "PUT", &path, body.as_bytes(), Duration::from_secs(30)))
+            .run(move || {
+                https(
+                    cfg,
+                    port,
+                    "PUT",
+                    &path,
+                    body.as_bytes(),
+                    Duration::from_secs(30),
+                )
+            })
             .expect("push")
     };
     let (status, v) = put(u64::MAX, "");
@@ -133,7 +172,10 @@ fn absurd_versions_are_refused_and_can_be_reset() {
     assert_eq!(status, 409, "nothing is above 2^64 - 1");
     let out = mssp(&dirs.socket, &["policy", "reset-version", "--to", "2"]);
     assert_eq!(out.status.code(), Some(64), "needs --yes");
-    ok(mssp(&dirs.socket, &["policy", "reset-version", "--to", "2", "--yes"]));
+    ok(mssp(
+        &dirs.socket,
+        &["policy", "reset-version", "--to", "2", "--yes"],
+    ));
     let (status, v) = put(3, "");
     assert_eq!(status, 200, "after the reset: {v}");
     let _ = std::fs::remove_dir_all(&work);
@@ -146,12 +188,29 @@ fn entries_that_expired_while_the_agent_was_down_are_gone() {
     let pair = Pair::new("ex");
     let dirs = AgentDirs::new("ex", &[&pair.if_b], Some(POLICY), "");
     let mut agent = AgentProc::start(&pair.b, &dirs, &[], &[]);
-    ok(mssp(&dirs.socket, &["block", "add", "198.18.5.0/24", "--customer", "7", "--ttl", "2s"]));
-    ok(mssp(&dirs.socket, &["block", "add", "198.18.6.0/24", "--customer", "7"]));
+    ok(mssp(
+        &dirs.socket,
+        &[
+            "block",
+            "add",
+            "198.18.5.0/24",
+            "--customer",
+            "7",
+            "--ttl",
+            "2s",
+        ],
+    ));
+    ok(mssp(
+        &dirs.socket,
+        &["block", "add", "198.18.6.0/24", "--customer", "7"],
+    ));
     agent.stop();
     std::thread::sleep(Duration::from_secs(3));
     let _agent = AgentProc::start(&pair.b, &dirs, &[], &[]);
-    let list = mssp_json(&dirs.socket, &["block", "list", "--customer", "7", "--json"]);
+    let list = mssp_json(
+        &dirs.socket,
+        &["block", "list", "--customer", "7", "--json"],
+    );
     let text = list.to_string();
     assert!(!text.contains("198.18.5.0/24"), "{text}");
     assert!(text.contains("198.18.6.0/24"), "{text}");
@@ -166,11 +225,20 @@ fn cli_output_pipes_permissions_and_json_errors() {
     let pair = Pair::new("cl");
     // Enough entries that the listing overflows a pipe's buffer (64 KiB).
     let global: Vec<String> = (0..2000u32)
-        .map(|i| format!(r#"{{"prefix":"198.18.{}.{}/32","action":"drop"}}"#, 100 + i / 250, i % 250))
+        .map(|i| {
+            format!(
+                r#"{{"prefix":"198.18.{}.{}/32","action":"drop"}}"#,
+                100 + i / 250,
+                i % 250
+            )
+        })
         .collect();
     let policy = POLICY.replace(
         r#""customers""#,
-        &format!(r#""global":{{"sources":[{}]}},"customers""#, global.join(",")),
+        &format!(
+            r#""global":{{"sources":[{}]}},"customers""#,
+            global.join(",")
+        ),
     );
     let dirs = AgentDirs::new("cl", &[&pair.if_b], Some(&policy), "");
     let _agent = AgentProc::start(&pair.b, &dirs, &[], &[]);
@@ -187,7 +255,10 @@ fn cli_output_pipes_permissions_and_json_errors() {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&child.stderr);
-    assert!(!err.contains("panicked") && !err.contains("Broken pipe"), "{err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("Broken pipe"),
+        "{err}"
+    );
     // A user outside group mssp: told so, exit 77.
     let out = Command::new("setpriv")
         .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
@@ -199,23 +270,48 @@ fn cli_output_pipes_permissions_and_json_errors() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(77), "{err}");
-    assert!(err.contains("group mssp") && !err.contains("no mssp agent answers"), "{err}");
+    assert!(
+        err.contains("group mssp") && !err.contains("no mssp agent answers"),
+        "{err}"
+    );
     // --json errors are JSON, with the exit code.
-    let out = mssp(&dirs.socket, &["block", "add", "198.18.66.1/24", "--customer", "7", "--json"]);
+    let out = mssp(
+        &dirs.socket,
+        &[
+            "block",
+            "add",
+            "198.18.66.1/24",
+            "--customer",
+            "7",
+            "--json",
+        ],
+    );
     assert_eq!(out.status.code(), Some(65));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON error");
-    assert!(v["error"].as_str().unwrap().contains("did you mean 198.18.66.0/24"), "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("did you mean 198.18.66.0/24"),
+        "{v}"
+    );
     assert_eq!(v["exit"], 65);
     let out = mssp(&dirs.root.join("nowhere.sock"), &["status", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON error");
     assert_eq!(v["exit"], 69, "{v}");
     // The hint after deleting a central entry is a command that runs as printed.
-    let out = mssp(&dirs.socket, &["block", "del", "198.18.66.0/24", "--customer", "7"]);
+    let out = mssp(
+        &dirs.socket,
+        &["block", "del", "198.18.66.0/24", "--customer", "7"],
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     let hint = err.split('`').nth(1).expect("a command in backquotes");
     let mut args: Vec<&str> = hint.split_whitespace().collect();
     assert_eq!(args.remove(0), "mssp", "{hint}");
     ok(mssp(&dirs.socket, &args));
-    let list = mssp_json(&dirs.socket, &["block", "list", "--customer", "7", "--json"]);
+    let list = mssp_json(
+        &dirs.socket,
+        &["block", "list", "--customer", "7", "--json"],
+    );
     assert!(list.to_string().contains(r#""action":"allow""#), "{list}");
 }

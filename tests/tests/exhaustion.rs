@@ -54,7 +54,12 @@ fn idle_connections_cannot_lock_anyone_out() {
     let work = std::env::temp_dir().join(format!("mssp-exh-{}", std::process::id()));
     let pki = Pki::new(&work.join("pki"));
     let port = 19_300 + (std::process::id() % 200) as u16;
-    let dirs = AgentDirs::new("exh", &[&pair.if_b], Some(POLICY), &pki.agent_config(port, ""));
+    let dirs = AgentDirs::new(
+        "exh",
+        &[&pair.if_b],
+        Some(POLICY),
+        &pki.agent_config(port, ""),
+    );
     let agent = AgentProc::start(&pair.b, &dirs, &[], &[]);
     let pid = agent.child.id();
     let (metrics, sock) = (dirs.metrics_port, dirs.socket.clone());
@@ -75,32 +80,60 @@ fn idle_connections_cannot_lock_anyone_out() {
         }
         (tcp, unix)
     });
-    assert!(held.0.len() + held.1.len() > 5000, "the clients could open their connections");
+    assert!(
+        held.0.len() + held.1.len() > 5000,
+        "the clients could open their connections"
+    );
     std::thread::sleep(Duration::from_millis(500));
     let open = fds(pid);
-    assert!(open < 1200, "the agent holds {open} descriptors for 9,000 idle connections");
+    assert!(
+        open < 1200,
+        "the agent holds {open} descriptors for 9,000 idle connections"
+    );
     // Everyone else still gets in, at once.
     let t = Instant::now();
     let out = mssp(&dirs.socket, &["status", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let m = scrape(&pair.b, metrics);
     assert!(m.contains("mssp_map_entries"), "{m}");
     let cfg = client_config(&pki.edge_ca, Some(&pki.controller));
     let body = POLICY.replace("\"version\":1", "\"version\":2");
     let (status, v) = pair
         .b
-        .run(move || https(cfg, port, "PUT", "/v1/policy", body.as_bytes(), Duration::from_secs(30)))
+        .run(move || {
+            https(
+                cfg,
+                port,
+                "PUT",
+                "/v1/policy",
+                body.as_bytes(),
+                Duration::from_secs(30),
+            )
+        })
         .expect("the controller gets a connection");
     assert_eq!(status, 200, "{v}");
-    assert!(t.elapsed() < Duration::from_secs(10), "took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        t.elapsed()
+    );
     // Idle connections the agent kept are cut after the header timeout (10 s).
     let mut idle = held.1.into_iter().last().unwrap();
-    idle.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
     let mut buf = [0u8; 1];
     let t = Instant::now();
     let n = idle.read(&mut buf).unwrap_or(0);
     assert_eq!(n, 0, "closed");
-    assert!(t.elapsed() < Duration::from_secs(25), "idle for {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(25),
+        "idle for {:?}",
+        t.elapsed()
+    );
     drop(held.0);
     let _ = std::fs::remove_dir_all(&work);
 }
@@ -112,7 +145,12 @@ fn parallel_large_pushes_are_read_one_at_a_time() {
     let work = std::env::temp_dir().join(format!("mssp-lp-{}", std::process::id()));
     let pki = Pki::new(&work.join("pki"));
     let port = 19_550 + (std::process::id() % 200) as u16;
-    let dirs = AgentDirs::new("lp", &[&pair.if_b], Some(POLICY), &pki.agent_config(port, ""));
+    let dirs = AgentDirs::new(
+        "lp",
+        &[&pair.if_b],
+        Some(POLICY),
+        &pki.agent_config(port, ""),
+    );
     let agent = AgentProc::start(&pair.b, &dirs, &[], &[]);
     let before = peak_rss_mib(agent.child.id());
     // Ten 40 MB documents (a long comment), sent at once.
@@ -137,6 +175,9 @@ fn parallel_large_pushes_are_read_one_at_a_time() {
     assert!(statuses.contains(&200), "{statuses:?}");
     let grew = peak_rss_mib(agent.child.id()) - before;
     eprintln!("10 parallel 40 MB pushes: peak RSS grew {grew:.0} MiB; statuses {statuses:?}");
-    assert!(grew < 400.0, "the agent's peak memory grew {grew:.0} MiB: bodies were read at once");
+    assert!(
+        grew < 400.0,
+        "the agent's peak memory grew {grew:.0} MiB: bodies were read at once"
+    );
     let _ = std::fs::remove_dir_all(&work);
 }

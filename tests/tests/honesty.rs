@@ -59,12 +59,21 @@ fn rules_past_64_across_layers_are_refused_not_acknowledged() {
     let work = std::env::temp_dir().join(format!("mssp-r64-{}", std::process::id()));
     let pki = Pki::new(&work.join("pki"));
     let port = 19_100 + (std::process::id() % 500) as u16;
-    let dirs = AgentDirs::new("r64", &[&pair.if_b], Some(POLICY), &pki.agent_config(port, ""));
+    let dirs = AgentDirs::new(
+        "r64",
+        &[&pair.if_b],
+        Some(POLICY),
+        &pki.agent_config(port, ""),
+    );
     let _agent = AgentProc::start(&pair.b, &dirs, &[], &[]);
     ok(mssp(
         &dirs.socket,
         &[
-            "rule", "add", "--customer", "7", "--rule",
+            "rule",
+            "add",
+            "--customer",
+            "7",
+            "--rule",
             r#"{"id":1000,"match":{"protocol":"udp","dst_ports":["9"]},"action":"monitor"}"#,
         ],
     ));
@@ -72,21 +81,34 @@ fn rules_past_64_across_layers_are_refused_not_acknowledged() {
     let mut rules: Vec<String> = (1..64)
         .map(|i| format!(r#"{{"id":{i},"match":{{"protocol":"udp","dst_ports":["{}"]}},"action":"monitor"}}"#, 10_000 + i))
         .collect();
-    rules.push(r#"{"id":64,"match":{"protocol":"udp","dst_ports":["5001"]},"action":"drop"}"#.into());
-    let doc = POLICY
-        .replace("\"version\":1", "\"version\":2")
-        .replace(r#""action":"drop"}]}]}"#, &format!(r#""action":"drop"}}],"rules":[{}]}}]}}"#, rules.join(",")));
+    rules.push(
+        r#"{"id":64,"match":{"protocol":"udp","dst_ports":["5001"]},"action":"drop"}"#.into(),
+    );
+    let doc = POLICY.replace("\"version\":1", "\"version\":2").replace(
+        r#""action":"drop"}]}]}"#,
+        &format!(r#""action":"drop"}}],"rules":[{}]}}]}}"#, rules.join(",")),
+    );
     let cfg = client_config(&pki.edge_ca, Some(&pki.controller));
     let put = |body: String| {
         let cfg = cfg.clone();
         pair.b.run(move || {
-            https(cfg, port, "PUT", "/v1/policy", body.as_bytes(), Duration::from_secs(30))
+            https(
+                cfg,
+                port,
+                "PUT",
+                "/v1/policy",
+                body.as_bytes(),
+                Duration::from_secs(30),
+            )
         })
     };
     let (status, v) = put(doc.clone()).expect("push");
     assert_eq!(status, 507, "65 rules must not be acknowledged: {v}");
     let e = v["error"].as_str().unwrap_or_default();
-    assert!(e.contains("65 rules") && e.contains("1 local") && e.contains("64 central"), "{v}");
+    assert!(
+        e.contains("65 rules") && e.contains("1 local") && e.contains("64 central"),
+        "{v}"
+    );
     // Nothing changed: version 1, no central rule listed as enforced, traffic unaffected.
     let s = mssp_json(&dirs.socket, &["status", "--json"]);
     assert_eq!(s["central"]["version"], 1, "{s}");
@@ -94,20 +116,38 @@ fn rules_past_64_across_layers_are_refused_not_acknowledged() {
     assert_eq!(rl.as_array().unwrap().len(), 1, "{rl}");
     assert_eq!(probe(&pair, CLEAN, 20), 20);
     // Without the local rule the same document fits, and rule 64 really drops.
-    ok(mssp(&dirs.socket, &["rule", "del", "--customer", "7", "--id", "1000"]));
+    ok(mssp(
+        &dirs.socket,
+        &["rule", "del", "--customer", "7", "--id", "1000"],
+    ));
     let (status, v) = put(doc).expect("push");
     assert_eq!(status, 200, "{v}");
     let rl = mssp_json(&dirs.socket, &["rule", "list", "--customer", "7", "--json"]);
-    let r64 = rl.as_array().unwrap().iter().find(|r| r["id"] == 64).unwrap();
+    let r64 = rl
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == 64)
+        .unwrap();
     assert_eq!(r64["enforced"], true, "{r64}");
     assert_eq!(probe(&pair, CLEAN, 20), 0, "rule 64 is enforced");
     // And the CLI counts every layer too.
     let out = mssp(
         &dirs.socket,
-        &["rule", "add", "--customer", "7", "--rule", r#"{"id":2000,"match":{"protocol":"tcp"},"action":"drop"}"#],
+        &[
+            "rule",
+            "add",
+            "--customer",
+            "7",
+            "--rule",
+            r#"{"id":2000,"match":{"protocol":"tcp"},"action":"drop"}"#,
+        ],
     );
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("65 rules"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("65 rules"),
+        "{out:?}"
+    );
     let _ = std::fs::remove_dir_all(&work);
 }
 
@@ -138,12 +178,20 @@ fn a_second_agent_on_the_same_pins_is_refused() {
     );
     // The first agent's filter is untouched and still what it reports.
     let s = mssp_json(&dirs.socket, &["status", "--json"]);
-    assert_eq!((s["enforced"].clone(), s["central"]["version"].clone()), (true.into(), 1.into()), "{s}");
+    assert_eq!(
+        (s["enforced"].clone(), s["central"]["version"].clone()),
+        (true.into(), 1.into()),
+        "{s}"
+    );
     assert_eq!(probe(&pair, BLOCKED, 20), 0);
     assert!(dirs.pin_dir().join("links").join(&pair.if_b).exists());
     first.stop();
     let (mode, progs) = xdp_attachments(&pair.b, &pair.if_b);
-    assert_eq!((mode.as_deref(), progs.len()), (Some("native"), 1), "the filter outlives the agent");
+    assert_eq!(
+        (mode.as_deref(), progs.len()),
+        (Some("native"), 1),
+        "the filter outlives the agent"
+    );
     assert_eq!(probe(&pair, BLOCKED, 20), 0);
 }
 
@@ -158,10 +206,16 @@ fn status_says_what_the_kernel_does() {
     let s = mssp_json(&dirs.socket, &["status", "--json"]);
     assert_eq!(s["enforced"], true, "{s}");
     // Someone unpublishes customer 7 behind the agent's back.
-    let cur = dirs.pin_dir().join("v1").join("CUR");
+    let cur = dirs
+        .pin_dir()
+        .join(format!("v{}", mssp_common::abi::ABI_VERSION))
+        .join("CUR");
     let map = aya::maps::MapData::from_pin(&cur).expect("open CUR");
-    let mut arr: aya::maps::Array<_, u32> = aya::maps::Array::try_from(aya::maps::Map::Array(map)).unwrap();
-    let slot = (1..64).find(|i| arr.get(i, 0).unwrap_or(0) != 0).expect("customer 7's slot");
+    let mut arr: aya::maps::Array<_, u32> =
+        aya::maps::Array::try_from(aya::maps::Map::Array(map)).unwrap();
+    let slot = (1..64)
+        .find(|i| arr.get(i, 0).unwrap_or(0) != 0)
+        .expect("customer 7's slot");
     let rec = arr.get(&slot, 0).unwrap();
     arr.set(slot, 0, 0).unwrap();
     let s = mssp_json(&dirs.socket, &["status", "--json"]);
@@ -182,7 +236,10 @@ fn status_says_what_the_kernel_does() {
     let status = again.wait_exit(Duration::from_secs(30));
     assert_eq!(status.code(), Some(75), "{}", again.log_text());
     let log = again.log_text();
-    assert!(log.contains("--replace-pins") && log.contains("counters"), "{log}");
+    assert!(
+        log.contains("--replace-pins") && log.contains("counters"),
+        "{log}"
+    );
     // And --replace-pins recovers it, enforcing the policy from the state directory.
     drop(again);
     let _fixed = AgentProc::start(&pair.b, &dirs, &["--replace-pins"], &[]);
@@ -200,7 +257,15 @@ impl SmallDisk {
     fn new(tag: &str) -> SmallDisk {
         let dir = std::env::temp_dir().join(format!("mssp-disk-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        sh(&["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", dir.to_str().unwrap()]);
+        sh(&[
+            "mount",
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=4m",
+            "tmpfs",
+            dir.to_str().unwrap(),
+        ]);
         SmallDisk { dir }
     }
 
@@ -236,19 +301,35 @@ fn a_full_disk_changes_nothing_and_the_id_log_survives_a_torn_write() {
     let dirs = AgentDirs::new("df", &[&pair.if_b], Some(POLICY), "");
     let cfg = std::fs::read_to_string(&dirs.config).unwrap().replace(
         &format!("state_dir = {:?}", dirs.state.display().to_string()),
-        &format!("state_dir = {:?}", disk.dir.join("state").display().to_string()),
+        &format!(
+            "state_dir = {:?}",
+            disk.dir.join("state").display().to_string()
+        ),
     );
     std::fs::write(&dirs.config, cfg).unwrap();
     let mut agent = AgentProc::start(&pair.b, &dirs, &[], &[]);
     assert_eq!(probe(&pair, CLEAN, 20), 20);
     disk.fill();
-    let out = mssp(&dirs.socket, &["block", "add", "198.18.1.0/24", "--customer", "7"]);
-    assert!(!out.status.success(), "a block that cannot be persisted must be refused");
+    let out = mssp(
+        &dirs.socket,
+        &["block", "add", "198.18.1.0/24", "--customer", "7"],
+    );
+    assert!(
+        !out.status.success(),
+        "a block that cannot be persisted must be refused"
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("nothing changed"), "{err}");
     // And nothing did change: the traffic passes, the listing does not show it.
-    assert_eq!(probe(&pair, CLEAN, 20), 20, "the refused block is not enforced");
-    let list = mssp_json(&dirs.socket, &["block", "list", "--customer", "7", "--json"]);
+    assert_eq!(
+        probe(&pair, CLEAN, 20),
+        20,
+        "the refused block is not enforced"
+    );
+    let list = mssp_json(
+        &dirs.socket,
+        &["block", "list", "--customer", "7", "--json"],
+    );
     assert!(!list.to_string().contains("198.18.1.0/24"), "{list}");
     disk.free();
     // A crash in the middle of writing an id-log line, then an append, then a restart.
@@ -258,10 +339,17 @@ fn a_full_disk_changes_nothing_and_the_id_log_survives_a_torn_write() {
     std::io::Write::write_all(&mut f, b"{\"id\":[77,\"custo").unwrap();
     drop(f);
     let mut agent = AgentProc::start(&pair.b, &dirs, &[], &[]);
-    ok(mssp(&dirs.socket, &["block", "add", "198.18.1.0/24", "--customer", "7"]));
+    ok(mssp(
+        &dirs.socket,
+        &["block", "add", "198.18.1.0/24", "--customer", "7"],
+    ));
     assert_eq!(probe(&pair, CLEAN, 20), 0);
     agent.kill9();
     let _agent = AgentProc::start(&pair.b, &dirs, &[], &[]);
-    assert_eq!(probe(&pair, CLEAN, 20), 0, "the block survived both restarts");
+    assert_eq!(
+        probe(&pair, CLEAN, 20),
+        0,
+        "the block survived both restarts"
+    );
     let _ = Netns::new; // (namespaces are removed with the pair)
 }

@@ -516,26 +516,68 @@ fn ip_lengths_must_match_the_frame() {
         // Claims 100 bytes less than it carries: the rest would be invisible to length rules.
         let mut long = frame.clone();
         long.extend(vec![0x41; 1200]);
-        check(&mut h, &long, "drop", Reason::Malformed, None, &format!("{fam}: 1,200 bytes more than claimed"));
+        check(
+            &mut h,
+            &long,
+            "drop",
+            Reason::Malformed,
+            None,
+            &format!("{fam}: 1,200 bytes more than claimed"),
+        );
         // Claims more than it carries.
         let mut short = frame.clone();
         short[len_at..len_at + 2].copy_from_slice(&(claimed + 1).to_be_bytes());
-        check(&mut h, &short, "drop", Reason::Malformed, None, &format!("{fam}: claims a byte more"));
+        check(
+            &mut h,
+            &short,
+            "drop",
+            Reason::Malformed,
+            None,
+            &format!("{fam}: claims a byte more"),
+        );
         // Exact, and padded to the minimum frame (with and without a tag): normal traffic.
-        check(&mut h, &frame, "pass", Reason::Default, Some(7), &format!("{fam}: exact"));
+        check(
+            &mut h,
+            &frame,
+            "pass",
+            Reason::Default,
+            Some(7),
+            &format!("{fam}: exact"),
+        );
         if frame.len() < 60 {
             let mut padded = frame.clone();
             padded.resize(60, 0);
-            check(&mut h, &padded, "pass", Reason::Default, Some(7), &format!("{fam}: padded to 60"));
+            check(
+                &mut h,
+                &padded,
+                "pass",
+                Reason::Default,
+                Some(7),
+                &format!("{fam}: padded to 60"),
+            );
             let mut over = frame.clone();
             over.resize(61, 0);
-            check(&mut h, &over, "drop", Reason::Malformed, None, &format!("{fam}: padded past 60"));
+            check(
+                &mut h,
+                &over,
+                "drop",
+                Reason::Malformed,
+                None,
+                &format!("{fam}: padded past 60"),
+            );
         }
         let tagged = base.clone().udp(1000, 53).vlan(0x8100, 5).build();
         if tagged.len() < 64 {
             let mut padded = tagged.clone();
             padded.resize(64, 0);
-            check(&mut h, &padded, "pass", Reason::Default, Some(7), &format!("{fam}: tagged, padded to 64"));
+            check(
+                &mut h,
+                &padded,
+                "pass",
+                Reason::Default,
+                Some(7),
+                &format!("{fam}: tagged, padded to 64"),
+            );
         }
     }
     // A rule on IP length sees every byte the wire carried.
@@ -544,8 +586,19 @@ fn ip_lengths_must_match_the_frame() {
             "rules":[{"id":1,"match":{"protocol":"udp","length":{"min":600}},"action":"drop"}]}]}"#,
     );
     let mut big = v4().udp(1000, 53);
-    big.l4 = L4::Udp { sport: 1000, dport: 53, payload: 1172 };
-    check(&mut h, &big.build(), "drop", Reason::Rule, Some(7), "a 1,200-byte datagram meets length.min 600");
+    big.l4 = L4::Udp {
+        sport: 1000,
+        dport: 53,
+        payload: 1172,
+    };
+    check(
+        &mut h,
+        &big.build(),
+        "drop",
+        Reason::Rule,
+        Some(7),
+        "a 1,200-byte datagram meets length.min 600",
+    );
 }
 
 /// Regression: an IPv6 later fragment whose next header is Destination Options was dropped
@@ -558,8 +611,22 @@ fn ipv6_later_fragment_payload_is_not_parsed_as_headers() {
     let mut f = v6().proto(ext::DSTOPTS, 24);
     f.exts = vec![(ext::FRAGMENT, 100 << 3)];
     let frame = f.build();
-    check(&mut h, &frame, "pass", Reason::Default, Some(7), "later fragment, next header 60");
+    check(
+        &mut h,
+        &frame,
+        "pass",
+        Reason::Default,
+        Some(7),
+        "later fragment, next header 60",
+    );
     let mut blocked = f.clone();
     blocked.src = "2001:db8:66::1".parse().unwrap();
-    check(&mut h, &blocked.build(), "drop", Reason::CustomerBlock, Some(7), "later fragment of a blocked source");
+    check(
+        &mut h,
+        &blocked.build(),
+        "drop",
+        Reason::CustomerBlock,
+        Some(7),
+        "later fragment of a blocked source",
+    );
 }

@@ -12,6 +12,7 @@ use std::{
 };
 
 use aya::programs::{Xdp, XdpMode};
+use mssp_bench::traffic::{Generator, udp_template};
 use mssp_core::{
     dataplane::{
         Clock, Dataplane, Desired, Layer, StatKey, StatKind, backend::MapBackend,
@@ -19,7 +20,6 @@ use mssp_core::{
     },
     loader::{self, LoadOptions, PROGRAM_NAME},
 };
-use mssp_bench::traffic::{Generator, udp_template};
 use mssp_tests::{netns::Pair, policy, require_root};
 
 fn mac(s: &str) -> [u8; 6] {

@@ -21,7 +21,10 @@ fn wait_log(agent: &AgentProc, needle: &str, n: usize) -> String {
         if log.matches(needle).count() >= n {
             return log;
         }
-        assert!(Instant::now() < deadline, "no {needle:?} in the log:\n{log}");
+        assert!(
+            Instant::now() < deadline,
+            "no {needle:?} in the log:\n{log}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -36,8 +39,19 @@ fn a_reload_that_cannot_apply_changes_nothing() {
     let extra = format!("{}x", pair.if_b);
     let peer = format!("{}y", pair.if_b);
     sh(&[
-        "ip", "link", "add", &extra, "netns", &pair.b.name, "type", "veth", "peer", "name", &peer,
-        "netns", &pair.a.name,
+        "ip",
+        "link",
+        "add",
+        &extra,
+        "netns",
+        &pair.b.name,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &peer,
+        "netns",
+        &pair.a.name,
     ]);
     pair.b.sh(&["ip", "link", "set", &extra, "up"]);
     pair.a.sh(&["ip", "link", "set", &peer, "up"]);
@@ -55,8 +69,11 @@ fn a_reload_that_cannot_apply_changes_nothing() {
         ),
     )
     .unwrap();
-    std::fs::write(&policy_file, r#"{"version":2,"customers":[{"id":7,"prefixes":["198.19.7.1/24"]}]}"#)
-        .unwrap();
+    std::fs::write(
+        &policy_file,
+        r#"{"version":2,"customers":[{"id":7,"prefixes":["198.19.7.1/24"]}]}"#,
+    )
+    .unwrap();
     agent.hup();
     let log = wait_log(&agent, "reload failed", 1);
     assert!(log.contains("nothing changed"), "{log}");
@@ -71,7 +88,11 @@ fn a_reload_that_cannot_apply_changes_nothing() {
     assert_eq!(s["central"]["version"], 1, "{s}");
 
     // Fixed: the same reload applies wholly.
-    std::fs::write(&policy_file, POLICY.replace("\"version\":1", "\"version\":2")).unwrap();
+    std::fs::write(
+        &policy_file,
+        POLICY.replace("\"version\":1", "\"version\":2"),
+    )
+    .unwrap();
     agent.hup();
     let log = wait_log(&agent, "reload: ", 1);
     assert!(log.contains("interfaces updated"), "{log}");

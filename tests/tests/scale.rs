@@ -35,7 +35,12 @@ fn block_add_at_100k_global_entries_is_fast() {
     let dirs = AgentDirs::new("sc", &[&pair.if_b], Some(&policy(100_000)), "");
     let _agent = AgentProc::start(&pair.b, &dirs, &[], &[]);
     let mut times = Vec::new();
-    for (i, scope) in [["--global", ""], ["--customer", "7"]].iter().cycle().take(10).enumerate() {
+    for (i, scope) in [["--global", ""], ["--customer", "7"]]
+        .iter()
+        .cycle()
+        .take(10)
+        .enumerate()
+    {
         let prefix = format!("198.19.200.{i}/32");
         let mut args = vec!["block", "add", prefix.as_str(), scope[0]];
         if !scope[1].is_empty() {
@@ -44,7 +49,11 @@ fn block_add_at_100k_global_entries_is_fast() {
         let t = Instant::now();
         let out = mssp(&dirs.socket, &args);
         let took = t.elapsed();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         times.push(took);
     }
     times.sort();

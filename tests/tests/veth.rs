@@ -5,14 +5,14 @@
 use std::{net::SocketAddr, time::Duration};
 
 use aya::programs::{Xdp, XdpMode};
+use mssp_common::{
+    Reason, Verdict,
+    abi::{Counter, counter_index},
+};
 use mssp_core::dataplane::backend::MapBackend;
 use mssp_core::{
     dataplane::{Clock, Dataplane, Desired, kernel::KernelBackend},
     loader::{self, LoadOptions, PROGRAM_NAME},
-};
-use mssp_common::{
-    Reason, Verdict,
-    abi::{Counter, counter_index},
 };
 use mssp_tests::{
     ReadCounters,
