@@ -184,6 +184,8 @@ pub struct Engine {
     /// When the last plan was made (what [`Engine::refuse`] takes back).
     last_plan_mono: f64,
     rng: SmallRng,
+    /// The previous tick's time.
+    last_tick: Option<f64>,
     pub stats: EngineStats,
 }
 
@@ -204,6 +206,7 @@ impl Engine {
             last_plan_mono: f64::MAX,
             rng: SmallRng::from_os_rng(),
             stats: EngineStats::default(),
+            last_tick: None,
         }
     }
 
@@ -332,12 +335,31 @@ impl Engine {
                 continue;
             };
             self.watched.insert(t.customer);
-            let st = self.targets.entry(t).or_default();
-            st.history.push(now.mono, *m, d.windows as f64 + 2.0);
+            let keep = d.windows as f64 + 2.0;
+            let st = self.targets.entry(t).or_insert_with(|| {
+                // A destination new since the last tick had no meter before: no traffic
+                // (a meter exists from its first packet), so its windows start from zero
+                // instead of waiting for seconds of its own history. Not on the first
+                // tick: the meters may hold counts from before this engine started.
+                let mut st = TargetState::default();
+                if let Some(prev) = self.last_tick {
+                    // Zeros a quarter second apart, as ticks would have read them: a
+                    // window spans readings, so one old zero would spread the first
+                    // reading's packets over seconds.
+                    let steps = (keep / 0.25).ceil() as usize;
+                    for k in (0..=steps).rev() {
+                        st.history
+                            .push(prev - k as f64 * 0.25, Meter::default(), keep);
+                    }
+                }
+                st
+            });
+            st.history.push(now.mono, *m, keep);
             st.last = *m;
             st.seen = now.mono;
             seen_now.insert(t);
         }
+        self.last_tick = Some(now.mono);
         // A destination whose meter is gone (no traffic, or evicted) reads as unchanged.
         for (t, st) in self.targets.iter_mut() {
             if !seen_now.contains(t) {

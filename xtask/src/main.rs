@@ -35,11 +35,18 @@ enum Command {
     /// blocked traffic, print per-customer counters, clean up.
     Demo,
     /// Benchmarks: mssp against its floor, a kernel LPM trie and nftables, in rounds; writes
-    /// target/bench/summary.json.
+    /// target/bench/summary.json. Then the IPS's timing over floods (detection time, time to
+    /// 95% dropped): target/bench/detection.json.
     Bench {
         /// A shorter run (within five minutes).
         #[arg(long)]
         quick: bool,
+        /// Floods for the IPS timing (about 10 s each; 0 skips it).
+        #[arg(long, default_value_t = 20)]
+        detection_runs: u32,
+        /// Only the IPS timing.
+        #[arg(long)]
+        detection_only: bool,
     },
     /// A Debian package (target/debian/mssp_VERSION-1_ARCH.deb): the binary, the unit, a
     /// default config, sysusers.d and tmpfiles.d entries, the man page and completions.
@@ -71,30 +78,51 @@ fn main() -> Result<()> {
             setup::setup()?;
             demo::demo()
         }
-        Command::Bench { quick } => {
+        Command::Bench {
+            quick,
+            detection_runs,
+            detection_only,
+        } => {
             setup::setup()?;
             util::require_root("the benchmarks attach XDP programs in network namespaces")?;
             util::cargo(&["build", "--release", "-p", "mssp", "-p", "mssp-bench"])?;
-            let out = util::workspace_root().join("target/bench/summary.json");
-            let mut c = util::command(
-                &util::workspace_root()
-                    .join("target/release/mssp-bench")
-                    .display()
-                    .to_string(),
-            );
-            c.arg("--out").arg(&out);
-            if quick {
-                c.arg("--quick");
+            if !detection_only {
+                let out = util::workspace_root().join("target/bench/summary.json");
+                let mut c = util::command(
+                    &util::workspace_root()
+                        .join("target/release/mssp-bench")
+                        .display()
+                        .to_string(),
+                );
+                c.arg("--out").arg(&out);
+                if quick {
+                    c.arg("--quick");
+                }
+                util::run(&mut c)?;
             }
-            util::run(&mut c)
+            if detection_runs > 0 {
+                let mut c = util::command("cargo");
+                c.args([
+                    "test",
+                    "--release",
+                    "-p",
+                    "mssp-tests",
+                    "--test",
+                    "ips_bench",
+                    "--",
+                    "--ignored",
+                    "--nocapture",
+                ])
+                .env("MSSP_BENCH_DETECTION_RUNS", detection_runs.to_string());
+                util::run(&mut c)?;
+            }
+            Ok(())
         }
         Command::Deb => {
             setup::setup()?;
             deb::deb().map(|_| ())
         }
-        Command::Layout { root } => {
-            layout::check(&root.unwrap_or_else(util::workspace_root), true)
-        }
+        Command::Layout { root } => layout::check(&root.unwrap_or_else(util::workspace_root), true),
         Command::Install { root, prefix } => {
             setup::setup()?;
             install::install(&root, &prefix)
