@@ -16,7 +16,10 @@ use crate::util::{cargo, run, workspace_root};
 fn version() -> Result<String> {
     let toml = fs::read_to_string(workspace_root().join("Cargo.toml"))?;
     toml.lines()
-        .find_map(|l| l.strip_prefix("version = \"").and_then(|v| v.strip_suffix('"')))
+        .find_map(|l| {
+            l.strip_prefix("version = \"")
+                .and_then(|v| v.strip_suffix('"'))
+        })
         .map(str::to_string)
         .context("no version in the workspace Cargo.toml")
 }
@@ -50,13 +53,44 @@ pub fn deb() -> Result<PathBuf> {
     put(&stage, "usr/bin/mssp", &fs::read(&bin)?, 0o755)?;
     let unit = fs::read_to_string(ws.join("dist/mssp.service"))?
         .replace("/usr/local/bin/mssp", "/usr/bin/mssp")
-        .replace("file:/usr/local/share/doc/mssp/README.md", "file:/usr/share/doc/mssp/README.md")
-        .replace("# mssp agent: the edge packet filter's daemon. Installed by `cargo xtask install`.", "# mssp agent: the edge packet filter's daemon (Debian package).");
-    put(&stage, "lib/systemd/system/mssp.service", unit.as_bytes(), 0o644)?;
-    put(&stage, "etc/mssp/mssp.toml", &fs::read(ws.join("dist/mssp.toml"))?, 0o640)?;
-    put(&stage, "usr/lib/sysusers.d/mssp.conf", &fs::read(ws.join("dist/debian/mssp.sysusers"))?, 0o644)?;
-    put(&stage, "usr/lib/tmpfiles.d/mssp.conf", &fs::read(ws.join("dist/debian/mssp.tmpfiles"))?, 0o644)?;
-    put(&stage, "usr/share/doc/mssp/README.md", &fs::read(ws.join("README.md"))?, 0o644)?;
+        .replace(
+            "file:/usr/local/share/doc/mssp/README.md",
+            "file:/usr/share/doc/mssp/README.md",
+        )
+        .replace(
+            "# mssp agent: the edge packet filter's daemon. Installed by `cargo xtask install`.",
+            "# mssp agent: the edge packet filter's daemon (Debian package).",
+        );
+    put(
+        &stage,
+        "lib/systemd/system/mssp.service",
+        unit.as_bytes(),
+        0o644,
+    )?;
+    put(
+        &stage,
+        "etc/mssp/mssp.toml",
+        &fs::read(ws.join("dist/mssp.toml"))?,
+        0o640,
+    )?;
+    put(
+        &stage,
+        "usr/lib/sysusers.d/mssp.conf",
+        &fs::read(ws.join("dist/debian/mssp.sysusers"))?,
+        0o644,
+    )?;
+    put(
+        &stage,
+        "usr/lib/tmpfiles.d/mssp.conf",
+        &fs::read(ws.join("dist/debian/mssp.tmpfiles"))?,
+        0o644,
+    )?;
+    put(
+        &stage,
+        "usr/share/doc/mssp/README.md",
+        &fs::read(ws.join("README.md"))?,
+        0o644,
+    )?;
     put(
         &stage,
         "usr/share/doc/mssp/copyright",
@@ -77,13 +111,32 @@ pub fn deb() -> Result<PathBuf> {
             .context("gzip")?;
         use std::io::{Read, Write};
         child.stdin.take().context("gzip stdin")?.write_all(&man)?;
-        child.stdout.take().context("gzip stdout")?.read_to_end(&mut gz)?;
+        child
+            .stdout
+            .take()
+            .context("gzip stdout")?
+            .read_to_end(&mut gz)?;
         child.wait()?;
     }
     put(&stage, "usr/share/man/man1/mssp.1.gz", &gz, 0o644)?;
-    put(&stage, "usr/share/bash-completion/completions/mssp", &fs::read(assets.join("mssp.bash"))?, 0o644)?;
-    put(&stage, "usr/share/zsh/vendor-completions/_mssp", &fs::read(assets.join("_mssp"))?, 0o644)?;
-    put(&stage, "usr/share/fish/vendor_completions.d/mssp.fish", &fs::read(assets.join("mssp.fish"))?, 0o644)?;
+    put(
+        &stage,
+        "usr/share/bash-completion/completions/mssp",
+        &fs::read(assets.join("mssp.bash"))?,
+        0o644,
+    )?;
+    put(
+        &stage,
+        "usr/share/zsh/vendor-completions/_mssp",
+        &fs::read(assets.join("_mssp"))?,
+        0o644,
+    )?;
+    put(
+        &stage,
+        "usr/share/fish/vendor_completions.d/mssp.fish",
+        &fs::read(assets.join("mssp.fish"))?,
+        0o644,
+    )?;
     // Control files.
     let size_kib = dir_size(&stage)? / 1024;
     let control = format!(
@@ -96,7 +149,12 @@ pub fn deb() -> Result<PathBuf> {
     put(&stage, "DEBIAN/control", control.as_bytes(), 0o644)?;
     put(&stage, "DEBIAN/conffiles", b"/etc/mssp/mssp.toml\n", 0o644)?;
     for s in ["postinst", "prerm", "postrm"] {
-        put(&stage, &format!("DEBIAN/{s}"), &fs::read(ws.join("dist/debian").join(s))?, 0o755)?;
+        put(
+            &stage,
+            &format!("DEBIAN/{s}"),
+            &fs::read(ws.join("dist/debian").join(s))?,
+            0o755,
+        )?;
     }
     let deb = out_dir.join(format!("mssp_{version}-1_{arch}.deb"));
     run(Command::new("dpkg-deb")
@@ -112,7 +170,11 @@ fn dir_size(p: &Path) -> Result<u64> {
     for e in fs::read_dir(p)? {
         let e = e?;
         let m = e.metadata()?;
-        n += if m.is_dir() { dir_size(&e.path())? } else { m.len() };
+        n += if m.is_dir() {
+            dir_size(&e.path())?
+        } else {
+            m.len()
+        };
     }
     Ok(n)
 }
@@ -132,7 +194,11 @@ pub fn check() -> Result<()> {
         if !g.status.success() {
             bail!("installing the package did not create group mssp");
         }
-        for f in ["/usr/bin/mssp", "/etc/mssp/mssp.toml", "/usr/share/man/man1/mssp.1.gz"] {
+        for f in [
+            "/usr/bin/mssp",
+            "/etc/mssp/mssp.toml",
+            "/usr/share/man/man1/mssp.1.gz",
+        ] {
             if !Path::new(f).exists() {
                 bail!("the package did not install {f}");
             }

@@ -115,15 +115,16 @@ fn expand(tree: &str) -> Vec<Vec<String>> {
         }
         out
     } else {
-        vec![tree
-            .split(" as ")
-            .next()
-            .unwrap_or(tree)
-            .split("::")
-            .map(str::trim)
-            .filter(|s| !s.is_empty() && *s != "self")
-            .map(String::from)
-            .collect()]
+        vec![
+            tree.split(" as ")
+                .next()
+                .unwrap_or(tree)
+                .split("::")
+                .map(str::trim)
+                .filter(|s| !s.is_empty() && *s != "self")
+                .map(String::from)
+                .collect(),
+        ]
     }
 }
 
@@ -217,7 +218,9 @@ fn crate_graph(dir: &Path) -> Option<CrateGraph> {
         }
     }
     for f in &files {
-        let Some(m) = module_of(&src, f) else { continue };
+        let Some(m) = module_of(&src, f) else {
+            continue;
+        };
         modules.insert(m.clone());
         let text = fs::read_to_string(f).unwrap_or_default();
         for mut r in references(&m, &non_test_code(&text)) {
@@ -245,11 +248,7 @@ fn sibling_edges(g: &CrateGraph) -> BTreeMap<ModPath, BTreeSet<(String, String)>
         while !target.is_empty() && !g.modules.contains(&target) {
             target.pop();
         }
-        let common = from
-            .iter()
-            .zip(&target)
-            .take_while(|(a, b)| a == b)
-            .count();
+        let common = from.iter().zip(&target).take_while(|(a, b)| a == b).count();
         // A module naming its ancestor or descendant is nesting, not a sibling edge.
         if common == from.len() || common == target.len() {
             continue;
@@ -370,7 +369,10 @@ mod tests {
             .iter()
             .map(|(x, y)| (x.to_string(), y.to_string()))
             .collect();
-        assert_eq!(cycles(&e), vec![vec!["a".to_string(), "b".into(), "c".into()]]);
+        assert_eq!(
+            cycles(&e),
+            vec![vec!["a".to_string(), "b".into(), "c".into()]]
+        );
         let acyclic: BTreeSet<(String, String)> = [("a", "b"), ("b", "c"), ("a", "c")]
             .iter()
             .map(|(x, y)| (x.to_string(), y.to_string()))
