@@ -56,6 +56,8 @@ pub struct Agent<B: MapBackend> {
     pub ips: crate::ips::Ips,
     /// The data path's meters and sample ring, until `run` hands them to the detector.
     pub observer: Mutex<Option<(mssp_core::observe::Meters, mssp_core::observe::SampleRing)>>,
+    /// The fleet client's counters (connected, fleet version, refused signatures).
+    pub fleet_stats: Arc<mssp_fleet::edge::EdgeStats>,
     _lock: File,
 }
 
@@ -169,6 +171,8 @@ impl<B: MapBackend> Agent<B> {
             .entries
             .retain(|e| e.expires.is_none_or(|t| t > now));
         let pruned = before - l.local.entries.len();
+        let mut fleet = l.store.load_fleet()?;
+        fleet.retain(|d| d.expires > now && !d.removed);
         let mut state = AgentState {
             dp,
             host,
@@ -182,6 +186,7 @@ impl<B: MapBackend> Agent<B> {
             last_apply: None,
             last_error: None,
             auto,
+            fleet,
             detection: Default::default(),
             protected: Default::default(),
         };
@@ -210,6 +215,7 @@ impl<B: MapBackend> Agent<B> {
             push_tls: Mutex::new(None),
             ips,
             observer: Mutex::new(observer),
+            fleet_stats: Default::default(),
             _lock: l.lock,
         })
     }

@@ -81,6 +81,42 @@ pub struct Config {
     /// Attack detection on this edge (the thresholds are in the policy).
     #[serde(default)]
     pub detection: DetectionConfig,
+    /// The fleet: decisions from the controller over NATS JetStream.
+    #[serde(default)]
+    pub fleet: Option<FleetConfig>,
+}
+
+/// `[fleet]`: where the controller's decisions come from, and who this edge is.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FleetConfig {
+    /// `tls://host:4222` (or `nats://127.0.0.1:PORT` for a lab broker).
+    pub nats_url: String,
+    /// This edge's name in the fleet (letters, digits, `-`, `_`).
+    pub edge: String,
+    /// The controller's ed25519 public key (`mssp fleet keygen` writes it).
+    pub controller_key: PathBuf,
+    /// A NATS credentials file, or a user and a file holding its password.
+    #[serde(default)]
+    pub credentials: Option<PathBuf>,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// TLS: the broker's CA, and this edge's client certificate and key.
+    #[serde(default)]
+    pub tls_ca: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    /// Seconds between heartbeats (default 5).
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat_secs: u64,
+}
+
+fn default_heartbeat() -> u64 {
+    5
 }
 
 /// `[detection]`: the edge-wide caps on what the detector installs.
@@ -188,6 +224,35 @@ impl Config {
                 "push_listen needs tls_cert, tls_key and client_ca (mutual TLS is mandatory)"
                     .into(),
             );
+        }
+        if let Some(f) = &self.fleet {
+            if !mssp_fleet::subjects::valid_token(&f.edge) {
+                return Err(format!(
+                    "fleet.edge = {:?}: give 1 to 64 letters, digits, '-' or '_'",
+                    f.edge
+                ));
+            }
+            if !["nats://", "tls://"]
+                .iter()
+                .any(|p| f.nats_url.starts_with(p))
+            {
+                return Err(format!(
+                    "fleet.nats_url = {:?}: give tls://host:port (or nats:// for a lab broker)",
+                    f.nats_url
+                ));
+            }
+            if f.user.is_some() != f.password_file.is_some() {
+                return Err("fleet: user and password_file go together".into());
+            }
+            if f.tls_cert.is_some() != f.tls_key.is_some() {
+                return Err("fleet: tls_cert and tls_key go together".into());
+            }
+            if f.heartbeat_secs == 0 || f.heartbeat_secs > 300 {
+                return Err(format!(
+                    "fleet.heartbeat_secs = {}: give 1 to 300",
+                    f.heartbeat_secs
+                ));
+            }
         }
         Ok(())
     }

@@ -221,6 +221,22 @@ fn ticker<B: MapBackend + Send + 'static>(
 /// Events into the log and the history file, and the journal of the agent.
 fn record<B: MapBackend + Send + 'static>(agent: &Agent<B>, events: &[Event]) {
     let mut lines = Vec::new();
+    if let Some((edge, tx)) = &*agent.ips.reports.lock().unwrap_or_else(|p| p.into_inner()) {
+        for e in events {
+            let (event, a) = match e {
+                Event::Start(a) => ("start", a),
+                Event::Mitigated(a) => ("mitigated", a),
+                Event::Peak(a) => ("peak", a),
+                Event::End(a) => ("end", a),
+            };
+            // Full queue (broker gone for long): the newest reports wait, the log has all.
+            let _ = tx.try_send(mssp_wire::fleet::Report {
+                edge: edge.clone(),
+                event: event.into(),
+                attack: a.clone(),
+            });
+        }
+    }
     for e in events {
         let (name, a, detail): (&str, &Attack, Option<serde_json::Value>) = match e {
             Event::Start(a) => {

@@ -1,6 +1,7 @@
 //! The union of the policy layers the agent holds: the central policy (pushed), this edge's
-//! attack mitigations (auto) and the NOC's local layer, into the one desired state the
-//! publisher makes true.
+//! attack mitigations (auto), the controller's fleet decisions and the NOC's local layer,
+//! into the one desired state the publisher makes true. Precedence where two name the same
+//! prefix: local > fleet > auto > central.
 
 use mssp_common::{Layer, Scope, abi::SourceAction};
 use mssp_core::{
@@ -9,14 +10,111 @@ use mssp_core::{
 };
 use mssp_detect::engine::{AutoItem, AutoKind};
 
+use mssp_wire::fleet::{Decision, DecisionItem};
+
 use crate::{ips::settings::effective_detection, store::LocalFile};
+
+/// A fleet decision as the data path holds it.
+pub enum FleetItem {
+    Entry(DesiredEntry),
+    /// A rule of that customer.
+    Rule(u32, DesiredRule),
+}
+
+/// The rule id of a fleet decision's rule: in the range reserved for the fleet layer,
+/// stable for the decision's version.
+pub fn fleet_rule_id(version: u64) -> u32 {
+    mssp_core::policy::rules::FLEET_RULE_IDS + (version % 0x1000_0000) as u32
+}
+
+/// Checks a fleet decision against this edge's policy (its customer, the rule's syntax and
+/// destinations) and gives what it enforces.
+pub fn fleet_item(f: &Decision, d: &Desired) -> Result<FleetItem, String> {
+    match &f.item {
+        DecisionItem::Source { prefix, action } => {
+            let net = parse_cidr(prefix, true).map_err(|e| format!("prefix {prefix:?}: {e}"))?;
+            let action = [
+                SourceAction::Drop,
+                SourceAction::Allow,
+                SourceAction::Monitor,
+            ]
+            .into_iter()
+            .find(|a| a.name() == action)
+            .ok_or_else(|| format!("action {action:?}: give drop, allow or monitor"))?;
+            if let Some(id) = f.customer {
+                if !d.customers.iter().any(|c| c.id == id) {
+                    return Err(format!("customer {id} is not in this edge's policy"));
+                }
+            }
+            Ok(FleetItem::Entry(DesiredEntry {
+                net,
+                action,
+                expires: Some(f.expires),
+                layer: Layer::Fleet,
+            }))
+        }
+        DecisionItem::Rule { rule } => {
+            let id = f.customer.ok_or("a fleet rule needs a customer")?;
+            let c = d
+                .customers
+                .iter()
+                .find(|c| c.id == id)
+                .ok_or_else(|| format!("customer {id} is not in this edge's policy"))?;
+            let mut rule = rule.clone();
+            if let Some(o) = rule.as_object_mut() {
+                o.insert("id".into(), fleet_rule_id(f.version).into());
+            }
+            let doc: RuleDoc = serde_json::from_value(rule).map_err(|e| format!("rule: {e}"))?;
+            let mut errors = Vec::new();
+            let spec = rules::rule(&doc, "rule", &c.prefixes, &mut errors).ok_or_else(|| {
+                errors
+                    .iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })?;
+            Ok(FleetItem::Rule(
+                id,
+                DesiredRule {
+                    spec,
+                    layer: Layer::Fleet,
+                    expires: Some(f.expires),
+                },
+            ))
+        }
+    }
+}
 
 /// Local entries join the central ones; where both name the same prefix in the same list,
 /// the higher layer's is enforced (see [`Desired::effective`]). Entries and rules of a
 /// customer the central policy does not have are kept but not enforced. Customers with
 /// detection on are metered.
-pub fn desired(policy: &Policy, local: &LocalFile, auto: &[AutoItem]) -> Desired {
+pub fn desired(
+    policy: &Policy,
+    local: &LocalFile,
+    auto: &[AutoItem],
+    fleet: &[Decision],
+) -> Desired {
     let mut d = Desired::from_policy(policy);
+    let now = time::OffsetDateTime::now_utc();
+    for f in fleet.iter().filter(|f| !f.removed && f.expires > now) {
+        match fleet_item(f, &d) {
+            Ok(FleetItem::Entry(e)) => match f.customer {
+                None => d.global.push(e),
+                Some(id) => {
+                    if let Some(c) = d.customers.iter_mut().find(|c| c.id == id) {
+                        c.entries.push(e);
+                    }
+                }
+            },
+            Ok(FleetItem::Rule(id, r)) => {
+                if let Some(c) = d.customers.iter_mut().find(|c| c.id == id) {
+                    c.rules.push(r);
+                }
+            }
+            Err(e) => log::error!("fleet decision {}: {e}", f.id),
+        }
+    }
     for c in &mut d.customers {
         c.meter = effective_detection(policy, local, c.id).is_some();
     }

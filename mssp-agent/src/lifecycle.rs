@@ -116,6 +116,14 @@ pub async fn run<B: MapBackend + Send + 'static>(
         .unwrap_or_else(|p| p.into_inner())
         .take();
     let detector = observer.map(|(m, r)| crate::detector::start(agent.clone(), m, r));
+    let fleet_cfg = agent
+        .cfg
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .fleet
+        .clone();
+    let fleet =
+        fleet_cfg.map(|f| tokio::spawn(crate::fleet::run(agent.clone(), f, stop_rx.clone())));
 
     {
         let state = agent.lock();
@@ -154,6 +162,9 @@ pub async fn run<B: MapBackend + Send + 'static>(
     })
     .await;
     drop(detector);
+    if let Some(f) = fleet {
+        f.abort();
+    }
     expiry.abort();
     watchdog.abort();
     hup.abort();

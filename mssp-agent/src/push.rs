@@ -550,9 +550,12 @@ pub fn check_document<B: MapBackend>(
             message: format!("not newer than version {held} in force; push a greater version"),
         });
     }
-    if let Err(e) =
-        mssp_core::dataplane::check(&crate::layers::desired(&policy, &state.local, &state.auto))
-    {
+    if let Err(e) = mssp_core::dataplane::check(&crate::layers::desired(
+        &policy,
+        &state.local,
+        &state.auto,
+        &state.fleet,
+    )) {
         errors.push(FieldErrorView {
             path: String::new(),
             value: Value::Null,

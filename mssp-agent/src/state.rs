@@ -55,6 +55,8 @@ pub struct AgentState<B: MapBackend> {
     pub last_error: Option<String>,
     /// The auto layer: this edge's attack mitigations, as the detector wants them.
     pub auto: Vec<mssp_detect::engine::AutoItem>,
+    /// The fleet layer: the controller's decisions in force here (state_dir/fleet.json).
+    pub fleet: Vec<mssp_wire::fleet::Decision>,
     /// What the detector reads of the layers, rebuilt by every publish.
     pub detection: std::sync::Arc<crate::ips::settings::DetectionSnapshot>,
     pub protected: std::sync::Arc<crate::ips::settings::ProtectedSet>,
@@ -179,7 +181,36 @@ impl<B: MapBackend> AgentState<B> {
 
     /// The union of the layers as it should be in force.
     pub fn desired(&self) -> mssp_core::dataplane::Desired {
-        desired(&self.policy, &self.local, &self.auto)
+        desired(&self.policy, &self.local, &self.auto, &self.fleet)
+    }
+
+    /// Puts one fleet decision in force (or, `removed`, takes it out): checked against this
+    /// edge's policy, published, then persisted; on any failure the fleet layer is as
+    /// before and the error says why (the edge acks it as refused).
+    pub fn set_fleet(&mut self, d: &mssp_wire::fleet::Decision) -> Result<(), String> {
+        if !d.removed {
+            crate::layers::fleet_item(d, &self.desired())?;
+        }
+        let old = self.fleet.clone();
+        self.fleet.retain(|f| f.id != d.id);
+        let now = OffsetDateTime::now_utc();
+        self.fleet.retain(|f| f.expires > now);
+        if !d.removed && d.expires > now {
+            self.fleet.push(d.clone());
+        }
+        if self.fleet == old {
+            return Ok(());
+        }
+        if let Err(e) = self.apply("fleet") {
+            self.fleet = old;
+            return Err(e.to_string());
+        }
+        if let Err(e) = self.store.save_fleet(&self.fleet) {
+            self.fleet = old;
+            let _ = self.apply("fleet (undo)");
+            return Err(e.to_string());
+        }
+        Ok(())
     }
 
     /// Replaces the auto layer (the detector's mitigations). Nothing is persisted here: the

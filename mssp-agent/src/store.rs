@@ -259,6 +259,24 @@ impl Store {
         atomic_write(&path, &bytes).map_err(|e| state_err(&path, format!("cannot write: {e}")))
     }
 
+    /// The fleet layer (decisions as the controller signed them), kept so an edge that
+    /// restarts cut off from the broker keeps enforcing them until they expire.
+    pub fn load_fleet(&self) -> Result<Vec<mssp_wire::fleet::Decision>, StateError> {
+        let path = self.dir.join("fleet.json");
+        match fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map_err(|e| state_err(&path, format!("not a fleet layer: {e}"))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(state_err(&path, format!("cannot read: {e}"))),
+        }
+    }
+
+    pub fn save_fleet(&self, f: &[mssp_wire::fleet::Decision]) -> Result<(), StateError> {
+        let path = self.dir.join("fleet.json");
+        let bytes = serde_json::to_vec_pretty(f).map_err(|e| state_err(&path, e.to_string()))?;
+        atomic_write(&path, &bytes).map_err(|e| state_err(&path, format!("cannot write: {e}")))
+    }
+
     pub fn load_links(&self) -> HashMap<String, String> {
         fs::read(self.links_path())
             .ok()

@@ -262,6 +262,23 @@ pub fn blocks_view<B: MapBackend>(state: &AgentState<B>, filter: Option<Scope>) 
                         comment: item.map(|a| format!("auto: attack {}", a.attack)),
                     }
                 }
+                Layer::Fleet => {
+                    let f = state.fleet.iter().find(|f| {
+                        f.customer.map_or(Scope::Global, Scope::Customer) == *scope
+                            && matches!(&f.item, mssp_wire::fleet::DecisionItem::Source { prefix, .. }
+                                if mssp_core::policy::cidr::parse_cidr(prefix, true).is_ok_and(|n| n == e.net))
+                    });
+                    Origin {
+                        who: f.map_or("fleet controller".into(), |f| {
+                            format!(
+                                "fleet controller (decision {} v{}: {})",
+                                f.id, f.version, f.reason
+                            )
+                        }),
+                        added: f.map(|f| ts(f.created)).unwrap_or_default(),
+                        comment: f.and_then(|f| f.comment.clone()),
+                    }
+                }
                 _ => Origin {
                     who: central.who.clone(),
                     added: central.added.clone(),
@@ -432,6 +449,31 @@ pub fn rules_view<B: MapBackend>(state: &AgentState<B>, customer: u32) -> Vec<Ru
             ts(r.by.at),
             None,
         );
+    }
+    let now = time::OffsetDateTime::now_utc();
+    for f in state
+        .fleet
+        .iter()
+        .filter(|f| f.customer == Some(customer) && !f.removed && f.expires > now)
+    {
+        if let mssp_wire::fleet::DecisionItem::Rule { rule } = &f.item {
+            let id = crate::layers::fleet_rule_id(f.version);
+            let mut doc = rule.clone();
+            if let Some(o) = doc.as_object_mut() {
+                o.insert("id".into(), id.into());
+            }
+            push(
+                Layer::Fleet,
+                id,
+                doc,
+                format!(
+                    "fleet controller (decision {} v{}: {})",
+                    f.id, f.version, f.reason
+                ),
+                ts(f.created),
+                Some(ts(f.expires)),
+            );
+        }
     }
     for a in state.auto.iter().filter(|a| a.customer == customer) {
         if let mssp_detect::engine::AutoKind::Rule { id, rule } = &a.kind {

@@ -6,6 +6,7 @@
 pub mod attacks;
 pub mod error;
 pub mod exit;
+pub mod fleet;
 pub mod provenance;
 pub mod requests;
 pub mod views;

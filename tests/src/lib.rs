@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod edge;
+pub mod fleet;
 pub mod nft;
 pub mod packet;
 pub mod push;

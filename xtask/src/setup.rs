@@ -17,6 +17,10 @@ const PACKAGES: &[(&str, &str)] = &[
     ("libcap2-bin", "capsh"),
     ("systemd", "systemd-analyze"),
     ("ethtool", "ethtool"),
+    // trafgen: the attack-detection tests' floods.
+    ("netsniff-ng", "trafgen"),
+    // The fleet's broker (JetStream); the package's own service is not used by the tests.
+    ("nats-server", "nats-server"),
 ];
 
 pub fn setup() -> Result<()> {

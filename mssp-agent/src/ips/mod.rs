@@ -31,6 +31,8 @@ pub struct Ips {
     pub detection_latency: Histogram,
     /// Whether the data path's meters and samples are read (a kernel agent).
     pub running: std::sync::atomic::AtomicBool,
+    /// With a fleet: this edge's name and where its attack reports go upstream.
+    pub reports: Mutex<Option<(String, tokio::sync::mpsc::Sender<mssp_wire::fleet::Report>)>>,
 }
 
 pub struct IpsInner {
@@ -74,6 +76,7 @@ impl Ips {
             monitor,
             sample_every: AtomicU64::new(mssp_common::abi::DEFAULT_SAMPLE_EVERY),
             samples_total: AtomicU64::new(0),
+            reports: Mutex::new(None),
             detection_latency: Histogram::new([0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0]),
             running: std::sync::atomic::AtomicBool::new(false),
         })

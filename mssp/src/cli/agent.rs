@@ -41,7 +41,7 @@ pub fn run(config: &Path, replace_pins: bool) -> ExitCode {
 }
 
 /// SIGTERM or SIGINT.
-async fn shutdown_signal() {
+pub(super) async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = match signal(SignalKind::terminate()) {
         Ok(s) => s,

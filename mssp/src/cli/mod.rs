@@ -7,6 +7,7 @@ mod attacks;
 mod block;
 mod detection;
 mod explain;
+mod fleet;
 mod monitor;
 mod output;
 mod policy;
@@ -36,6 +37,14 @@ pub struct Cli {
     /// The agent's Unix socket (the CLI does not read the agent's config file).
     #[arg(long, global = true, env = "MSSP_SOCKET", default_value = DEFAULT_SOCKET)]
     socket: PathBuf,
+    /// The fleet controller's Unix socket (for `mssp fleet ...`).
+    #[arg(
+        long,
+        global = true,
+        env = "MSSP_CONTROLLER_SOCKET",
+        default_value = "/run/mssp/controller.sock"
+    )]
+    controller_socket: PathBuf,
     /// How long to wait for the agent's answer (e.g. 30s, 2m).
     #[arg(long, global = true, env = "MSSP_TIMEOUT", default_value = "120s", value_parser = parse_duration)]
     timeout: Duration,
@@ -59,6 +68,16 @@ enum Command {
         /// Replace pins of another mssp ABI or map size, without a gap in filtering.
         #[arg(long)]
         replace_pins: bool,
+    },
+    /// Run the fleet controller (the systemd service at the centre).
+    Controller {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// The fleet, at the controller: decisions for every edge, their acks, the edges.
+    Fleet {
+        #[command(subcommand)]
+        command: fleet::FleetCommand,
     },
     /// Run every frame of a capture through the real XDP program and say what it decided
     /// (with a policy file, or --live with the agent's policy in force, every layer).
@@ -161,7 +180,10 @@ pub struct ScopeArgs {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Agent { .. }) {
+    if !matches!(
+        cli.command,
+        Command::Agent { .. } | Command::Controller { .. }
+    ) {
         // A CLI whose output is cut short (`mssp status | head -1`) ends quietly, as Unix
         // tools do. Not the agent: a client hanging up on its socket must not kill it.
         // SAFETY: restoring the default disposition of one signal, before any thread starts.
@@ -173,6 +195,10 @@ pub fn main() -> ExitCode {
             config,
             replace_pins,
         } => agent::run(&config, replace_pins),
+        Command::Controller { config } => fleet::controller(&config),
+        Command::Fleet { command } => {
+            fleet::run(&Client::new(&cli.controller_socket, cli.timeout), command)
+        }
         Command::Simulate(args) => simulate::run(&client, args),
         Command::Explain(args) => explain::run(&client, args),
         Command::Policy { command } => policy::run(&client, command),

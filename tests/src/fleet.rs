@@ -1,0 +1,286 @@
+//! The fleet's lab: a broker namespace running Debian's `nats-server` with JetStream and
+//! `mssp controller`, and a management veth from each edge's namespace to it (no route
+//! anywhere else). Everything is stopped by pid and removed on drop.
+
+use std::{
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use crate::{
+    agent::mssp_json,
+    mssp_bin,
+    netns::{Netns, unique},
+};
+
+/// The broker's address on edge `k`'s management link: 198.19.254.(4k+1)/30.
+pub fn broker_addr(k: u8) -> String {
+    format!("198.19.254.{}", 4 * k + 1)
+}
+
+pub struct Broker {
+    pub ns: Netns,
+    pub dir: PathBuf,
+    pub port: u16,
+    nats: Option<Child>,
+    controller: Option<Child>,
+    pub socket: PathBuf,
+}
+
+fn kill(c: &mut Option<Child>) {
+    if let Some(mut c) = c.take() {
+        // SAFETY: signalling our own child by pid.
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = c.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        kill(&mut self.controller);
+        kill(&mut self.nats);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Broker {
+    /// nats-server with JetStream in a fresh namespace, and a controller key pair.
+    pub fn start(tag: &str) -> Broker {
+        let ns = Netns::new(&format!("{tag}brk"));
+        let dir = std::env::temp_dir().join(format!("mssp-fleet-{}", unique(tag)));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = Command::new(mssp_bin())
+            .args(["fleet", "keygen", "--out"])
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "keygen: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut b = Broker {
+            ns,
+            socket: dir.join("controller.sock"),
+            dir,
+            port: 4222,
+            nats: None,
+            controller: None,
+        };
+        b.start_nats();
+        b
+    }
+
+    pub fn key(&self) -> PathBuf {
+        self.dir.join("controller.pub")
+    }
+
+    pub fn start_nats(&mut self) {
+        let log = std::fs::File::create(self.dir.join("nats.log")).unwrap();
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.ns.name,
+                "nats-server",
+                "-js",
+                "-p",
+                &self.port.to_string(),
+                "-sd",
+            ])
+            .arg(self.dir.join("js"))
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("nats-server (Debian package nats-server; `cargo xtask setup` installs it)");
+        self.nats = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !std::fs::read_to_string(self.dir.join("nats.log"))
+            .unwrap_or_default()
+            .contains("Server is ready")
+        {
+            assert!(
+                Instant::now() < deadline,
+                "nats-server not ready: {}",
+                self.nats_log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn stop_nats(&mut self) {
+        kill(&mut self.nats);
+    }
+
+    pub fn nats_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("nats.log")).unwrap_or_default()
+    }
+
+    /// `mssp controller` in the broker's namespace, waiting until its socket answers.
+    pub fn start_controller(&mut self, extra: &str) {
+        let cfg = self.dir.join("controller.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "nats_url = \"nats://127.0.0.1:{}\"\nsigning_key = {:?}\nsocket = {:?}\n{extra}\n",
+                self.port,
+                self.dir.join("controller.key"),
+                self.socket
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(self.dir.join(format!("controller-{}.log", unique("c"))))
+            .unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns.name])
+            .arg(mssp_bin())
+            .args(["controller", "--config"])
+            .arg(&cfg)
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("mssp controller");
+        self.controller = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let out = Command::new(mssp_bin())
+                .arg("--controller-socket")
+                .arg(&self.socket)
+                .args(["fleet", "status", "--json"])
+                .output()
+                .unwrap();
+            if out.status.success() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "controller not ready: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn controller_log(&self) -> String {
+        let mut out = String::new();
+        for e in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            if e.file_name().to_string_lossy().starts_with("controller-") {
+                out.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
+            }
+        }
+        out
+    }
+
+    pub fn stop_controller(&mut self) {
+        kill(&mut self.controller);
+    }
+
+    /// `mssp fleet ARGS` on the controller's socket.
+    pub fn fleet(&self, args: &[&str]) -> std::process::Output {
+        Command::new(mssp_bin())
+            .arg("--controller-socket")
+            .arg(&self.socket)
+            .arg("fleet")
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    pub fn fleet_json(&self, args: &[&str]) -> serde_json::Value {
+        let out = self.fleet(args);
+        assert!(
+            out.status.success(),
+            "mssp fleet {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("JSON")
+    }
+
+    /// A management veth from `edge_ns` to the broker: edge side 198.19.254.(4k+2)/30.
+    pub fn link(&self, edge_ns: &Netns, k: u8) -> String {
+        let name = format!("m{}", unique("l"));
+        crate::netns::sh(&[
+            "ip",
+            "link",
+            "add",
+            &name,
+            "netns",
+            &self.ns.name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &format!("{name}e"),
+            "netns",
+            &edge_ns.name,
+        ]);
+        self.ns.sh(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{}/30", broker_addr(k)),
+            "dev",
+            &name,
+        ]);
+        self.ns.sh(&["ip", "link", "set", &name, "up"]);
+        edge_ns.sh(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("198.19.254.{}/30", 4 * k + 2),
+            "dev",
+            &format!("{name}e"),
+        ]);
+        edge_ns.sh(&["ip", "link", "set", &format!("{name}e"), "up"]);
+        name
+    }
+
+    /// The `[fleet]` section of edge `k`'s agent config.
+    pub fn edge_config(&self, edge: &str, k: u8) -> String {
+        format!(
+            "[fleet]\nnats_url = \"nats://{}:{}\"\nedge = \"{edge}\"\ncontroller_key = {:?}\nheartbeat_secs = 1\n",
+            broker_addr(k),
+            self.port,
+            self.key()
+        )
+    }
+}
+
+/// Waits until `f` holds, or panics with `what` after `within`.
+pub fn wait_for(within: Duration, what: &str, mut f: impl FnMut() -> bool) -> Duration {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(t0.elapsed() < within, "{what}: not within {within:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    t0.elapsed()
+}
+
+pub fn status(b: &Broker) -> serde_json::Value {
+    b.fleet_json(&["status", "--json"])
+}
+
+pub fn rules_of(socket: &std::path::Path, customer: u32) -> Vec<serde_json::Value> {
+    mssp_json(
+        socket,
+        &[
+            "rule",
+            "list",
+            "--customer",
+            &customer.to_string(),
+            "--json",
+        ],
+    )
+    .as_array()
+    .cloned()
+    .unwrap_or_default()
+}
