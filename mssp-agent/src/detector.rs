@@ -123,7 +123,9 @@ fn ticker<B: MapBackend + Send + 'static>(
 ) {
     // The first tick at once: what the meters hold at start is their baseline, so a flood
     // that begins right after start is measured from zero (not from an unknown history).
-    let mut next = Instant::now().checked_sub(TICK).unwrap_or_else(Instant::now);
+    let mut next = Instant::now()
+        .checked_sub(TICK)
+        .unwrap_or_else(Instant::now);
     let mut last_rate = (Instant::now(), 0u64);
     let mut last_dropped = Instant::now();
     let mut published = u64::MAX;

@@ -84,20 +84,31 @@ impl Broker {
         self.dir.join("controller.pub")
     }
 
+    /// The shipped `dist/nats-server.conf` (one user per edge, permissions), with this
+    /// broker's port, store and test passwords ("pw-USER").
+    fn conf(&self) -> PathBuf {
+        let text = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist/nats-server.conf"),
+        )
+        .expect("dist/nats-server.conf");
+        let text = text
+            .replace("port: 4222", &format!("port: {}", self.port))
+            .replace("\"/var/lib/nats\"", &format!("{:?}", self.dir.join("js")))
+            .replace("CHANGE-ME-", "pw-");
+        let path = self.dir.join("nats-server.conf");
+        std::fs::write(&path, text).unwrap();
+        for u in ["controller", "edge1", "edge2", "edge3"] {
+            std::fs::write(self.dir.join(format!("{u}.password")), format!("pw-{u}\n")).unwrap();
+        }
+        path
+    }
+
     pub fn start_nats(&mut self) {
+        let conf = self.conf();
         let log = std::fs::File::create(self.dir.join("nats.log")).unwrap();
         let child = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.ns.name,
-                "nats-server",
-                "-js",
-                "-p",
-                &self.port.to_string(),
-                "-sd",
-            ])
-            .arg(self.dir.join("js"))
+            .args(["netns", "exec", &self.ns.name, "nats-server", "-c"])
+            .arg(&conf)
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
             .spawn()
@@ -131,8 +142,9 @@ impl Broker {
         std::fs::write(
             &cfg,
             format!(
-                "nats_url = \"nats://127.0.0.1:{}\"\nsigning_key = {:?}\nsocket = {:?}\n{extra}\n",
+                "nats_url = \"nats://127.0.0.1:{}\"\nuser = \"controller\"\npassword_file = {:?}\nsigning_key = {:?}\nsocket = {:?}\n{extra}\n",
                 self.port,
+                self.dir.join("controller.password"),
                 self.dir.join("controller.key"),
                 self.socket
             ),
@@ -163,8 +175,9 @@ impl Broker {
             }
             assert!(
                 Instant::now() < deadline,
-                "controller not ready: {}",
-                String::from_utf8_lossy(&out.stderr)
+                "controller not ready: {}\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                self.controller_log()
             );
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -244,12 +257,14 @@ impl Broker {
         name
     }
 
-    /// The `[fleet]` section of edge `k`'s agent config.
-    pub fn edge_config(&self, edge: &str, k: u8) -> String {
+    /// The `[fleet]` section of edge `k`'s agent config: edge `edge{k+1}`, its own NATS user.
+    pub fn edge_config(&self, k: u8) -> String {
+        let edge = format!("edge{}", k + 1);
         format!(
-            "[fleet]\nnats_url = \"nats://{}:{}\"\nedge = \"{edge}\"\ncontroller_key = {:?}\nheartbeat_secs = 1\n",
+            "[fleet]\nnats_url = \"nats://{}:{}\"\nedge = \"{edge}\"\nuser = \"{edge}\"\npassword_file = {:?}\ncontroller_key = {:?}\nheartbeat_secs = 1\n",
             broker_addr(k),
             self.port,
+            self.dir.join(format!("{edge}.password")),
             self.key()
         )
     }

@@ -35,7 +35,7 @@ fn fleet(tag: &str, b: &Broker, detection: &str) -> Vec<Edge> {
                 &policy(detection),
                 &["198.18.200.1"],
                 &[TARGET],
-                &b.edge_config(&format!("edge{k}"), k),
+                &b.edge_config(k),
             );
             b.link(&e.pair.b, k);
             e
@@ -199,9 +199,24 @@ fn a_forged_decision_is_refused_and_a_controller_restart_loses_nothing() {
             .build()
             .unwrap();
         rt.block_on(async move {
-            let c = async_nats::connect(format!("nats://127.0.0.1:{port}"))
-                .await
-                .unwrap();
+            // An edge's NATS user may not publish decisions at all (the broker refuses).
+            let e = async_nats::ConnectOptions::with_user_and_password(
+                "edge1".into(),
+                "pw-edge1".into(),
+            )
+            .connect(format!("nats://127.0.0.1:{port}"))
+            .await
+            .unwrap();
+            let _ = e.publish("mssp.fleet.decision.fb-edge", "{}".into()).await;
+            let _ = e.flush().await;
+            // The controller's NATS credentials (a compromised broker or account), another key.
+            let c = async_nats::ConnectOptions::with_user_and_password(
+                "controller".into(),
+                "pw-controller".into(),
+            )
+            .connect(format!("nats://127.0.0.1:{port}"))
+            .await
+            .unwrap();
             let js = async_nats::jetstream::new(c);
             let forger = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
             let now = time::OffsetDateTime::now_utc();
@@ -260,6 +275,13 @@ fn a_forged_decision_is_refused_and_a_controller_restart_loses_nothing() {
             "{log}"
         );
     }
+    let nats = b.nats_log();
+    assert!(
+        nats.contains(
+            "Publish Violation - User \"edge1\", Subject \"mssp.fleet.decision.fb-edge\""
+        ),
+        "{nats}"
+    );
     // A controller restart: the decision and its acks are still known.
     b.stop_controller();
     b.start_controller("");
