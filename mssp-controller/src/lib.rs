@@ -32,6 +32,8 @@ pub struct Controller {
     correlator: Mutex<correlate::Correlator>,
     /// Serialises publishing, so versions grow one by one.
     publish: tokio::sync::Mutex<u64>,
+    /// Bumped at every (re)connection: the tails follow again from where they were.
+    reconnects: tokio::sync::watch::Sender<u64>,
 }
 
 impl Controller {
@@ -46,6 +48,8 @@ impl Controller {
             ),
             None => None,
         };
+        let (reconnects, _) = tokio::sync::watch::channel(0u64);
+        let bump = reconnects.clone();
         let client = mssp_fleet::edge::connect(
             &cfg.nats_url,
             "mssp-controller",
@@ -56,6 +60,9 @@ impl Controller {
                 cfg.tls_cert.as_ref(),
                 cfg.tls_key.as_ref(),
             ),
+            Some(Arc::new(move || {
+                bump.send_modify(|n| *n += 1);
+            })),
         )
         .await?;
         let js = jetstream::new(client);
@@ -81,6 +88,7 @@ impl Controller {
             state: Mutex::new(state::FleetState::default()),
             correlator: Mutex::new(correlate::Correlator::default()),
             publish: tokio::sync::Mutex::new(0),
+            reconnects,
         }))
     }
 
@@ -191,10 +199,12 @@ impl Controller {
         mut f: impl FnMut(u64, &[u8]) + Send + 'static,
     ) {
         let js = self.js.clone();
+        let mut reconnects = self.reconnects.subscribe();
         tokio::spawn(async move {
             let mut next = 1u64;
             loop {
-                let r: Result<(), FleetError> = async {
+                reconnects.mark_unchanged();
+                let follow = async {
                     let s = js.get_stream(stream).await.map_err(nats_err)?;
                     let consumer = s
                         .create_consumer(jetstream::consumer::pull::OrderedConfig {
@@ -217,9 +227,12 @@ impl Controller {
                         f(seq, &m.payload);
                         next = seq + 1;
                     }
-                    Ok(())
-                }
-                .await;
+                    Ok::<(), FleetError>(())
+                };
+                let r = tokio::select! {
+                    r = follow => r,
+                    _ = reconnects.changed() => Ok(()),
+                };
                 if let Err(e) = r {
                     warn!("{stream}: {e}; resuming after sequence {}", next - 1);
                 }

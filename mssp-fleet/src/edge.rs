@@ -64,17 +64,45 @@ pub struct EdgeStats {
     pub bad_signature: AtomicU64,
 }
 
+/// What to run each time the connection is (re-)established.
+pub type OnConnect = Arc<dyn Fn() + Send + Sync>;
+
+/// Connects (retrying in the background until the broker answers); `on_connect` runs every
+/// time the connection is (re-)established.
 pub async fn connect(
     url: &str,
     name: &str,
     credentials: Option<&PathBuf>,
     user: Option<(&str, &str)>,
     tls: (Option<&PathBuf>, Option<&PathBuf>, Option<&PathBuf>),
+    on_connect: Option<OnConnect>,
 ) -> Result<async_nats::Client, FleetError> {
+    let events = on_connect.clone();
     let mut o = async_nats::ConnectOptions::new()
+        .event_callback(move |e| {
+            let events = events.clone();
+            async move {
+                match e {
+                    async_nats::Event::Connected => {
+                        info!("fleet: connected to the broker");
+                        if let Some(f) = events {
+                            f();
+                        }
+                    }
+                    async_nats::Event::Disconnected => warn!("fleet: disconnected from the broker"),
+                    _ => {}
+                }
+            }
+        })
         .name(name)
         .retry_on_initial_connect()
         .connection_timeout(Duration::from_secs(5))
+        .ping_interval(Duration::from_secs(5))
+        // Back within a second of the broker being reachable again (the default backs off
+        // to several seconds).
+        .reconnect_delay_callback(|attempts| {
+            Duration::from_millis((attempts as u64 * 250).min(1000))
+        })
         .max_reconnects(None);
     if let Some(c) = credentials {
         o = o.credentials_file(c).await.map_err(nats_err)?;
@@ -102,6 +130,7 @@ pub async fn run(
     mut reports: mpsc::Receiver<Report>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), FleetError> {
+    let reconnected = Arc::new(tokio::sync::Notify::new());
     let client = connect(
         &cfg.nats_url,
         &format!("mssp-edge-{}", cfg.edge),
@@ -112,6 +141,10 @@ pub async fn run(
             cfg.tls_cert.as_ref(),
             cfg.tls_key.as_ref(),
         ),
+        Some({
+            let n = reconnected.clone();
+            Arc::new(move || n.notify_one())
+        }),
     )
     .await?;
     let js = jetstream::new(client.clone());
@@ -151,6 +184,11 @@ pub async fn run(
         let follow = follow(&js, &cfg, &*applier, &stats, &mut next_seq, &mut versions);
         tokio::select! {
             _ = shutdown.changed() => break,
+            // Back after a partition or a broker restart: follow again from where this
+            // edge was, at once (rather than wait for the consumer to notice).
+            _ = reconnected.notified() => {
+                info!("fleet: resuming after decision stream sequence {}", next_seq - 1);
+            }
             r = follow => {
                 stats.connected.store(false, Ordering::Relaxed);
                 if let Err(e) = r {

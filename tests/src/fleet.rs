@@ -26,6 +26,8 @@ pub struct Broker {
     nats: Option<Child>,
     controller: Option<Child>,
     pub socket: PathBuf,
+    /// The broker's side of each edge's management link, by edge index.
+    pub links: Vec<String>,
 }
 
 fn kill(c: &mut Option<Child>) {
@@ -75,6 +77,7 @@ impl Broker {
             port: 4222,
             nats: None,
             controller: None,
+            links: Vec::new(),
         };
         b.start_nats();
         b
@@ -219,7 +222,7 @@ impl Broker {
     }
 
     /// A management veth from `edge_ns` to the broker: edge side 198.19.254.(4k+2)/30.
-    pub fn link(&self, edge_ns: &Netns, k: u8) -> String {
+    pub fn link(&mut self, edge_ns: &Netns, k: u8) -> String {
         let name = format!("m{}", unique("l"));
         crate::netns::sh(&[
             "ip",
@@ -254,6 +257,7 @@ impl Broker {
             &format!("{name}e"),
         ]);
         edge_ns.sh(&["ip", "link", "set", &format!("{name}e"), "up"]);
+        self.links.push(name.clone());
         name
     }
 

@@ -27,7 +27,7 @@ fn policy(detection: &str) -> String {
 }
 
 /// Three edges joined to the broker.
-fn fleet(tag: &str, b: &Broker, detection: &str) -> Vec<Edge> {
+fn fleet(tag: &str, b: &mut Broker, detection: &str) -> Vec<Edge> {
     (0..3u8)
         .map(|k| {
             let e = Edge::new(
@@ -74,7 +74,7 @@ fn a_fleet_block_is_enforced_and_acknowledged_on_every_edge() {
     let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut b = Broker::start("flb");
     b.start_controller("");
-    let edges = fleet("flb", &b, r#"{"mode":"off"}"#);
+    let edges = fleet("flb", &mut b, r#"{"mode":"off"}"#);
     wait_for(Duration::from_secs(20), "3 edges connected", || {
         connected(&b, 3)
     });
@@ -172,7 +172,7 @@ fn a_forged_decision_is_refused_and_a_controller_restart_loses_nothing() {
     let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut b = Broker::start("flf");
     b.start_controller("");
-    let edges = fleet("flf", &b, r#"{"mode":"off"}"#);
+    let edges = fleet("flf", &mut b, r#"{"mode":"off"}"#);
     wait_for(Duration::from_secs(20), "3 edges connected", || {
         connected(&b, 3)
     });
@@ -310,7 +310,7 @@ fn an_attack_seen_at_two_edges_is_blocked_at_the_third() {
     b.start_controller("[correlation]\nedges = 2\nwindow_secs = 30\n");
     let edges = fleet(
         "flc",
-        &b,
+        &mut b,
         r#"{"mode":"mitigate","thresholds":{"udp_pps":3000},"hold":5}"#,
     );
     wait_for(Duration::from_secs(20), "3 edges connected", || {
@@ -386,4 +386,153 @@ fn an_attack_seen_at_two_edges_is_blocked_at_the_third() {
         st.to_string().contains("reported by 2 edges"),
         "the decision says why: {st:#}"
     );
+}
+
+fn acked(b: &Broker, id: &serde_json::Value, n: u64) -> bool {
+    status(b)["decisions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|x| x["id"] == *id && x["acked"] == n)
+}
+
+fn has_block(e: &Edge, prefix: &str) -> bool {
+    e.json(&["block", "list", "--customer", "7", "--json"])
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|b| b["prefix"] == prefix && b["enforced"] == true)
+}
+
+/// One edge partitioned for 60 s, then the broker restarted: every edge converges to the
+/// current fleet version within 5 s of reaching the broker again, and a decision's TTL
+/// expires on time at the edge that was cut off.
+#[test]
+fn edges_converge_after_a_partition_and_a_broker_restart() {
+    require_root();
+    let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut b = Broker::start("flp");
+    b.start_controller("");
+    let edges = fleet("flp", &mut b, r#"{"mode":"off"}"#);
+    wait_for(Duration::from_secs(20), "3 edges connected", || {
+        connected(&b, 3)
+    });
+    let short = b.fleet_json(&[
+        "block",
+        "add",
+        "198.18.81.0/24",
+        "--customer",
+        "7",
+        "--ttl",
+        "20s",
+        "--json",
+    ]);
+    wait_for(Duration::from_secs(3), "3/3 acks", || {
+        acked(&b, &short["id"], 3)
+    });
+    let cut = Instant::now();
+    let link = b.links[2].clone();
+    b.ns.sh(&["ip", "link", "set", &link, "down"]);
+    let during = b.fleet_json(&[
+        "block",
+        "add",
+        "198.18.82.0/24",
+        "--customer",
+        "7",
+        "--ttl",
+        "10m",
+        "--json",
+    ]);
+    wait_for(
+        Duration::from_secs(3),
+        "2/3 acks during the partition",
+        || acked(&b, &during["id"], 2),
+    );
+    assert!(
+        !has_block(&edges[2], "198.18.82.0/24"),
+        "the cut-off edge cannot have it yet"
+    );
+    // The 20 s decision expires on time at the cut-off edge.
+    assert!(has_block(&edges[2], "198.18.81.0/24"));
+    let expires = time::OffsetDateTime::parse(
+        short["expires"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let left = (expires - time::OffsetDateTime::now_utc()).as_seconds_f64();
+    std::thread::sleep(Duration::from_secs_f64(left.max(0.0) + 1.5));
+    assert!(
+        !has_block(&edges[2], "198.18.81.0/24"),
+        "expired while cut off"
+    );
+    std::thread::sleep(Duration::from_secs(60).saturating_sub(cut.elapsed()));
+    b.ns.sh(&["ip", "link", "set", &link, "up"]);
+    let t_up = Instant::now();
+    while !acked(&b, &during["id"], 3) {
+        assert!(
+            t_up.elapsed() < Duration::from_secs(5),
+            "the cut-off edge did not converge within 5 s:\n{:#}\n{}",
+            status(&b),
+            edges[2].agent.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let back = t_up.elapsed();
+    println!(
+        "partition of 60 s: the edge converged {:.2} s after the link came back",
+        back.as_secs_f64()
+    );
+    assert!(has_block(&edges[2], "198.18.82.0/24"));
+    // The broker restarts (its store kept); a decision published once it is back reaches all.
+    b.stop_nats();
+    std::thread::sleep(Duration::from_secs(2));
+    b.start_nats();
+    let t0 = Instant::now();
+    let after = loop {
+        let out = b.fleet(&[
+            "block",
+            "add",
+            "198.18.83.0/24",
+            "--customer",
+            "7",
+            "--ttl",
+            "10m",
+            "--json",
+        ]);
+        if out.status.success() {
+            break serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap();
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the controller cannot publish after the restart: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let conv = wait_for(
+        Duration::from_secs(5),
+        "3/3 acks after the broker restart",
+        || acked(&b, &after["id"], 3),
+    );
+    println!(
+        "broker restart: 3/3 acks {:.2} s after the decision, {:.2} s after the broker was back",
+        conv.as_secs_f64(),
+        t0.elapsed().as_secs_f64()
+    );
+    let st = status(&b);
+    let version = st["fleet_version"].as_u64().unwrap();
+    wait_for(
+        Duration::from_secs(5),
+        "every edge at the fleet version",
+        || {
+            status(&b)["edges"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|e| e["fleet_version"].as_u64() == Some(version))
+        },
+    );
+    for e in &edges {
+        assert!(has_block(e, "198.18.82.0/24") && has_block(e, "198.18.83.0/24"));
+    }
 }
