@@ -162,23 +162,28 @@ fn install_check() -> Result<()> {
     for f in [
         "usr/local/bin/mssp",
         "etc/systemd/system/mssp.service",
+        "etc/systemd/system/mssp-controller.service",
         "etc/mssp/mssp.toml",
+        "etc/mssp/controller.toml.example",
+        "usr/local/share/doc/mssp/nats-server.conf",
         "usr/local/share/doc/mssp/README.md",
     ] {
         anyhow::ensure!(root.join(f).exists(), "install did not create {f}");
     }
-    // The installed unit names /usr/local/bin/mssp; verify it against the staged binary.
-    let unit = std::fs::read_to_string(root.join("etc/systemd/system/mssp.service"))?.replace(
-        "/usr/local/bin/mssp",
-        &root.join("usr/local/bin/mssp").display().to_string(),
-    );
-    let staged = root.join("mssp.service");
-    std::fs::write(&staged, unit)?;
-    util::run(
-        std::process::Command::new("systemd-analyze")
-            .arg("verify")
-            .arg(&staged),
-    )?;
+    // The installed units name /usr/local/bin/mssp; verify them against the staged binary.
+    for name in ["mssp.service", "mssp-controller.service"] {
+        let unit = std::fs::read_to_string(root.join("etc/systemd/system").join(name))?.replace(
+            "/usr/local/bin/mssp",
+            &root.join("usr/local/bin/mssp").display().to_string(),
+        );
+        let staged = root.join(name);
+        std::fs::write(&staged, unit)?;
+        util::run(
+            std::process::Command::new("systemd-analyze")
+                .arg("verify")
+                .arg(&staged),
+        )?;
+    }
     let _ = std::fs::remove_dir_all(&root);
     println!("xtask: install into a staging root and systemd-analyze verify: ok");
     Ok(())
