@@ -77,6 +77,20 @@ pub fn status_view<B: MapBackend>(agent: &Agent<B>, state: &AgentState<B>) -> St
                 capacity: f.capacity,
             })
             .collect(),
+        fleet: cfg.fleet.as_ref().map(|f| {
+            use std::sync::atomic::Ordering::Relaxed;
+            let st = &agent.fleet_stats;
+            mssp_wire::views::FleetClientView {
+                edge: f.edge.clone(),
+                nats_url: f.nats_url.clone(),
+                connected: st.connected.load(Relaxed),
+                fleet_version: st.fleet_version.load(Relaxed),
+                decisions: state.fleet.len(),
+                applied: st.applied.load(Relaxed),
+                apply_failed: st.apply_failed.load(Relaxed),
+                bad_signature: st.bad_signature.load(Relaxed),
+            }
+        }),
     }
 }
 

@@ -64,6 +64,25 @@ pub struct StatusView {
     pub last_apply: Option<ApplyView>,
     pub last_error: Option<String>,
     pub maps: Vec<FillView>,
+    /// With `[fleet]`: this edge's fleet client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<FleetClientView>,
+}
+
+/// The edge's end of the fleet, in `mssp status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetClientView {
+    pub edge: String,
+    pub nats_url: String,
+    pub connected: bool,
+    /// The highest decision version processed.
+    pub fleet_version: u64,
+    /// Decisions in force in the fleet layer.
+    pub decisions: usize,
+    pub applied: u64,
+    pub apply_failed: u64,
+    /// Messages refused as not signed by the controller's key.
+    pub bad_signature: u64,
 }
 
 /// One source entry as the NOC sees it, from either layer.

@@ -28,6 +28,11 @@ pub struct Broker {
     pub socket: PathBuf,
     /// The broker's side of each edge's management link, by edge index.
     pub links: Vec<String>,
+    /// No users or permissions (the bench's thousands of simulated edges).
+    open: bool,
+    /// The broker's CA, when it speaks TLS (`tls://` for everyone).
+    pub tls_ca: Option<PathBuf>,
+    tls_files: Option<(PathBuf, PathBuf)>,
 }
 
 fn kill(c: &mut Option<Child>) {
@@ -57,6 +62,43 @@ impl Drop for Broker {
 impl Broker {
     /// nats-server with JetStream in a fresh namespace, and a controller key pair.
     pub fn start(tag: &str) -> Broker {
+        Self::start_with(tag, false)
+    }
+
+    /// A broker with JetStream and no authorization at all.
+    pub fn start_open(tag: &str) -> Broker {
+        Self::start_with(tag, true)
+    }
+
+    /// The shipped config with TLS on: a lab CA, a server certificate for the broker's
+    /// addresses; every client verifies it.
+    pub fn start_tls(tag: &str) -> Broker {
+        let mut b = Self::start_with(tag, false);
+        b.stop_nats();
+        let ca = mssp_bench::pki::Ca::new("mssp lab NATS CA");
+        let ca_path = b.dir.join("nats-ca.crt");
+        std::fs::write(&ca_path, &ca.cert_pem).unwrap();
+        let names: Vec<String> = std::iter::once("127.0.0.1".to_string())
+            .chain((0..3u8).map(broker_addr))
+            .collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let id =
+            mssp_bench::pki::write_identity(&b.dir, "nats-server", ca.issue("nats", &names, true));
+        b.tls_ca = Some(ca_path);
+        b.tls_files = Some((id.cert, id.key));
+        b.start_nats();
+        b
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls_ca.is_some() { "tls" } else { "nats" }
+    }
+
+    pub fn controller_pid(&self) -> Option<u32> {
+        self.controller.as_ref().map(|c| c.id())
+    }
+
+    fn start_with(tag: &str, open: bool) -> Broker {
         let ns = Netns::new(&format!("{tag}brk"));
         let dir = std::env::temp_dir().join(format!("mssp-fleet-{}", unique(tag)));
         std::fs::create_dir_all(&dir).unwrap();
@@ -78,6 +120,9 @@ impl Broker {
             nats: None,
             controller: None,
             links: Vec::new(),
+            open,
+            tls_ca: None,
+            tls_files: None,
         };
         b.start_nats();
         b
@@ -90,6 +135,19 @@ impl Broker {
     /// The shipped `dist/nats-server.conf` (one user per edge, permissions), with this
     /// broker's port, store and test passwords ("pw-USER").
     fn conf(&self) -> PathBuf {
+        if self.open {
+            let path = self.dir.join("nats-server.conf");
+            std::fs::write(
+                &path,
+                format!(
+                    "port: {}\nmax_connections: 65536\njetstream {{\n  store_dir: {:?}\n}}\n",
+                    self.port,
+                    self.dir.join("js")
+                ),
+            )
+            .unwrap();
+            return path;
+        }
         let text = std::fs::read_to_string(
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist/nats-server.conf"),
         )
@@ -98,6 +156,12 @@ impl Broker {
             .replace("port: 4222", &format!("port: {}", self.port))
             .replace("\"/var/lib/nats\"", &format!("{:?}", self.dir.join("js")))
             .replace("CHANGE-ME-", "pw-");
+        let text = match &self.tls_files {
+            Some((cert, key)) => {
+                format!("{text}\ntls {{\n  cert_file: {cert:?}\n  key_file: {key:?}\n}}\n")
+            }
+            None => text,
+        };
         let path = self.dir.join("nats-server.conf");
         std::fs::write(&path, text).unwrap();
         for u in ["controller", "edge1", "edge2", "edge3"] {
@@ -145,9 +209,15 @@ impl Broker {
         std::fs::write(
             &cfg,
             format!(
-                "nats_url = \"nats://127.0.0.1:{}\"\nuser = \"controller\"\npassword_file = {:?}\nsigning_key = {:?}\nsocket = {:?}\n{extra}\n",
+                "nats_url = \"{}://127.0.0.1:{}\"\n{}{}signing_key = {:?}\nsocket = {:?}\n{extra}\n",
+                self.scheme(),
                 self.port,
-                self.dir.join("controller.password"),
+                self.tls_ca.as_ref().map_or(String::new(), |c| format!("tls_ca = {c:?}\n")),
+                if self.open {
+                    String::new()
+                } else {
+                    format!("user = \"controller\"\npassword_file = {:?}\n", self.dir.join("controller.password"))
+                },
                 self.dir.join("controller.key"),
                 self.socket
             ),
@@ -265,11 +335,15 @@ impl Broker {
     pub fn edge_config(&self, k: u8) -> String {
         let edge = format!("edge{}", k + 1);
         format!(
-            "[fleet]\nnats_url = \"nats://{}:{}\"\nedge = \"{edge}\"\nuser = \"{edge}\"\npassword_file = {:?}\ncontroller_key = {:?}\nheartbeat_secs = 1\n",
+            "[fleet]\nnats_url = \"{}://{}:{}\"\nedge = \"{edge}\"\nuser = \"{edge}\"\npassword_file = {:?}\ncontroller_key = {:?}\nheartbeat_secs = 1\n{}",
+            self.scheme(),
             broker_addr(k),
             self.port,
             self.dir.join(format!("{edge}.password")),
-            self.key()
+            self.key(),
+            self.tls_ca
+                .as_ref()
+                .map_or(String::new(), |c| format!("tls_ca = {c:?}\n"))
         )
     }
 }

@@ -72,7 +72,8 @@ fn probe(e: &Edge, nft: &Counters, src: Ipv4Addr) -> (u64, u64) {
 fn a_fleet_block_is_enforced_and_acknowledged_on_every_edge() {
     require_root();
     let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let mut b = Broker::start("flb");
+    // Over TLS: the broker's certificate from a lab CA, every client verifying it.
+    let mut b = Broker::start_tls("flb");
     b.start_controller("");
     let edges = fleet("flb", &mut b, r#"{"mode":"off"}"#);
     wait_for(Duration::from_secs(20), "3 edges connected", || {
@@ -95,6 +96,11 @@ fn a_fleet_block_is_enforced_and_acknowledged_on_every_edge() {
             "before the block: {delivered} of {seen} delivered"
         );
     }
+    assert!(
+        b.nats_log().contains("TLS required for client connections"),
+        "{}",
+        b.nats_log()
+    );
     let t0 = Instant::now();
     let d = b.fleet_json(&[
         "block",
@@ -267,6 +273,9 @@ fn a_forged_decision_is_refused_and_a_controller_restart_loses_nothing() {
             blocks.contains("198.18.77.0/24"),
             "the real one is in force: {blocks}"
         );
+        let s = e.json(&["status", "--json"]);
+        assert_eq!(s["fleet"]["bad_signature"], 2, "{s:#}");
+        assert_eq!(s["fleet"]["connected"], true, "{s:#}");
         let log = e.agent.log_text();
         assert_eq!(
             log.matches("refused the message on mssp.fleet.decision.")

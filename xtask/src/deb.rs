@@ -67,6 +67,32 @@ pub fn deb() -> Result<PathBuf> {
         unit.as_bytes(),
         0o644,
     )?;
+    // The fleet controller's unit (enabled on the controller host only), its example
+    // config and the broker's sample configuration.
+    let controller = fs::read_to_string(ws.join("dist/mssp-controller.service"))?
+        .replace("/usr/local/bin/mssp", "/usr/bin/mssp")
+        .replace(
+            "file:/usr/local/share/doc/mssp/README.md",
+            "file:/usr/share/doc/mssp/README.md",
+        );
+    put(
+        &stage,
+        "lib/systemd/system/mssp-controller.service",
+        controller.as_bytes(),
+        0o644,
+    )?;
+    put(
+        &stage,
+        "usr/share/doc/mssp/controller.toml.example",
+        &fs::read(ws.join("dist/controller.toml"))?,
+        0o644,
+    )?;
+    put(
+        &stage,
+        "usr/share/doc/mssp/nats-server.conf",
+        &fs::read(ws.join("dist/nats-server.conf"))?,
+        0o644,
+    )?;
     put(
         &stage,
         "etc/mssp/mssp.toml",
@@ -203,8 +229,12 @@ pub fn check() -> Result<()> {
                 bail!("the package did not install {f}");
             }
         }
-        run(Command::new("systemd-analyze").args(["verify", "/lib/systemd/system/mssp.service"]))
-            .context("systemd-analyze verify of the installed unit")
+        run(Command::new("systemd-analyze").args([
+            "verify",
+            "/lib/systemd/system/mssp.service",
+            "/lib/systemd/system/mssp-controller.service",
+        ]))
+        .context("systemd-analyze verify of the installed units")
     })();
     let _ = Command::new("dpkg").args(["--purge", "mssp"]).status();
     r?;

@@ -38,7 +38,10 @@ pub fn install(root: &Path, prefix: &str) -> Result<()> {
         .replace("/usr/local/bin/mssp", &format!("{prefix}/bin/mssp"))
         .replace("/usr/local/share/doc", &format!("{prefix}/share/doc"));
     fs::write(&controller_unit, text)?;
-    fs::copy(ws.join("dist/controller.toml"), conf_dir.join("controller.toml.example"))?;
+    fs::copy(
+        ws.join("dist/controller.toml"),
+        conf_dir.join("controller.toml.example"),
+    )?;
     let conf = conf_dir.join("mssp.toml");
     let conf_written = if conf.exists() {
         let new = conf_dir.join("mssp.toml.new");
@@ -53,7 +56,10 @@ pub fn install(root: &Path, prefix: &str) -> Result<()> {
         format!("{} (edit interfaces first)", conf.display())
     };
     fs::copy(ws.join("README.md"), doc.join("README.md"))?;
-    fs::copy(ws.join("dist/nats-server.conf"), doc.join("nats-server.conf"))?;
+    fs::copy(
+        ws.join("dist/nats-server.conf"),
+        doc.join("nats-server.conf"),
+    )?;
     if root == Path::new("/") {
         let has_group = Command::new("getent")
             .args(["group", "mssp"])

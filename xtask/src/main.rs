@@ -44,9 +44,12 @@ enum Command {
         /// Floods for the IPS timing (about 10 s each; 0 skips it).
         #[arg(long, default_value_t = 20)]
         detection_runs: u32,
-        /// Only the IPS timing.
+        /// Fleet sizes for the fleet section (simulated edges; empty skips it).
+        #[arg(long, default_value = "1000,10000")]
+        fleet_edges: String,
+        /// One section only: main, detection or fleet.
         #[arg(long)]
-        detection_only: bool,
+        only: Option<String>,
     },
     /// A Debian package (target/debian/mssp_VERSION-1_ARCH.deb): the binary, the unit, a
     /// default config, sysusers.d and tmpfiles.d entries, the man page and completions.
@@ -81,12 +84,20 @@ fn main() -> Result<()> {
         Command::Bench {
             quick,
             detection_runs,
-            detection_only,
+            fleet_edges,
+            only,
         } => {
+            let section = |name: &str| only.as_deref().is_none_or(|o| o == name);
+            if let Some(o) = &only {
+                anyhow::ensure!(
+                    ["main", "detection", "fleet"].contains(&o.as_str()),
+                    "--only {o:?}: give main, detection or fleet"
+                );
+            }
             setup::setup()?;
             util::require_root("the benchmarks attach XDP programs in network namespaces")?;
             util::cargo(&["build", "--release", "-p", "mssp", "-p", "mssp-bench"])?;
-            if !detection_only {
+            if section("main") {
                 let out = util::workspace_root().join("target/bench/summary.json");
                 let mut c = util::command(
                     &util::workspace_root()
@@ -100,7 +111,23 @@ fn main() -> Result<()> {
                 }
                 util::run(&mut c)?;
             }
-            if detection_runs > 0 {
+            if section("fleet") && !fleet_edges.trim().is_empty() {
+                let mut c = util::command("cargo");
+                c.args([
+                    "test",
+                    "--release",
+                    "-p",
+                    "mssp-tests",
+                    "--test",
+                    "fleet_bench",
+                    "--",
+                    "--ignored",
+                    "--nocapture",
+                ])
+                .env("MSSP_BENCH_FLEET_EDGES", &fleet_edges);
+                util::run(&mut c)?;
+            }
+            if section("detection") && detection_runs > 0 {
                 let mut c = util::command("cargo");
                 c.args([
                     "test",

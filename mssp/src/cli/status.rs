@@ -45,6 +45,21 @@ fn print_status(s: &StatusView) {
             a.at, a.trigger, a.duration_ms, a.customers_changed
         );
     }
+    if let Some(f) = &s.fleet {
+        println!(
+            "fleet: edge {} on {} ({}), fleet version {}, {} decisions in force, {} refused as unsigned",
+            f.edge,
+            f.nats_url,
+            if f.connected {
+                "connected"
+            } else {
+                "NOT connected"
+            },
+            f.fleet_version,
+            f.decisions,
+            f.bad_signature
+        );
+    }
     if let Some(e) = &s.last_error {
         println!("last error: {e}");
     }

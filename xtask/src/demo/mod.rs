@@ -1,10 +1,12 @@
 //! `cargo xtask demo`: a three-namespace topology — the internet, an edge router filtering its
 //! upstream interface with `mssp agent`, and two customers — with the embedded demo policy,
 //! allowed and blocked traffic, per-customer counters, a NOC block added live, and a flood
-//! detected and mitigated by the edge itself (`demo_ips`). Everything
-//! it creates is removed at the end, also on failure.
+//! detected and mitigated by the edge itself (`ips`), then blocked by the fleet at a second
+//! edge that never saw it (`fleet`: nats-server, `mssp controller`). Everything it creates is
+//! removed at the end, also on failure.
 
 mod firewall;
+mod fleet;
 mod ips;
 mod topology;
 
@@ -28,9 +30,11 @@ pub fn demo() -> Result<()> {
         bpffs: dir.join("bpffs"),
         dir,
         agent: None,
+        procs: Vec::new(),
     };
     build(&mut t)?;
-    let cfg = config(&t)?;
+    let fleet_section = fleet::broker(&mut t)?;
+    let cfg = config(&t, &fleet_section)?;
     println!("== topology: internet ns -- [d-up: XDP] edge router [d-down] -- customers ns");
     println!("   customer 7 (acme) 198.19.7.0/24, customer 8 (globex) 198.19.8.0/24\n");
     let log = File::create(t.dir.join("agent.log"))?;
@@ -85,6 +89,7 @@ pub fn demo() -> Result<()> {
         "\nthe blocked sources' packets were dropped at the edge and counted (see stats above)"
     );
     ips::act(&t)?;
+    fleet::act(&mut t)?;
     drop(t);
     Ok(())
 }

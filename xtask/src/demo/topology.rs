@@ -19,20 +19,32 @@ pub(crate) struct Topology {
     pub dir: PathBuf,
     pub bpffs: PathBuf,
     pub agent: Option<Child>,
+    /// The broker, the controller and the second edge's agent (the fleet act).
+    pub procs: Vec<Child>,
 }
 
 impl Drop for Topology {
     fn drop(&mut self) {
+        for mut p in self.procs.drain(..).rev() {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(p.id() as i32, libc::SIGTERM) };
+            let _ = p.wait();
+        }
         if let Some(mut a) = self.agent.take() {
             // SAFETY: signalling our own child.
             unsafe { libc::kill(a.id() as i32, libc::SIGTERM) };
             let _ = a.wait();
         }
-        let _ = Command::new(mssp())
-            .args(["unpin", "--pin-dir"])
-            .arg(self.bpffs.join("mssp"))
-            .output();
-        for ns in NS {
+        for pins in ["mssp", "mssp2"] {
+            let _ = Command::new(mssp())
+                .args(["unpin", "--pin-dir"])
+                .arg(self.bpffs.join(pins))
+                .output();
+        }
+        for ns in NS
+            .into_iter()
+            .chain([super::fleet::BRK, super::fleet::EDGE2])
+        {
             let _ = Command::new("ip").args(["netns", "del", ns]).output();
         }
         let _ = Command::new("umount").arg(&self.bpffs).output();
@@ -45,11 +57,11 @@ pub(crate) fn mssp() -> PathBuf {
     workspace_root().join("target/release/mssp")
 }
 
-fn sh(args: &[&str]) -> Result<String> {
+pub(crate) fn sh(args: &[&str]) -> Result<String> {
     mssp_lab::try_sh(args).map_err(anyhow::Error::msg)
 }
 
-fn ns(name: &str, args: &[&str]) -> Result<String> {
+pub(crate) fn ns(name: &str, args: &[&str]) -> Result<String> {
     let mut v = vec!["ip", "netns", "exec", name];
     v.extend_from_slice(args);
     sh(&v)
@@ -167,14 +179,14 @@ pub(crate) fn build(t: &mut Topology) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn config(t: &Topology) -> Result<PathBuf> {
+pub(crate) fn config(t: &Topology, fleet: &str) -> Result<PathBuf> {
     let policy = t.dir.join("demo-policy.json");
     std::fs::write(&policy, POLICY)?;
     let cfg = t.dir.join("mssp.toml");
     std::fs::write(
         &cfg,
         format!(
-            "interfaces = [\"d-up\"]\npin_dir = \"{}\"\nstate_dir = \"{}\"\nsocket = \"{}\"\nmetrics_listen = \"127.0.0.1:9469\"\npolicy = \"{}\"\n",
+            "interfaces = [\"d-up\"]\npin_dir = \"{}\"\nstate_dir = \"{}\"\nsocket = \"{}\"\nmetrics_listen = \"127.0.0.1:9469\"\npolicy = \"{}\"\n{fleet}",
             t.bpffs.join("mssp").display(),
             t.dir.join("state").display(),
             t.dir.join("mssp.sock").display(),
