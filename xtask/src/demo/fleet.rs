@@ -14,10 +14,8 @@ use anyhow::{Context as _, Result, bail};
 use mssp_lab::trafgen::{self, Kind, Sources, Trafgen};
 use serde_json::Value;
 
-use super::topology::{INET_MAC, NS, Topology, mssp, ns, sh};
+use super::topology::{BRK, EDGE2, INET_MAC, NS, Topology, mssp, ns, sh};
 
-pub(crate) const BRK: &str = "mssp-demo-brk";
-pub(crate) const EDGE2: &str = "mssp-demo-edge2";
 const INET2_MAC: [u8; 6] = [0x02, 0x6d, 0x73, 0x73, 0x70, 0x03];
 const UP2_MAC: [u8; 6] = [0x02, 0x6d, 0x73, 0x73, 0x70, 0x04];
 

@@ -13,6 +13,9 @@ use crate::util::workspace_root;
 
 pub(crate) const POLICY: &str = include_str!("../../../dist/demo-policy.json");
 pub(crate) const NS: [&str; 3] = ["mssp-demo-inet", "mssp-demo-edge", "mssp-demo-cust"];
+/// The fleet act's broker and second edge router.
+pub(crate) const BRK: &str = "mssp-demo-brk";
+pub(crate) const EDGE2: &str = "mssp-demo-edge2";
 
 /// Everything the demo made, removed on drop.
 pub(crate) struct Topology {
@@ -43,7 +46,7 @@ impl Drop for Topology {
         }
         for ns in NS
             .into_iter()
-            .chain([super::fleet::BRK, super::fleet::EDGE2])
+            .chain([BRK, EDGE2])
         {
             let _ = Command::new("ip").args(["netns", "del", ns]).output();
         }
