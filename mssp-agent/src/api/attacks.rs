@@ -299,21 +299,7 @@ pub(crate) async fn set_detection<B: MapBackend + Send + 'static>(
         Ok(customer)
     })
     .await;
-    audit::record(&audit::Event {
-        who: &who,
-        what: "detection set",
-        target,
-        comment: None,
-        result: audit::outcome(&r.as_ref().map_err(|e| &e.1)),
-    });
-    let customer = r?;
-    get_detection(
-        State(a2),
-        Query(DetectionQuery {
-            customer: customer.map(mssp_wire::requests::CustomerRef::Id),
-        }),
-    )
-    .await
+    audited(a2, &who, "detection set", target, r).await
 }
 
 pub(crate) async fn clear_detection<B: MapBackend + Send + 'static>(
@@ -351,16 +337,27 @@ pub(crate) async fn clear_detection<B: MapBackend + Send + 'static>(
         Ok(customer)
     })
     .await;
+    audited(a2, &who, "detection clear", target, r).await
+}
+
+/// A detection edit's audit line, then the settings now in force (of that customer, or all).
+async fn audited<B: MapBackend + Send + 'static>(
+    agent: Arc<Agent<B>>,
+    who: &str,
+    what: &str,
+    target: serde_json::Value,
+    r: Result<Option<u32>, ApiError>,
+) -> Result<Json<Vec<DetectionView>>, ApiError> {
     audit::record(&audit::Event {
-        who: &who,
-        what: "detection clear",
+        who,
+        what,
         target,
         comment: None,
         result: audit::outcome(&r.as_ref().map_err(|e| &e.1)),
     });
     let customer = r?;
     get_detection(
-        State(a2),
+        State(agent),
         Query(DetectionQuery {
             customer: customer.map(mssp_wire::requests::CustomerRef::Id),
         }),

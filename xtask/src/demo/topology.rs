@@ -44,10 +44,7 @@ impl Drop for Topology {
                 .arg(self.bpffs.join(pins))
                 .output();
         }
-        for ns in NS
-            .into_iter()
-            .chain([BRK, EDGE2])
-        {
+        for ns in NS.into_iter().chain([BRK, EDGE2]) {
             let _ = Command::new("ip").args(["netns", "del", ns]).output();
         }
         let _ = Command::new("umount").arg(&self.bpffs).output();
