@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::strict;
 
 use super::detection::DetectionDoc;
+use super::filtering::FilteringDoc;
 use super::rules_doc::{LimitsDoc, RuleDoc};
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
@@ -38,11 +39,18 @@ pub struct PolicyDoc {
 #[serde(
     remote = "Self",
     deny_unknown_fields,
-    expecting = "an object with the global sources"
+    expecting = "an object with the global sources and filtering"
 )]
 pub struct GlobalDoc {
     #[serde(default)]
     pub sources: Vec<SourceDoc>,
+    /// ISP-wide content filtering (feeds of phishing and malware names), for every customer.
+    #[serde(
+        default,
+        deserialize_with = "strict::present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub filtering: Option<FilteringDoc>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -73,7 +81,7 @@ pub struct SourceDoc {
 #[serde(
     remote = "Self",
     deny_unknown_fields,
-    expecting = "a customer: an object with id, name, prefixes, sources, rules, limits, detection"
+    expecting = "a customer: an object with id, name, prefixes, sources, rules, limits, detection, filtering"
 )]
 pub struct CustomerDoc {
     pub id: u32,
@@ -101,6 +109,12 @@ pub struct CustomerDoc {
         skip_serializing_if = "Option::is_none"
     )]
     pub detection: Option<DetectionDoc>,
+    #[serde(
+        default,
+        deserialize_with = "strict::present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub filtering: Option<FilteringDoc>,
 }
 
 crate::strict_struct!(PolicyDoc);

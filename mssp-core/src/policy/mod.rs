@@ -4,6 +4,7 @@
 pub mod cidr;
 pub mod detection;
 pub mod doc;
+pub mod filtering;
 pub mod rules;
 pub mod rules_doc;
 pub mod strict;
@@ -123,6 +124,8 @@ pub struct Customer {
     pub limits: Option<rules::Limits>,
     /// The customer's own detection settings (else the policy's default applies).
     pub detection: Option<detection::Detection>,
+    /// The customer's content filtering (names its users may not reach).
+    pub filtering: Option<filtering::Filtering>,
 }
 
 /// A validated policy document.
@@ -134,6 +137,8 @@ pub struct Policy {
     pub customers: Vec<Customer>,
     /// Detection for customers that set none.
     pub detection: Option<detection::Detection>,
+    /// ISP-wide content filtering (`global.filtering`), for every customer.
+    pub global_filtering: Option<filtering::Filtering>,
     /// The document it came from, for `policy show` and the state directory.
     pub doc: PolicyDoc,
 }
@@ -147,6 +152,7 @@ impl Policy {
             global: Vec::new(),
             customers: Vec::new(),
             detection: None,
+            global_filtering: None,
             doc: PolicyDoc::default(),
         }
     }

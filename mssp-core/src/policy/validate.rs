@@ -256,6 +256,9 @@ pub fn validate(doc: &PolicyDoc, cap: &Capacity) -> Result<Policy, PolicyError> 
         let detection = c.detection.as_ref().and_then(|d| {
             super::detection::detection(d, &format!("{here}.detection"), &mut errors.0)
         });
+        let filtering = c.filtering.as_ref().and_then(|f| {
+            super::filtering::filtering(f, &format!("{here}.filtering"), &mut errors.0)
+        });
         customers.push(Customer {
             id: c.id,
             name: c.name.clone(),
@@ -264,6 +267,7 @@ pub fn validate(doc: &PolicyDoc, cap: &Capacity) -> Result<Policy, PolicyError> 
             rules,
             limits,
             detection,
+            filtering,
         });
     }
 
@@ -296,6 +300,11 @@ pub fn validate(doc: &PolicyDoc, cap: &Capacity) -> Result<Policy, PolicyError> 
         .detection
         .as_ref()
         .and_then(|d| super::detection::detection(d, "detection", &mut errors.0));
+    let global_filtering = doc
+        .global
+        .filtering
+        .as_ref()
+        .and_then(|f| super::filtering::filtering(f, "global.filtering", &mut errors.0));
 
     if !errors.0.is_empty() {
         return Err(PolicyError::Invalid(errors.0));
@@ -306,6 +315,7 @@ pub fn validate(doc: &PolicyDoc, cap: &Capacity) -> Result<Policy, PolicyError> 
         global,
         customers,
         detection,
+        global_filtering,
         doc: doc.clone(),
     })
 }
