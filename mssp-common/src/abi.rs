@@ -21,7 +21,7 @@ use crate::reason::{NREASONS, NVERDICTS};
 
 /// Bumped whenever a layout in this file changes incompatibly. Pinned maps made by another
 /// ABI version are never edited: the agent refuses and says how to upgrade.
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 
 /// Customer slots, including slot 0 (the root record / the "no customer" counters).
 pub const MAX_SLOTS: u32 = 16_384;
@@ -252,6 +252,12 @@ pub mod record_flags {
     /// Meter the customer's traffic per destination address (`METERS`): attack detection
     /// is on for the customer.
     pub const METER: u32 = 2;
+    /// Content filtering: the customer (or, on the root, the global list) blocks names, so
+    /// its DNS queries and first TLS/HTTP segments on customer interfaces are inspected.
+    pub const FILTER: u32 = 4;
+    /// The customer blocks QUIC (UDP/443) on customer interfaces, so browsers fall back
+    /// to TCP, where the name is visible.
+    pub const QUIC_BLOCK: u32 = 8;
 }
 
 /// A customer's compiled policy (or, in slot 0, the root: infrastructure, customer prefixes
@@ -679,6 +685,9 @@ const _: () = assert!(size_of::<Sample>() == 48 + SAMPLE_BYTES);
 pub mod config_index {
     /// Sample one packet in N (a power of two; 0: [`super::DEFAULT_SAMPLE_EVERY`]).
     pub const SAMPLE_EVERY: u32 = 0;
+    /// CLOCK_MONOTONIC ns of the filtering inspector's last heartbeat: XDP steers to it
+    /// only while this is under [`crate::filter::HEARTBEAT_TIMEOUT_NS`] old (fail-open).
+    pub const FILTER_HEARTBEAT: u32 = 1;
     pub const N: u32 = 16;
 }
 
@@ -705,7 +714,11 @@ pub mod map_names {
     pub const METERS: &str = "METERS";
     pub const SAMPLES: &str = "SAMPLES";
     pub const CONFIG: &str = "CONFIG";
-    pub const ALL: [&str; 15] = [
+    pub const XSKS: &str = "XSKS";
+    pub const XSK_BASE: &str = "XSK_BASE";
+    pub const FLOWS: &str = "FLOWS";
+    pub const FILTER_STATS: &str = "FILTER_STATS";
+    pub const ALL: [&str; 19] = [
         CUR,
         RECORDS,
         NODES4,
@@ -721,6 +734,10 @@ pub mod map_names {
         METERS,
         SAMPLES,
         CONFIG,
+        XSKS,
+        XSK_BASE,
+        FLOWS,
+        FILTER_STATS,
     ];
 }
 
@@ -745,4 +762,5 @@ mod pod {
     unsafe impl aya::Pod for MeterKey {}
     unsafe impl aya::Pod for Meter {}
     unsafe impl aya::Pod for MeterSlot {}
+    unsafe impl aya::Pod for crate::filter::FlowKey {}
 }

@@ -7,6 +7,7 @@
 extern crate alloc;
 
 pub mod abi;
+pub mod filter;
 pub mod model;
 pub mod net;
 pub mod proto;

@@ -5,6 +5,7 @@ use aya::{Ebpf, EbpfLoader, programs::Xdp};
 
 use crate::capacity::{Capacities, ncpus};
 use mssp_common::{
+    filter,
     abi::{
         Bucket, ChainLink, Counter, METER_SLOTS, MeterSlot, Node4, Node6, Record, Rule, RuleCidr,
         RuleCounter, SAMPLE_RING_BYTES, config_index, map_names,
@@ -17,6 +18,8 @@ pub static PROGRAM: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 
 /// The program's name in the object.
 pub const PROGRAM_NAME: &str = "mssp_xdp";
+/// The customer-interface program (content filtering), in the same object, over the same maps.
+pub const CUSTOMER_PROGRAM_NAME: &str = "mssp_xdp_customer";
 
 #[derive(Clone, Debug, Default)]
 pub struct LoadOptions {
@@ -129,6 +132,20 @@ pub fn expected_shapes(c: &Capacities, cpus: u32) -> Vec<Shape> {
         entries: SAMPLE_RING_BYTES,
     });
     v.push(array((map_names::CONFIG, 8, config_index::N)));
+    v.push(array((map_names::XSKS, 4, filter::XSK_ENTRIES)));
+    v.push(Shape {
+        name: map_names::XSK_BASE,
+        key_size: 4,
+        value_size: 4,
+        entries: filter::MAX_CUSTOMER_IFACES,
+    });
+    v.push(Shape {
+        name: map_names::FLOWS,
+        key_size: size_of::<filter::FlowKey>() as u32,
+        value_size: 4,
+        entries: filter::MAX_FLOWS,
+    });
+    v.push(array((map_names::FILTER_STATS, 8, filter::filter_stat::N)));
     v
 }
 
@@ -197,18 +214,25 @@ pub fn load(opts: &LoadOptions) -> Result<Ebpf, LoadError> {
     let mut ebpf = loader
         .load(PROGRAM)
         .map_err(|e| LoadError::Load(format!("{e:#}")))?;
+    for name in [CUSTOMER_PROGRAM_NAME, PROGRAM_NAME] {
+        let prog: &mut Xdp = ebpf
+            .program_mut(name)
+            .ok_or_else(|| LoadError::Load(format!("the object has no program {name}")))?
+            .try_into()
+            .map_err(|e| LoadError::Load(format!("{e}")))?;
+        prog.load().map_err(|e| match e {
+            aya::programs::ProgramError::LoadError {
+                io_error,
+                verifier_log,
+            } => LoadError::Verifier(format!("{name}: {io_error}\n{verifier_log}")),
+            other => LoadError::Load(format!("{other}")),
+        })?;
+    }
     let prog: &mut Xdp = ebpf
         .program_mut(PROGRAM_NAME)
         .ok_or_else(|| LoadError::Load(format!("the object has no program {PROGRAM_NAME}")))?
         .try_into()
         .map_err(|e| LoadError::Load(format!("{e}")))?;
-    prog.load().map_err(|e| match e {
-        aya::programs::ProgramError::LoadError {
-            io_error,
-            verifier_log,
-        } => LoadError::Verifier(format!("{io_error}\n{verifier_log}")),
-        other => LoadError::Load(format!("{other}")),
-    })?;
     if std::env::var_os("MSSP_VERIFIER_STATS").is_some()
         && let Ok(info) = prog.info()
     {

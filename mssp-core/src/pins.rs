@@ -31,7 +31,7 @@ use mssp_common::abi::ABI_VERSION;
 use crate::{
     capacity::{Capacities, ncpus},
     dataplane::sys,
-    loader::{self, LoadError, LoadOptions, PROGRAM_NAME},
+    loader::{self, CUSTOMER_PROGRAM_NAME, LoadError, LoadOptions, PROGRAM_NAME},
 };
 
 /// How the program is attached to an interface.
@@ -55,6 +55,21 @@ pub struct InterfaceConfig {
     pub name: String,
     #[serde(default)]
     pub mode: AttachMode,
+    /// A customer-facing interface (`customer_interfaces`): it runs the content-filtering
+    /// program, which finds the customer by source, instead of the firewall.
+    #[serde(skip)]
+    pub customer: bool,
+}
+
+impl InterfaceConfig {
+    /// The program this interface runs.
+    pub fn program(&self) -> &'static str {
+        if self.customer {
+            CUSTOMER_PROGRAM_NAME
+        } else {
+            PROGRAM_NAME
+        }
+    }
 }
 
 /// What the pinned data plane is made of: where it lives, the map sizes, and the interfaces
@@ -189,6 +204,10 @@ impl Layout {
 
     pub fn prog(&self) -> PathBuf {
         self.abi_dir().join("prog")
+    }
+
+    pub fn customer_prog(&self) -> PathBuf {
+        self.abi_dir().join("prog-customer")
     }
 
     pub fn links(&self) -> PathBuf {
@@ -357,17 +376,26 @@ pub fn load(spec: &PinSpec, replace: bool) -> Result<(Ebpf, bool), PinError> {
         pin_maps: Some(layout.abi_dir()),
         ..LoadOptions::default()
     })?;
-    let prog: &mut Xdp = ebpf
-        .program_mut(PROGRAM_NAME)
-        .ok_or_else(|| LoadError::Load(format!("the object has no program {PROGRAM_NAME}")))?
-        .try_into()
-        .map_err(|e| LoadError::Load(format!("{e}")))?;
-    let _ = fs::remove_file(layout.prog());
-    prog.pin(layout.prog()).map_err(|e| PinError::PinProgram {
-        path: layout.prog().display().to_string(),
-        message: e.to_string(),
-    })?;
+    for (name, path) in [
+        (PROGRAM_NAME, layout.prog()),
+        (CUSTOMER_PROGRAM_NAME, layout.customer_prog()),
+    ] {
+        let prog = xdp_mut(&mut ebpf, name)?;
+        let _ = fs::remove_file(&path);
+        prog.pin(&path).map_err(|e| PinError::PinProgram {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+    }
     Ok((ebpf, existing))
+}
+
+fn xdp_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp, PinError> {
+    Ok(ebpf
+        .program_mut(name)
+        .ok_or_else(|| LoadError::Load(format!("the object has no program {name}")))?
+        .try_into()
+        .map_err(|e| LoadError::Load(format!("{e}")))?)
 }
 
 /// Moves a pin directory aside (bpffs supports rename); its objects live on while the
@@ -441,12 +469,6 @@ pub fn attach_all(
 ) -> Result<AttachResult, PinError> {
     let layout = Layout::new(&spec.pin_dir);
     fs::create_dir_all(layout.links()).map_err(|e| dir_err(&layout.links(), e.to_string()))?;
-    let prog: &mut Xdp = ebpf
-        .program_mut(PROGRAM_NAME)
-        .ok_or_else(|| LoadError::Load(format!("the object has no program {PROGRAM_NAME}")))?
-        .try_into()
-        .map_err(|e| LoadError::Load(format!("{e}")))?;
-    let prog_id = prog.info().map(|i| i.id()).unwrap_or(0);
     let wanted = &spec.interfaces;
     // Every interface must exist before anything changes (or is skipped, with allow_missing).
     let mut present = Vec::new();
@@ -461,8 +483,11 @@ pub fn attach_all(
     let mut out = Vec::new();
     // Links made by this call, removed again (detaching) if a later interface fails.
     let mut created: Vec<PathBuf> = Vec::new();
-    for (InterfaceConfig { name, mode }, idx) in present {
-        match attach_one(prog, &layout, name, *mode, idx, known_modes) {
+    for (cfg, idx) in present {
+        let (name, mode) = (&cfg.name, cfg.mode);
+        let prog = xdp_mut(ebpf, cfg.program())?;
+        let prog_id = prog.info().map(|i| i.id()).unwrap_or(0);
+        match attach_one(prog, &layout, name, mode, idx, known_modes) {
             Ok((a, new)) => {
                 if new {
                     created.push(layout.link(name));
@@ -506,11 +531,12 @@ pub struct AttachResult {
 
 /// What the kernel says is different from what the agent believes of its interfaces: each
 /// attached interface's pinned link must exist, be an XDP link on that interface (which
-/// must still exist), and run `prog_id`.
-pub fn verify_links(pin_dir: &Path, attached: &[Attached], prog_id: u32) -> Vec<String> {
+/// must still exist), and run the program it was given (`Attached::prog_id`).
+pub fn verify_links(pin_dir: &Path, attached: &[Attached]) -> Vec<String> {
     let layout = Layout::new(pin_dir);
     let mut drift = Vec::new();
     for a in attached {
+        let prog_id = a.prog_id;
         let path = layout.link(&a.name);
         match sys::pinned_link_info(&path) {
             Err(e) => drift.push(format!(

@@ -8,6 +8,7 @@
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
+mod filter;
 mod lookup;
 mod maps;
 mod observe;
@@ -103,6 +104,12 @@ pub fn mssp_xdp(ctx: XdpContext) -> u32 {
         Err(Internal) => Decision::early(Verdict::Pass, Reason::InternalError),
     };
     finish(&ctx, &d)
+}
+
+/// The program for customer-facing interfaces (`customer_interfaces`): content filtering.
+#[xdp]
+pub fn mssp_xdp_customer(ctx: XdpContext) -> u32 {
+    filter::run(&ctx)
 }
 
 #[inline(always)]

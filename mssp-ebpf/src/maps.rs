@@ -4,8 +4,9 @@
 use aya_ebpf::{
     bindings::BPF_F_MMAPABLE,
     macros::map,
-    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf, XskMap},
 };
+use mssp_common::filter::{FlowKey, MAX_CUSTOMER_IFACES, MAX_FLOWS, XSK_ENTRIES, filter_stat};
 use mssp_common::abi::{
     Bucket, ChainLink, Counter, MAX_BUCKETS, MAX_CHAIN, MAX_COUNTERS, MAX_ENTRY_IDS, MAX_NODES4,
     MAX_NODES6, MAX_RECORDS, MAX_RULE_CIDRS, MAX_RULES, MAX_SLOTS, MAX_SOURCE_BUCKETS, METER_SLOTS,
@@ -93,3 +94,24 @@ pub static SAMPLES: RingBuf = RingBuf::with_byte_size(SAMPLE_RING_BYTES, 0);
 /// config index -> value the agent sets while the program runs (see `config_index`).
 #[map]
 pub static CONFIG: Array<u64> = Array::with_max_entries(config_index::N, 0);
+
+// Content filtering, on customer-facing interfaces only (see `filter.rs`).
+
+/// XSK_BASE[ifindex] + rx queue -> the inspector's AF_XDP socket bound to that queue of that
+/// interface. The kernel removes a socket when it closes, so a dead inspector's queues
+/// pass at once.
+#[map]
+pub static XSKS: XskMap = XskMap::with_max_entries(XSK_ENTRIES, 0);
+
+/// customer interface's ifindex -> its first index in XSKS (set by the inspector).
+#[map]
+pub static XSK_BASE: HashMap<u32, u32> = HashMap::with_max_entries(MAX_CUSTOMER_IFACES, 0);
+
+/// customer's flow -> the inspector's verdict (`filter::flow_verdict`), so long flows stay
+/// in the kernel after the first decision. LRU: an evicted flow is inspected once more.
+#[map]
+pub static FLOWS: LruHashMap<FlowKey, u32> = LruHashMap::with_max_entries(MAX_FLOWS, 0);
+
+/// stat index -> packets (`filter::filter_stat`), per CPU.
+#[map]
+pub static FILTER_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(filter_stat::N, 0);

@@ -101,6 +101,8 @@ pub struct Packet {
     pub dscp: u8,
     /// Outer VLAN id, or u16::MAX when untagged.
     pub vlan: u16,
+    /// TCP or UDP payload bytes in the datagram (0 otherwise).
+    pub payload: u16,
 }
 
 #[inline(always)]
@@ -292,12 +294,14 @@ fn parse_l4(ctx: &XdpContext, off: usize, end: usize, p: &mut Packet) -> ParseRe
         p.sport = be16([h[0], h[1]]);
         p.dport = be16([h[2], h[3]]);
         p.tcp_flags = h[13];
+        p.payload = end.saturating_sub(off + doff * 4) as u16;
         p.has_l4 = true;
     } else if p.proto == IPPROTO_UDP {
         let h: *const [u8; UDP_HLEN] = ptr_in(ctx, off, end)?;
         let h = unsafe { &*h };
         p.sport = be16([h[0], h[1]]);
         p.dport = be16([h[2], h[3]]);
+        p.payload = end.saturating_sub(off + UDP_HLEN) as u16;
         p.has_l4 = true;
     } else if p.proto == icmp {
         let h: *const [u8; ICMP_HLEN] = ptr_in(ctx, off, end)?;
@@ -332,6 +336,7 @@ pub fn parse(ctx: &XdpContext, p: &mut Packet) -> ParseResult<()> {
         ttl: 0,
         dscp: 0,
         vlan,
+        payload: 0,
     };
     let (l4, end) = if proto == ETH_P_IPV4 {
         parse_ipv4(ctx, off, p)?

@@ -50,6 +50,10 @@ pub struct DesiredCustomer {
     pub limits: Option<Limits>,
     /// Meter the customer's traffic per destination (attack detection is on).
     pub meter: bool,
+    /// Inspect the customer's DNS, TLS and HTTP on customer interfaces (it blocks names).
+    pub filter: bool,
+    /// Drop the customer's QUIC (UDP/443) on customer interfaces.
+    pub block_quic: bool,
 }
 
 impl DesiredCustomer {
@@ -73,6 +77,8 @@ pub struct Desired {
     pub infrastructure: Vec<Net>,
     pub global: Vec<DesiredEntry>,
     pub customers: Vec<DesiredCustomer>,
+    /// The global filtering list blocks names: every customer's DNS, TLS and HTTP is inspected.
+    pub global_filter: bool,
 }
 
 impl Desired {
@@ -101,8 +107,11 @@ impl Desired {
                     meter: p
                         .detection_of(c.id)
                         .is_some_and(|d| d.mode != crate::policy::detection::DetectMode::Off),
+                    filter: c.filtering.as_ref().is_some_and(|f| f.inspects()),
+                    block_quic: c.filtering.as_ref().is_some_and(|f| f.block_quic),
                 })
                 .collect(),
+            global_filter: p.global_filtering.as_ref().is_some_and(|f| f.inspects()),
         }
     }
 

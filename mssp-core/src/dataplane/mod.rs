@@ -238,8 +238,8 @@ struct RecordRules {
     limit: RateParams,
     /// Every rule counter and bucket index it uses.
     stats: Vec<u32>,
-    /// Meter the customer's traffic (detection on).
-    meter: bool,
+    /// Extra record flags: METER (detection on), FILTER, QUIC_BLOCK.
+    flags: u32,
 }
 
 // Arena indices in `Dataplane::arenas`.
@@ -301,7 +301,7 @@ fn input_digest(c: &DesiredCustomer) -> Option<u64> {
     // Rules and limits are few per customer.
     std::hash::Hash::hash(&c.rules, &mut h);
     std::hash::Hash::hash(&c.limits, &mut h);
-    h.write_u8(c.meter as u8);
+    h.write_u8(c.meter as u8 | (c.filter as u8) << 1 | (c.block_quic as u8) << 2);
     Some(h.finish())
 }
 
@@ -701,7 +701,14 @@ impl<B: MapBackend> Dataplane<B> {
             }
             None => (0, RateParams::default()),
         };
-        digest.u64(c.meter as u64);
+        let flags = if c.meter { record_flags::METER } else { 0 }
+            | if c.filter { record_flags::FILTER } else { 0 }
+            | if c.block_quic {
+                record_flags::QUIC_BLOCK
+            } else {
+                0
+            };
+        digest.u64(flags as u64);
         let mut stats: Vec<u32> = list.iter().map(|(_, s, _)| *s).collect();
         if c.limits.is_some() {
             stats.push(limit_bucket);
@@ -711,7 +718,7 @@ impl<B: MapBackend> Dataplane<B> {
             limit_bucket,
             limit,
             stats,
-            meter: c.meter,
+            flags,
         })
     }
 
@@ -828,6 +835,7 @@ impl<B: MapBackend> Dataplane<B> {
             digest.u64(((n.len as u64) << 40) | ((n.v6 as u64) << 32) | *v as u64);
         }
         digest.u64(infra.len() as u64);
+        digest.u64(desired.global_filter as u64);
         let digest = digest.finish();
         let root = if self
             .live
@@ -846,7 +854,14 @@ impl<B: MapBackend> Dataplane<B> {
                 0,
                 digest,
                 units,
-                RecordRules::default(),
+                RecordRules {
+                    flags: if desired.global_filter {
+                        record_flags::FILTER
+                    } else {
+                        0
+                    },
+                    ..RecordRules::default()
+                },
                 tx,
                 stats,
             )?)
@@ -896,12 +911,7 @@ impl<B: MapBackend> Dataplane<B> {
 
         let mut rec = Record::EMPTY;
         rec.abi = ABI_VERSION;
-        rec.flags = record_flags::LIVE
-            | if record_rules.meter {
-                record_flags::METER
-            } else {
-                0
-            };
+        rec.flags = record_flags::LIVE | record_rules.flags;
         rec.customer_id = customer_id;
         rec.slot = slot;
         rec.digest = digest;
