@@ -1,0 +1,575 @@
+//! The inspector: one AF_XDP socket per queue of every customer interface, polled by one
+//! thread that reads each steered packet's name, decides, and re-injects or answers. It
+//! beats a heartbeat into the data path every 100 ms; XDP stops steering to it when the
+//! beat is a second old (a stalled inspector), and at once when its sockets close (a dead
+//! one): filtering fails open.
+
+use std::{
+    collections::HashMap,
+    fs,
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+        mpsc,
+    },
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use aya::maps::{Array, HashMap as BpfHashMap, Map, MapData, XskMap};
+use mssp_common::{
+    abi::{config_index, map_names},
+    filter::{FlowKey, HEARTBEAT_EVERY_NS, MAX_CUSTOMER_IFACES, MAX_QUEUES, flow_verdict},
+};
+use mssp_core::policy::filtering::FilterAction;
+
+use crate::{
+    dns, http,
+    inject::Injector,
+    packet::{self, Frame, PORT},
+    reply,
+    stats::{Event, Report, SocketReport, Stats},
+    table::{FilterTable, TableDoc},
+    tls,
+    xsk::Xsk,
+};
+
+/// Where the agent puts the table and finds the report.
+pub const TABLE_FILE: &str = "filtering.json";
+pub const REPORT_FILE: &str = "filter-stats.json";
+
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The customer-facing interfaces.
+    pub interfaces: Vec<String>,
+    /// The pinned maps' directory (`pin_dir/v<ABI>`).
+    pub maps_dir: PathBuf,
+    pub state_dir: PathBuf,
+    /// "auto", "copy" or "zerocopy".
+    pub xdp_mode: String,
+    pub inject_device: String,
+    /// How long a split request is held for its rest.
+    pub hold: Duration,
+}
+
+/// A flow whose first bytes did not yet say its name: its segments wait here.
+struct Held {
+    since: Instant,
+    start_seq: u32,
+    data: Vec<u8>,
+    frames: Vec<Vec<u8>>,
+}
+
+/// Requests larger than this are not waited for (let through).
+const MAX_HELD_BYTES: usize = 32 * 1024;
+
+struct Maps {
+    flows: BpfHashMap<MapData, FlowKey, u32>,
+    config: Array<MapData, u64>,
+}
+
+fn open_map(dir: &Path, name: &str) -> Result<Map, String> {
+    let path = dir.join(name);
+    let data = MapData::from_pin(&path)
+        .map_err(|e| format!("{}: {e} (is the agent running with customer_interfaces?)", path.display()))?;
+    Map::from_map_data(data).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec we own. CLOCK_MONOTONIC is bpf_ktime_get_ns.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn rx_queues(ifname: &str) -> u32 {
+    fs::read_dir(format!("/sys/class/net/{ifname}/queues"))
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
+                .count() as u32
+        })
+        .unwrap_or(1)
+        .clamp(1, MAX_QUEUES)
+}
+
+fn ifindex(name: &str) -> Result<u32, String> {
+    let c = std::ffi::CString::new(name).map_err(|_| format!("{name:?}: bad interface name"))?;
+    // SAFETY: reads a valid C string.
+    match unsafe { libc::if_nametoindex(c.as_ptr()) } {
+        0 => Err(format!("{name}: no such interface")),
+        i => Ok(i),
+    }
+}
+
+pub struct Inspector {
+    settings: Settings,
+    socks: Vec<(SocketReport, Xsk)>,
+    maps: Maps,
+    injector: Injector,
+    table: Arc<FilterTable>,
+    held: HashMap<FlowKey, Held>,
+    decided: HashMap<FlowKey, (bool, Instant)>,
+    stats: Stats,
+    started_unix: u64,
+    /// Kept so the sockets' map entries are ours while we run.
+    _xsks: XskMap<MapData>,
+}
+
+impl Inspector {
+    /// Opens the sockets and registers them with the data path.
+    pub fn open(settings: Settings) -> Result<Inspector, String> {
+        if settings.interfaces.len() > MAX_CUSTOMER_IFACES as usize {
+            return Err(format!(
+                "{} customer interfaces; the inspector serves at most {MAX_CUSTOMER_IFACES}",
+                settings.interfaces.len()
+            ));
+        }
+        let dir = &settings.maps_dir;
+        let mut xsks = XskMap::try_from(open_map(dir, map_names::XSKS)?).map_err(|e| e.to_string())?;
+        let mut base_map: BpfHashMap<MapData, u32, u32> =
+            BpfHashMap::try_from(open_map(dir, map_names::XSK_BASE)?).map_err(|e| e.to_string())?;
+        let flows = BpfHashMap::try_from(open_map(dir, map_names::FLOWS)?).map_err(|e| e.to_string())?;
+        let config = Array::try_from(open_map(dir, map_names::CONFIG)?).map_err(|e| e.to_string())?;
+        let injector = Injector::open(&settings.inject_device)
+            .map_err(|e| format!("re-injection device {}: {e}", settings.inject_device))?;
+        let mut socks = Vec::new();
+        for (i, ifname) in settings.interfaces.iter().enumerate() {
+            let idx = ifindex(ifname)?;
+            let base = i as u32 * MAX_QUEUES;
+            for q in 0..rx_queues(ifname) {
+                let x = Xsk::open(ifname, q, &settings.xdp_mode)
+                    .map_err(|e| format!("{ifname} queue {q}: AF_XDP socket: {e}"))?;
+                xsks.set(base + q, x.fd(), 0)
+                    .map_err(|e| format!("{ifname} queue {q}: registering the socket: {e}"))?;
+                let mode = if x.zerocopy { "zerocopy" } else { "copy" };
+                log::info!("{ifname} queue {q}: AF_XDP socket bound ({mode} mode)");
+                socks.push((
+                    SocketReport {
+                        interface: ifname.clone(),
+                        queue: q,
+                        mode: mode.into(),
+                    },
+                    x,
+                ));
+            }
+            base_map
+                .insert(idx, base, 0)
+                .map_err(|e| format!("{ifname}: registering the interface: {e}"))?;
+        }
+        Ok(Inspector {
+            settings,
+            socks,
+            maps: Maps { flows, config },
+            injector,
+            table: Arc::new(FilterTable::default()),
+            held: HashMap::new(),
+            decided: HashMap::new(),
+            stats: Stats::default(),
+            started_unix: unix_ms() / 1000,
+            _xsks: xsks,
+        })
+    }
+
+    fn beat(&mut self) {
+        if let Err(e) = self.maps.config.set(config_index::FILTER_HEARTBEAT, monotonic_ns(), 0) {
+            log::warn!("heartbeat: {e}");
+        }
+    }
+
+    /// Runs until `stop` is set. The table is (re)loaded from the state directory by a
+    /// thread of its own, so a million-name reload never stalls the packets (or the beat).
+    pub fn run(mut self, stop: Arc<AtomicBool>) -> Result<(), String> {
+        let (tx, rx) = mpsc::channel();
+        let path = self.settings.state_dir.join(TABLE_FILE);
+        let stop2 = stop.clone();
+        std::thread::Builder::new()
+            .name("mssp-filter-table".into())
+            .spawn(move || watch_table(&path, tx, &stop2))
+            .map_err(|e| e.to_string())?;
+        let mut last_beat = 0u64;
+        let mut last_report = Instant::now() - Duration::from_secs(10);
+        let mut fds: Vec<libc::pollfd> = self
+            .socks
+            .iter()
+            .map(|(_, x)| libc::pollfd {
+                fd: x.fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        while !stop.load(Ordering::Relaxed) {
+            let now = monotonic_ns();
+            if now.saturating_sub(last_beat) >= HEARTBEAT_EVERY_NS {
+                self.beat();
+                last_beat = now;
+            }
+            while let Ok(t) = rx.try_recv() {
+                log::info!("filtering table generation {} in force", t.generation);
+                self.table = t;
+            }
+            // SAFETY: poll over descriptors we own.
+            unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 20) };
+            for i in 0..self.socks.len() {
+                self.drain(i);
+            }
+            self.expire_held();
+            if last_report.elapsed() >= Duration::from_secs(1) {
+                self.write_report();
+                last_report = Instant::now();
+            }
+        }
+        // A clean stop: XDP stops steering at once.
+        let _ = self.maps.config.set(config_index::FILTER_HEARTBEAT, 0, 0);
+        self.write_report();
+        Ok(())
+    }
+
+    fn drain(&mut self, i: usize) {
+        let mut replies: Vec<Vec<u8>> = Vec::new();
+        let (_, xsk) = &mut self.socks[i];
+        let table = self.table.clone();
+        let mut ctx = Ctx {
+            table: &table,
+            injector: &mut self.injector,
+            flows: &mut self.maps.flows,
+            held: &mut self.held,
+            decided: &mut self.decided,
+            stats: &mut self.stats,
+            replies: &mut replies,
+        };
+        loop {
+            let n = xsk.receive(64, |frame| ctx.handle(frame));
+            if n == 0 {
+                break;
+            }
+            for r in ctx.replies.drain(..) {
+                xsk.send(&r);
+            }
+        }
+    }
+
+    /// Split requests whose rest did not come: let through as they are (fail-open).
+    fn expire_held(&mut self) {
+        if self.decided.len() > 4096 || self.decided.values().any(|(_, t)| t.elapsed() > Duration::from_secs(5)) {
+            self.decided.retain(|_, (_, t)| t.elapsed() <= Duration::from_secs(5));
+        }
+        let hold = self.settings.hold;
+        let late: Vec<FlowKey> = self
+            .held
+            .iter()
+            .filter(|(_, h)| h.since.elapsed() >= hold)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in late {
+            if let Some(h) = self.held.remove(&k) {
+                let customer = self.table.customer_of(key_src(&k));
+                self.stats.customer(customer).hold_timeout += 1;
+                for mut f in h.frames {
+                    let _ = self.injector.inject(&mut f);
+                }
+                if k.dport != PORT::DNS {
+                    let _ = self.maps.flows.insert(k, flow_verdict::ALLOW, 0);
+                }
+            }
+        }
+    }
+
+    fn write_report(&self) {
+        let table = &self.table;
+        let (totals, customers, top_blocked, recent) =
+            self.stats.report(|id| table.customer_name(id).map(String::from));
+        let r = Report {
+            pid: std::process::id(),
+            started_unix: self.started_unix,
+            updated_unix_ms: unix_ms(),
+            generation: table.generation,
+            inject_device: self.injector.name.clone(),
+            sockets: self.socks.iter().map(|(s, _)| s.clone()).collect(),
+            totals,
+            customers,
+            top_blocked,
+            recent,
+        };
+        let path = self.settings.state_dir.join(REPORT_FILE);
+        let tmp = path.with_extension("json.tmp");
+        if let Ok(b) = serde_json::to_vec(&r)
+            && fs::write(&tmp, b).is_ok()
+        {
+            let _ = fs::rename(&tmp, &path);
+        }
+    }
+}
+
+fn key_src(k: &FlowKey) -> std::net::IpAddr {
+    if k.v6 != 0 {
+        let mut o = [0u8; 16];
+        for (i, w) in k.src.iter().enumerate() {
+            o[i * 4..i * 4 + 4].copy_from_slice(&w.to_be_bytes());
+        }
+        std::net::IpAddr::from(o)
+    } else {
+        std::net::IpAddr::from(k.src[0].to_be_bytes())
+    }
+}
+
+fn watch_table(path: &Path, tx: mpsc::Sender<Arc<FilterTable>>, stop: &AtomicBool) {
+    let mut seen: Option<(SystemTime, u64)> = None;
+    while !stop.load(Ordering::Relaxed) {
+        let stamp = fs::metadata(path)
+            .ok()
+            .and_then(|m| Some((m.modified().ok()?, m.len())));
+        if stamp.is_some() && stamp != seen {
+            seen = stamp;
+            match fs::read(path)
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice::<TableDoc>(&b).map_err(|e| e.to_string()))
+                .and_then(|d| FilterTable::from_doc(&d))
+            {
+                Ok(t) => {
+                    if tx.send(Arc::new(t)).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => log::error!("{}: {e}; the table in force is kept", path.display()),
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// What one frame needs while the socket's ring is borrowed.
+struct Ctx<'a> {
+    table: &'a FilterTable,
+    injector: &'a mut Injector,
+    flows: &'a mut BpfHashMap<MapData, FlowKey, u32>,
+    held: &'a mut HashMap<FlowKey, Held>,
+    /// Flows decided in the last seconds (true: blocked): segments already in flight when
+    /// the verdict reached the kernel's cache follow it here.
+    decided: &'a mut HashMap<FlowKey, (bool, Instant)>,
+    stats: &'a mut Stats,
+    replies: &'a mut Vec<Vec<u8>>,
+}
+
+/// What a flow's first bytes say.
+enum Said {
+    Name(&'static str, String),
+    NoName,
+    Incomplete,
+}
+
+impl Ctx<'_> {
+    fn allow(&mut self, frame: &mut [u8], customer: Option<u32>) {
+        self.stats.customer(customer).allowed += 1;
+        if let Err(e) = self.injector.inject(frame) {
+            log::warn!("re-injecting a frame: {e}");
+        }
+    }
+
+    fn handle(&mut self, frame: &mut [u8]) {
+        let Some(f) = packet::parse(frame) else {
+            self.stats.customer(None).inspected += 1;
+            self.stats.customer(None).unparsed += 1;
+            let _ = self.injector.inject(frame);
+            return;
+        };
+        let customer = self.table.customer_of(f.src);
+        self.stats.customer(customer).inspected += 1;
+        reply::fix_checksum(frame, &f);
+        if f.tcp() {
+            self.tcp(frame, &f, customer);
+        } else {
+            self.udp_dns(frame, &f, customer);
+        }
+    }
+
+    fn event(&mut self, f: &Frame, customer: Option<u32>, kind: &str, name: &str, verdict: &str, rule: Option<String>) {
+        self.stats.event(Event {
+            unix_ms: unix_ms(),
+            customer_id: customer,
+            source: f.src.to_string(),
+            kind: kind.into(),
+            name: name.into(),
+            verdict: verdict.into(),
+            rule,
+        });
+    }
+
+    fn udp_dns(&mut self, frame: &mut [u8], f: &Frame, customer: Option<u32>) {
+        let msg = &frame[f.payload.clone()];
+        let q = match dns::question(msg) {
+            Ok(q) => q,
+            Err(_) => {
+                self.stats.customer(customer).unparsed += 1;
+                return self.allow(frame, customer);
+            }
+        };
+        let Some(name) = q.name.clone() else {
+            return self.allow(frame, customer);
+        };
+        let d = self.table.decide_for(customer, &name);
+        let Some(b) = d.blocked else {
+            self.event(f, customer, "dns", &name, "allow", None);
+            return self.allow(frame, customer);
+        };
+        let verdict = match b.action {
+            FilterAction::Drop => {
+                self.stats.customer(customer).dropped += 1;
+                "drop"
+            }
+            FilterAction::Nxdomain => {
+                self.stats.customer(customer).nxdomain += 1;
+                let a = dns::answer(msg, &q, dns::Answer::NxDomain);
+                self.replies.push(reply::udp(frame, f, &a));
+                "nxdomain"
+            }
+            FilterAction::Sinkhole => {
+                self.stats.customer(customer).sinkhole += 1;
+                let a = dns::answer(
+                    msg,
+                    &q,
+                    dns::Answer::Sinkhole {
+                        v4: b.sinkhole_v4,
+                        v6: b.sinkhole_v6,
+                    },
+                );
+                self.replies.push(reply::udp(frame, f, &a));
+                "sinkhole"
+            }
+        };
+        self.event(f, customer, "dns", &name, verdict, Some(b.rule));
+    }
+
+    fn tcp(&mut self, frame: &mut [u8], f: &Frame, customer: Option<u32>) {
+        let key = f.flow();
+        if let Some((blocked, _)) = self.decided.get(&key) {
+            if *blocked {
+                self.stats.customer(customer).dropped_late += 1;
+                return;
+            }
+            if f.dport != PORT::DNS {
+                return self.allow(frame, customer);
+            }
+        }
+        let payload = &frame[f.payload.clone()];
+        let mut h = self.held.remove(&key).unwrap_or_else(|| Held {
+            since: Instant::now(),
+            start_seq: f.seq,
+            data: Vec::new(),
+            frames: Vec::new(),
+        });
+        let at = f.seq.wrapping_sub(h.start_seq) as usize;
+        if at == h.data.len() {
+            h.data.extend_from_slice(payload);
+        } else if at < h.data.len() && at + payload.len() > h.data.len() {
+            // A retransmission that also carries new bytes.
+            h.data.extend_from_slice(&payload[h.data.len() - at..]);
+        }
+        let said = match f.dport {
+            PORT::DNS => {
+                let d = &h.data;
+                if d.len() < 2 || d.len() < 2 + u16::from_be_bytes([d[0], d[1]]) as usize {
+                    Said::Incomplete
+                } else {
+                    match dns::question(&d[2..]) {
+                        Ok(dns::Question { name: Some(n), .. }) => Said::Name("dns", n),
+                        _ => Said::NoName,
+                    }
+                }
+            }
+            PORT::HTTPS => match tls::sni(&h.data) {
+                tls::Sni::Name(n) => Said::Name("tls", n),
+                tls::Sni::Incomplete => Said::Incomplete,
+                tls::Sni::Absent | tls::Sni::NotTls => Said::NoName,
+            },
+            _ => match http::host(&h.data) {
+                http::Host::Name(n) => Said::Name("http", n),
+                http::Host::Incomplete => Said::Incomplete,
+                http::Host::Absent | http::Host::NotHttp => Said::NoName,
+            },
+        };
+        let cache = f.dport != PORT::DNS;
+        let (kind, name) = match said {
+            Said::Incomplete if h.data.len() < MAX_HELD_BYTES => {
+                if h.frames.is_empty() {
+                    self.stats.customer(customer).held += 1;
+                }
+                h.frames.push(frame.to_vec());
+                self.held.insert(key, h);
+                return;
+            }
+            Said::Incomplete | Said::NoName => {
+                if !matches!(said, Said::NoName) || f.dport != PORT::DNS {
+                    self.stats.customer(customer).unparsed += 1;
+                }
+                self.release(h, key, cache, customer);
+                return self.allow(frame, customer);
+            }
+            Said::Name(kind, name) => (kind, name),
+        };
+        let d = self.table.decide_for(customer, &name);
+        let Some(b) = d.blocked else {
+            self.event(f, customer, kind, &name, "allow", None);
+            self.release(h, key, cache, customer);
+            return self.allow(frame, customer);
+        };
+        // Blocked: the flow dies here; XDP drops whatever else it sends.
+        let _ = self.flows.insert(key, flow_verdict::BLOCK, 0);
+        self.decided.insert(key, (true, Instant::now()));
+        let verdict = if f.dport == PORT::DNS && b.action != FilterAction::Drop {
+            let d = &h.data;
+            let msg = &d[2..2 + u16::from_be_bytes([d[0], d[1]]) as usize];
+            let answer = match (dns::question(msg), b.action) {
+                (Ok(q), FilterAction::Sinkhole) => Some(dns::answer(
+                    msg,
+                    &q,
+                    dns::Answer::Sinkhole {
+                        v4: b.sinkhole_v4,
+                        v6: b.sinkhole_v6,
+                    },
+                )),
+                (Ok(q), _) => Some(dns::answer(msg, &q, dns::Answer::NxDomain)),
+                _ => None,
+            };
+            if let Some(a) = answer {
+                self.replies.push(reply::tcp_dns(frame, f, &a));
+            }
+            let c = self.stats.customer(customer);
+            if b.action == FilterAction::Sinkhole {
+                c.sinkhole += 1;
+                "sinkhole"
+            } else {
+                c.nxdomain += 1;
+                "nxdomain"
+            }
+        } else if f.dport == PORT::DNS {
+            self.stats.customer(customer).dropped += 1;
+            "drop"
+        } else {
+            self.replies.push(reply::tcp_reset(frame, f));
+            self.stats.customer(customer).reset += 1;
+            "reset"
+        };
+        self.event(f, customer, kind, &name, verdict, Some(b.rule));
+    }
+
+    /// The held segments of an allowed flow go on, in the order they came.
+    fn release(&mut self, h: Held, key: FlowKey, cache: bool, customer: Option<u32>) {
+        for mut fr in h.frames {
+            self.allow(&mut fr, customer);
+        }
+        if cache {
+            let _ = self.flows.insert(key, flow_verdict::ALLOW, 0);
+            self.decided.insert(key, (false, Instant::now()));
+        }
+    }
+}
