@@ -58,6 +58,8 @@ pub struct Agent<B: MapBackend> {
     pub observer: Mutex<Option<(mssp_core::observe::Meters, mssp_core::observe::SampleRing)>>,
     /// The fleet client's counters (connected, fleet version, refused signatures).
     pub fleet_stats: Arc<mssp_fleet::edge::EdgeStats>,
+    /// Content filtering's inspector process.
+    pub filtering: Arc<crate::filtering::supervisor::Supervisor>,
     _lock: File,
 }
 
@@ -189,6 +191,7 @@ impl<B: MapBackend> Agent<B> {
             fleet,
             detection: Default::default(),
             protected: Default::default(),
+            filter_table: None,
         };
         // Policy into the maps before any new attachment, so a new link never filters with
         // an empty policy; an adopted link keeps the old program until the swap below.
@@ -216,6 +219,7 @@ impl<B: MapBackend> Agent<B> {
             ips,
             observer: Mutex::new(observer),
             fleet_stats: Default::default(),
+            filtering: Default::default(),
             _lock: l.lock,
         })
     }

@@ -40,6 +40,12 @@ pub struct CapacityConfig {
 pub struct Config {
     /// Upstream-facing interfaces to filter.
     pub interfaces: Vec<InterfaceEntry>,
+    /// Customer-facing interfaces: content filtering (the customer is the packet's source).
+    #[serde(default)]
+    pub customer_interfaces: Vec<InterfaceEntry>,
+    /// `[filtering]`: the AF_XDP inspector on the customer interfaces.
+    #[serde(default)]
+    pub filtering: FilteringConfig,
     /// Where the program, maps and links are pinned (on a bpffs).
     pub pin_dir: PathBuf,
     /// Where the policy layers and id tables persist.
@@ -119,6 +125,52 @@ fn default_heartbeat() -> u64 {
     5
 }
 
+/// `[filtering]`: how the inspector reads and re-injects on the customer interfaces.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FilteringConfig {
+    /// `"auto"` (zero-copy where the driver allows, else copy), `"copy"` or `"zerocopy"`.
+    #[serde(default = "default_xdp_mode")]
+    pub xdp_mode: String,
+    /// The TAP device allowed packets re-enter the kernel through (created by the inspector).
+    #[serde(default = "default_inject_device")]
+    pub inject_device: String,
+    /// How long a TLS ClientHello or HTTP request split over segments is held for its rest,
+    /// in milliseconds, before the flow is let through uninspected (fail-open).
+    #[serde(default = "default_hold_ms")]
+    pub hold_ms: u64,
+    /// Seconds before the agent restarts an inspector that exited.
+    #[serde(default = "default_restart_secs")]
+    pub restart_secs: u64,
+}
+
+impl Default for FilteringConfig {
+    fn default() -> Self {
+        FilteringConfig {
+            xdp_mode: default_xdp_mode(),
+            inject_device: default_inject_device(),
+            hold_ms: default_hold_ms(),
+            restart_secs: default_restart_secs(),
+        }
+    }
+}
+
+fn default_xdp_mode() -> String {
+    "auto".into()
+}
+
+fn default_inject_device() -> String {
+    "mssp-inj0".into()
+}
+
+fn default_hold_ms() -> u64 {
+    200
+}
+
+fn default_restart_secs() -> u64 {
+    2
+}
+
 /// `[detection]`: the edge-wide caps on what the detector installs.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -173,6 +225,22 @@ fn default_push_timeout() -> String {
     "60s".into()
 }
 
+fn entries(list: &[InterfaceEntry], customer: bool) -> Vec<InterfaceConfig> {
+    list.iter()
+        .map(|e| match e {
+            InterfaceEntry::Name(n) => InterfaceConfig {
+                name: n.clone(),
+                mode: AttachMode::Auto,
+                customer,
+            },
+            InterfaceEntry::Detailed(c) => InterfaceConfig {
+                customer,
+                ..c.clone()
+            },
+        })
+        .collect()
+}
+
 /// A configuration that cannot be used (the agent exits 64).
 #[derive(Debug, thiserror::Error)]
 #[error("{path}: {message}")]
@@ -201,13 +269,34 @@ impl Config {
             );
         }
         let mut seen = std::collections::HashSet::new();
-        for i in self.interfaces() {
+        for i in self.interfaces().into_iter().chain(self.customer_interfaces()) {
             if i.name.is_empty() || i.name.len() > 15 || i.name.contains('/') {
                 return Err(format!("interfaces: {:?} is not an interface name", i.name));
             }
             if !seen.insert(i.name.clone()) {
-                return Err(format!("interfaces: {} is listed twice", i.name));
+                return Err(format!(
+                    "interfaces: {} is listed twice (an interface is upstream- or customer-facing, not both)",
+                    i.name
+                ));
             }
+        }
+        if !matches!(self.filtering.xdp_mode.as_str(), "auto" | "copy" | "zerocopy") {
+            return Err(format!(
+                "filtering.xdp_mode = {:?}; use \"auto\", \"copy\" or \"zerocopy\"",
+                self.filtering.xdp_mode
+            ));
+        }
+        let d = &self.filtering.inject_device;
+        if d.is_empty() || d.len() > 15 || d.contains('/') || seen.contains(d) {
+            return Err(format!(
+                "filtering.inject_device = {d:?}: give a new interface name of 1 to 15 characters"
+            ));
+        }
+        if self.filtering.hold_ms == 0 || self.filtering.hold_ms > 5000 {
+            return Err(format!(
+                "filtering.hold_ms = {}: give 1 to 5000",
+                self.filtering.hold_ms
+            ));
         }
         self.socket_mode_bits()?;
         if !matches!(self.metrics_entry_hits.as_str(), "nonzero" | "all" | "none") {
@@ -270,16 +359,11 @@ impl Config {
     }
 
     pub fn interfaces(&self) -> Vec<InterfaceConfig> {
-        self.interfaces
-            .iter()
-            .map(|e| match e {
-                InterfaceEntry::Name(n) => InterfaceConfig {
-                    name: n.clone(),
-                    mode: AttachMode::Auto,
-                },
-                InterfaceEntry::Detailed(c) => c.clone(),
-            })
-            .collect()
+        entries(&self.interfaces, false)
+    }
+
+    pub fn customer_interfaces(&self) -> Vec<InterfaceConfig> {
+        entries(&self.customer_interfaces, true)
     }
 
     pub fn socket_mode_bits(&self) -> Result<u32, String> {
@@ -299,7 +383,11 @@ impl Config {
         PinSpec {
             pin_dir: self.pin_dir.clone(),
             capacities: self.capacities(),
-            interfaces: self.interfaces(),
+            interfaces: self
+                .interfaces()
+                .into_iter()
+                .chain(self.customer_interfaces())
+                .collect(),
         }
     }
 

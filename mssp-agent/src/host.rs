@@ -53,7 +53,7 @@ impl Host for KernelHost {
     }
 
     fn verify(&self, pin_dir: &std::path::Path, attached: &[Attached]) -> Vec<String> {
-        pins::verify_links(pin_dir, attached, pins::program_id(&self.ebpf))
+        pins::verify_links(pin_dir, attached)
     }
 
     fn tracer(

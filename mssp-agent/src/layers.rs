@@ -118,6 +118,16 @@ pub fn desired(
     for c in &mut d.customers {
         c.meter = effective_detection(policy, local, c.id).is_some();
     }
+    for n in &local.filter_names {
+        match n.customer {
+            None => d.global_filter = true,
+            Some(id) => {
+                if let Some(c) = d.customers.iter_mut().find(|c| c.id == id) {
+                    c.filter = true;
+                }
+            }
+        }
+    }
     for r in &local.rules {
         let Some(c) = d.customers.iter_mut().find(|c| c.id == r.customer) else {
             continue;

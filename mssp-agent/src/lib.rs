@@ -11,6 +11,7 @@ pub mod config;
 pub mod detector;
 pub mod diff;
 pub mod error;
+pub mod filtering;
 pub mod fleet;
 pub mod host;
 pub mod idlog;

@@ -124,6 +124,23 @@ pub async fn run<B: MapBackend + Send + 'static>(
         .clone();
     let fleet =
         fleet_cfg.map(|f| tokio::spawn(crate::fleet::run(agent.clone(), f, stop_rx.clone())));
+    let inspector = {
+        let cfg = agent.cfg.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        match (&agent.opts.config_path, cfg.customer_interfaces.is_empty()) {
+            (Some(path), false) => Some(agent.filtering.start(
+                path.clone(),
+                cfg.state_dir.clone(),
+                mssp_core::pins::Layout::new(&cfg.pin_dir).abi_dir(),
+                Duration::from_secs(cfg.filtering.restart_secs),
+                stop_rx.clone(),
+            )),
+            (None, false) => {
+                log::warn!("customer_interfaces is set but the agent has no config file to give an inspector; filtering is off");
+                None
+            }
+            _ => None,
+        }
+    };
 
     {
         let state = agent.lock();
@@ -162,6 +179,10 @@ pub async fn run<B: MapBackend + Send + 'static>(
     })
     .await;
     drop(detector);
+    if let Some(i) = inspector {
+        agent.filtering.terminate();
+        let _ = tokio::task::spawn_blocking(move || i.join()).await;
+    }
     if let Some(f) = fleet {
         f.abort();
     }

@@ -29,6 +29,35 @@ pub struct Snapshot {
     pub last_apply: Option<(f64, f64)>,
     pub interfaces: Vec<InterfaceLabels>,
     pub detection: DetectionMetrics,
+    /// With customer interfaces.
+    pub filtering: Option<FilterMetrics>,
+}
+
+/// Content filtering's families.
+#[derive(Clone, Debug, Default)]
+pub struct FilterMetrics {
+    pub inspector_up: bool,
+    pub fail_open: bool,
+    pub restarts: u64,
+    /// (customer, inspected, allowed).
+    pub customers: Vec<(FilterCustomerLabels, u64, u64)>,
+    /// (customer and action, blocked).
+    pub blocked: Vec<(FilterActionLabels, u64)>,
+    /// The customer program's own counters (steered, fail_open, cache_allow, ...).
+    pub kernel: Vec<(KindLabels, u64)>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FilterCustomerLabels {
+    pub customer: String,
+    pub customer_name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FilterActionLabels {
+    pub customer: String,
+    pub customer_name: String,
+    pub action: &'static str,
 }
 
 /// Attack detection's families.
@@ -54,6 +83,46 @@ pub struct CustomerLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
     pub kind: &'static str,
+}
+
+fn encode_filtering(enc: &mut DescriptorEncoder, f: &FilterMetrics) -> Result<(), std::fmt::Error> {
+    gauge(enc, "filter_inspector_up", "The content-filtering inspector runs", Some(f.inspector_up as i64))?;
+    gauge(
+        enc,
+        "filter_fail_open",
+        "1 while customer-interface traffic passes uninspected (inspector down or stalled)",
+        Some(f.fail_open as i64),
+    )?;
+    counters(
+        enc,
+        "filter_inspector_restarts",
+        "Times the agent restarted the inspector",
+        std::iter::once((KindLabels { kind: "all" }, f.restarts)),
+    )?;
+    counters(
+        enc,
+        "filter_inspected",
+        "Packets the inspector read, per customer",
+        f.customers.iter().map(|(l, n, _)| (l.clone(), *n)),
+    )?;
+    counters(
+        enc,
+        "filter_allowed",
+        "Packets the inspector let through, per customer",
+        f.customers.iter().map(|(l, _, n)| (l.clone(), *n)),
+    )?;
+    counters(
+        enc,
+        "filter_blocked",
+        "Blocked names per customer and action (nxdomain, sinkhole, drop, reset)",
+        f.blocked.iter().map(|(l, n)| (l.clone(), *n)),
+    )?;
+    counters(
+        enc,
+        "filter_kernel_packets",
+        "The customer-interface program's packets, by what it did",
+        f.kernel.iter().map(|(l, n)| (l.clone(), *n)),
+    )
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -292,6 +361,9 @@ impl Collector for AgentCollector {
             "One packet in this many is sampled (adapts to the load)",
             (d.sample_every > 0).then_some(d.sample_every as i64),
         )?;
+        if let Some(f) = &s.filtering {
+            encode_filtering(&mut enc, f)?;
+        }
         if let Some(h) = &d.detection_latency {
             let m = enc.encode_descriptor(
                 "attack_detection_seconds",

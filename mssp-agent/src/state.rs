@@ -60,6 +60,8 @@ pub struct AgentState<B: MapBackend> {
     /// What the detector reads of the layers, rebuilt by every publish.
     pub detection: std::sync::Arc<crate::ips::settings::DetectionSnapshot>,
     pub protected: std::sync::Arc<crate::ips::settings::ProtectedSet>,
+    /// The filtering table last written for the inspector (state_dir/filtering.json).
+    pub filter_table: Option<mssp_filter::table::TableDoc>,
 }
 
 impl<B: MapBackend> AgentState<B> {
@@ -85,6 +87,11 @@ impl<B: MapBackend> AgentState<B> {
                     crate::ips::settings::DetectionSnapshot::build(&self.policy, &self.local),
                 );
                 self.protected = std::sync::Arc::new(crate::ips::settings::ProtectedSet::build(&d));
+                let doc = crate::filtering::table_doc(&self.policy, &self.local);
+                match crate::filtering::write_table(&self.store.dir, doc, self.filter_table.as_ref()) {
+                    Ok(t) => self.filter_table = Some(t),
+                    Err(e) => error!("writing the filtering table for the inspector: {e}"),
+                }
                 // The table is built only when the log is due (it is a million rows at most).
                 if self.idlog.needs_compaction(self.dp.assignments())
                     && let Err(e) = self.idlog.maybe_compact(&self.dp.id_table())

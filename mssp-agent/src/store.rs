@@ -128,6 +128,19 @@ pub struct LocalFile {
     /// the default).
     #[serde(default, skip_serializing_if = "LocalDetection::is_empty")]
     pub detection: LocalDetection,
+    /// Names the NOC blocks on this edge (`mssp filter add`), over the central lists.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filter_names: Vec<LocalFilterName>,
+}
+
+/// A name the NOC blocks (for one customer, or for every customer with `customer` unset).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct LocalFilterName {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer: Option<u32>,
+    pub name: String,
+    #[serde(flatten)]
+    pub by: Provenance,
 }
 
 /// Detection settings set by the CLI (`mssp detection set`), with provenance.

@@ -91,6 +91,31 @@ pub fn status_view<B: MapBackend>(agent: &Agent<B>, state: &AgentState<B>) -> St
                 bad_signature: st.bad_signature.load(Relaxed),
             }
         }),
+        filtering: (!cfg.customer_interfaces.is_empty()).then(|| {
+            let st = agent.filtering.status();
+            let report = crate::filtering::read_report(&state.store.dir)
+                .filter(|r| st.pid == Some(r.pid));
+            let (inspected, blocked, allowed) = report
+                .as_ref()
+                .map_or((0, 0, 0), |r| (r.totals.inspected, r.totals.blocked(), r.totals.allowed));
+            mssp_wire::views::FilteringStatusView {
+                interfaces: cfg.customer_interfaces().into_iter().map(|i| i.name).collect(),
+                inspector_running: st.running,
+                inspector_pid: st.pid,
+                restarts: st.restarts,
+                last_exit: st.last_exit.clone(),
+                fail_open: st.fail_open,
+                heartbeat_age_ms: st.heartbeat_age_ms,
+                sockets: report
+                    .as_ref()
+                    .map(|r| r.sockets.iter().map(|s| (s.interface.clone(), s.queue, s.mode.clone())).collect())
+                    .unwrap_or_default(),
+                inject_device: report.as_ref().map(|r| r.inject_device.clone()),
+                inspected,
+                blocked,
+                allowed,
+            }
+        }),
     }
 }
 
@@ -676,5 +701,52 @@ pub fn metrics_snapshot<B: MapBackend>(
             mode: a.mode.clone(),
         })
         .collect();
+    if !cfg.customer_interfaces.is_empty() {
+        s.filtering = Some(filter_metrics(agent, state));
+    }
     s
+}
+
+fn filter_metrics<B: MapBackend>(agent: &Agent<B>, state: &AgentState<B>) -> metrics::FilterMetrics {
+    use crate::metrics::{FilterActionLabels, FilterCustomerLabels, FilterMetrics, KindLabels};
+    let st = agent.filtering.status();
+    let mut m = FilterMetrics {
+        inspector_up: st.running,
+        fail_open: st.fail_open,
+        restarts: st.restarts,
+        ..FilterMetrics::default()
+    };
+    for (i, name) in mssp_common::filter::filter_stat::NAMES.iter().enumerate() {
+        if let Some(v) = st.kernel.get(*name) {
+            let _ = i;
+            m.kernel.push((KindLabels { kind: name }, *v));
+        }
+    }
+    // Counters restart with the inspector; its report is per process (a restart shows as a
+    // counter reset, which Prometheus handles).
+    if let Some(r) = crate::filtering::read_report(&state.store.dir) {
+        for c in &r.customers {
+            let customer = if c.id == 0 { "none".to_string() } else { c.id.to_string() };
+            let customer_name = c.name.clone().unwrap_or_default();
+            m.customers.push((
+                FilterCustomerLabels { customer: customer.clone(), customer_name: customer_name.clone() },
+                c.counts.inspected,
+                c.counts.allowed,
+            ));
+            for (action, n) in [
+                ("nxdomain", c.counts.nxdomain),
+                ("sinkhole", c.counts.sinkhole),
+                ("drop", c.counts.dropped),
+                ("reset", c.counts.reset),
+            ] {
+                if n > 0 {
+                    m.blocked.push((
+                        FilterActionLabels { customer: customer.clone(), customer_name: customer_name.clone(), action },
+                        n,
+                    ));
+                }
+            }
+        }
+    }
+    m
 }

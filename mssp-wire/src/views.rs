@@ -67,6 +67,28 @@ pub struct StatusView {
     /// With `[fleet]`: this edge's fleet client.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fleet: Option<FleetClientView>,
+    /// With `customer_interfaces`: content filtering's inspector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filtering: Option<FilteringStatusView>,
+}
+
+/// Content filtering in `mssp status`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct FilteringStatusView {
+    pub interfaces: Vec<String>,
+    pub inspector_running: bool,
+    pub inspector_pid: Option<u32>,
+    pub restarts: u64,
+    pub last_exit: Option<String>,
+    /// Every packet passes uninspected now (inspector down or stalled).
+    pub fail_open: bool,
+    pub heartbeat_age_ms: Option<u64>,
+    /// (interface, queue, "copy" | "zerocopy").
+    pub sockets: Vec<(String, u32, String)>,
+    pub inject_device: Option<String>,
+    pub inspected: u64,
+    pub blocked: u64,
+    pub allowed: u64,
 }
 
 /// The edge's end of the fleet, in `mssp status`.

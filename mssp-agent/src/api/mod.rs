@@ -7,6 +7,7 @@ mod admin;
 mod attacks;
 mod blocks;
 mod explain;
+mod filter;
 mod rules;
 
 use std::{os::unix::fs::PermissionsExt, sync::Arc};
@@ -181,6 +182,14 @@ pub fn router<B: MapBackend + Send + 'static>(agent: Arc<Agent<B>>) -> Router {
                 .put(attacks::set_detection::<B>)
                 .delete(attacks::clear_detection::<B>),
         )
+        .route(
+            "/v1/filter",
+            get(filter::list::<B>)
+                .post(filter::add::<B>)
+                .delete(filter::del::<B>),
+        )
+        .route("/v1/filter/test", get(filter::test::<B>))
+        .route("/v1/filter/stats", get(filter::stats::<B>))
         .route(
             "/v1/rules",
             get(rules::list::<B>)

@@ -7,6 +7,7 @@ mod attacks;
 mod block;
 mod detection;
 mod explain;
+mod filter;
 mod fleet;
 mod monitor;
 mod output;
@@ -68,6 +69,17 @@ enum Command {
         /// Replace pins of another mssp ABI or map size, without a gap in filtering.
         #[arg(long)]
         replace_pins: bool,
+    },
+    /// Run the content-filtering inspector (AF_XDP on the customer interfaces); the agent
+    /// starts and restarts it.
+    Inspector {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Content filtering: blocked names (DNS, TLS SNI, HTTP Host) per customer and global.
+    Filter {
+        #[command(subcommand)]
+        command: filter::FilterCommand,
     },
     /// Run the fleet controller (the systemd service at the centre).
     Controller {
@@ -182,7 +194,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     if !matches!(
         cli.command,
-        Command::Agent { .. } | Command::Controller { .. }
+        Command::Agent { .. } | Command::Controller { .. } | Command::Inspector { .. }
     ) {
         // A CLI whose output is cut short (`mssp status | head -1`) ends quietly, as Unix
         // tools do. Not the agent: a client hanging up on its socket must not kill it.
@@ -196,6 +208,8 @@ pub fn main() -> ExitCode {
             replace_pins,
         } => agent::run(&config, replace_pins),
         Command::Controller { config } => fleet::controller(&config),
+        Command::Inspector { config } => filter::inspector(&config),
+        Command::Filter { command } => filter::run(&client, command),
         Command::Fleet { command } => {
             fleet::run(&Client::new(&cli.controller_socket, cli.timeout), command)
         }
