@@ -3,6 +3,7 @@
 //! themselves.
 
 pub mod agent;
+pub mod content;
 pub mod edge;
 pub mod fleet;
 pub mod nft;

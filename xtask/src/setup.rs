@@ -21,6 +21,12 @@ const PACKAGES: &[(&str, &str)] = &[
     ("netsniff-ng", "trafgen"),
     // The fleet's broker (JetStream); the package's own service is not used by the tests.
     ("nats-server", "nats-server"),
+    // Content filtering's real peers: a DNS server, a web server, the clients.
+    ("dnsmasq-base", "dnsmasq"),
+    ("nginx-light", "nginx"),
+    ("bind9-dnsutils", "dig"),
+    ("curl", "curl"),
+    ("openssl", "openssl"),
 ];
 
 pub fn setup() -> Result<()> {

@@ -1,0 +1,165 @@
+//! Managed content filtering over AF_XDP, end to end with real clients and servers: dig
+//! against dnsmasq, curl against nginx (HTTP and HTTPS), through a router whose
+//! customer-facing veth runs mssp's customer program and inspector (copy mode on veth).
+
+use std::time::{Duration, Instant};
+
+use mssp_tests::{
+    agent::scrape,
+    content::{ACME, BETA, Lab, WEB},
+    require_root,
+};
+
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// acme (7) blocks bad.test and answers NXDOMAIN; beta (8) filters nothing.
+const POLICY: &str = r#"{"version":1,
+  "customers":[
+    {"id":7,"name":"acme","prefixes":["198.19.7.0/24"],
+     "filtering":{"block_domains":["bad.test"],"action":"nxdomain"}},
+    {"id":8,"name":"beta","prefixes":["198.19.8.0/24"]}]}"#;
+
+fn median(mut v: Vec<u64>) -> u64 {
+    v.sort_unstable();
+    v[v.len() / 2]
+}
+
+#[test]
+fn blocked_names_are_refused_for_the_filtering_customer_and_reach_others() {
+    require_root();
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let lab = Lab::new("cf", POLICY, "");
+
+    // Allowed names get the server's answer, over UDP and TCP.
+    for tcp in [false, true] {
+        let (st, ans, _) = lab.dig(ACME, "allowed.test", tcp);
+        assert_eq!((st.as_str(), ans.clone()), ("NOERROR", vec![WEB.to_string()]), "allowed.test tcp={tcp}");
+    }
+    // A blocked name and a name under it: mssp's NXDOMAIN, within 10 ms (median of 5).
+    for name in ["bad.test", "www.bad.test"] {
+        for tcp in [false, true] {
+            let mut times = Vec::new();
+            for _ in 0..5 {
+                let (st, ans, ms) = lab.dig(ACME, name, tcp);
+                assert_eq!(st, "NXDOMAIN", "{name} tcp={tcp}");
+                assert!(ans.is_empty(), "{name}: {ans:?}");
+                times.push(ms);
+            }
+            let m = median(times.clone());
+            assert!(m <= 10, "{name} tcp={tcp}: answered in {times:?} ms");
+        }
+    }
+    // The other customer reaches bad.test normally.
+    let (st, ans, _) = lab.dig(BETA, "bad.test", false);
+    assert_eq!((st.as_str(), ans), ("NOERROR", vec![WEB.to_string()]));
+
+    // HTTPS and HTTP: allowed completes; bad.test is reset within 1 s. The server's small
+    // MSS splits every ClientHello over several segments, the name in a later one.
+    for scheme in ["https", "http"] {
+        let (code, body, err, _) = lab.curl(ACME, scheme, "allowed.test");
+        assert_eq!((code, body.as_str()), (0, "ok\n"), "{scheme}://allowed.test: {err}");
+        for name in ["bad.test", "www.bad.test"] {
+            let (code, body, err, took) = lab.curl(ACME, scheme, name);
+            assert_ne!(code, 0, "{scheme}://{name} got through: {body}");
+            assert!(err.to_lowercase().contains("reset"), "{scheme}://{name}: {err}");
+            assert!(took < Duration::from_secs(1), "{scheme}://{name} took {took:?}");
+        }
+        let (code, body, err, _) = lab.curl(BETA, scheme, "bad.test");
+        assert_eq!((code, body.as_str()), (0, "ok\n"), "beta {scheme}://bad.test: {err}");
+    }
+
+    // What the inspector counted, per customer and action; the top blocked name.
+    std::thread::sleep(Duration::from_millis(1500));
+    let s = lab.json(&["filter", "stats", "--json"]);
+    let acme = s["report"]["customers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == 7)
+        .unwrap_or_else(|| panic!("{s}"))
+        .clone();
+    assert_eq!(acme["name"], "acme");
+    assert_eq!(acme["nxdomain"], 20, "{acme}");
+    assert_eq!(acme["reset"], 4, "{acme}");
+    // Every HTTPS ClientHello named its host in a later segment than the first (the small
+    // MSS): held until the name came, allowed ones then released.
+    assert!(acme["held"].as_u64().unwrap() >= 3, "{acme}");
+    assert_eq!(acme["unparsed"], 0, "{acme}");
+    assert_eq!(acme["hold_timeout"], 0, "{acme}");
+    assert_eq!(s["report"]["top_blocked"][0][0], "bad.test", "{s}");
+    let socks = &lab.filtering_status()["sockets"];
+    assert_eq!(socks[0][2], "copy", "{socks}");
+    let metrics = scrape(&lab.rtr, lab.dirs.metrics_port);
+    assert!(
+        metrics.contains("mssp_filter_blocked_total{customer=\"7\",customer_name=\"acme\",action=\"nxdomain\"} 20"),
+        "{}",
+        metrics.lines().filter(|l| l.contains("filter")).collect::<Vec<_>>().join("\n")
+    );
+    assert!(metrics.contains("mssp_filter_fail_open 0"));
+
+    // The NOC adds a name on this edge; `filter test` says which rule decides and why.
+    let out = lab.cli(&["filter", "add", "--customer", "acme", "evil.test"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let t = lab.json(&["filter", "test", "--customer", "7", "a.evil.test", "--json"]);
+    assert_eq!((t["verdict"].as_str(), t["rule"].as_str(), t["layer"].as_str()), (Some("block"), Some("evil.test"), Some("local")), "{t}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while lab.dig(ACME, "a.evil.test", false).0 != "NXDOMAIN" {
+        assert!(Instant::now() < deadline, "evil.test not blocked after filter add");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let t = lab.json(&["filter", "test", "--customer", "beta", "bad.test", "--json"]);
+    assert_eq!(t["verdict"], "allow", "{t}");
+    // Bad input: named, and nothing changes.
+    let out = lab.cli(&["filter", "add", "--customer", "7", "bad..name"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad..name"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = lab.cli(&["filter", "del", "--customer", "7", "bad.test"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("central policy"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn a_dead_inspector_fails_open_within_a_second_and_recovers() {
+    require_root();
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let lab = Lab::new("cfo", POLICY, "[filtering]\nrestart_secs = 4\n");
+    assert_eq!(lab.dig(ACME, "bad.test", false).0, "NXDOMAIN");
+    let pid = lab.inspector_pid();
+    // SAFETY: the inspector process of this test's agent.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let killed = Instant::now();
+    // Within 1 s every flow passes unfiltered.
+    let mut first = None;
+    while killed.elapsed() < Duration::from_secs(3) {
+        let (st, ans, _) = lab.dig(ACME, "bad.test", false);
+        if st == "NOERROR" && ans == vec![WEB.to_string()] {
+            first = Some(killed.elapsed());
+            break;
+        }
+    }
+    let first = first.expect("bad.test never passed after the inspector died");
+    assert!(first < Duration::from_secs(1), "fail-open took {first:?}");
+    let (code, body, err, _) = lab.curl(ACME, "https", "bad.test");
+    assert_eq!((code, body.as_str()), (0, "ok\n"), "{err}");
+    let s = lab.filtering_status();
+    assert_eq!((s["inspector_running"].as_bool(), s["fail_open"].as_bool()), (Some(false), Some(true)), "{s}");
+    let metrics = scrape(&lab.rtr, lab.dirs.metrics_port);
+    assert!(metrics.contains("mssp_filter_fail_open 1"), "{metrics}");
+    let out = String::from_utf8_lossy(&lab.cli(&["status"]).stdout).into_owned();
+    assert!(out.contains("FAIL-OPEN"), "{out}");
+    // The agent restarts it; filtering is back.
+    let s = lab.wait_inspector(Duration::from_secs(15));
+    assert_eq!(s["restarts"], 1, "{s}");
+    assert_ne!(lab.inspector_pid(), pid);
+    assert_eq!(lab.dig(ACME, "bad.test", false).0, "NXDOMAIN");
+    let (code, _, err, _) = lab.curl(ACME, "https", "bad.test");
+    assert_ne!(code, 0, "{err}");
+}
+
+#[test]
+#[ignore]
+fn debug_lab_hold() {
+    require_root();
+    let lab = Lab::new("cfd", POLICY, "");
+    eprintln!("LAB READY cus={} rtr={} net={} socket={}", lab.cus.name, lab.rtr.name, lab.net.name, lab.dirs.socket.display());
+    std::thread::sleep(Duration::from_secs(150));
+}
