@@ -60,6 +60,7 @@ pub struct Lab {
     pub net: Netns,
     pub work: PathBuf,
     pub if_cus: String,
+    pub if_rtr: String,
 }
 
 fn wait_file(path: &std::path::Path) -> String {
@@ -78,6 +79,11 @@ fn wait_file(path: &std::path::Path) -> String {
 impl Lab {
     /// `policy` is the agent's central policy; `extra` more agent config.
     pub fn new(tag: &str, policy: &str, extra: &str) -> Lab {
+        Lab::with_mss(tag, policy, extra, true)
+    }
+
+    /// `small_mss`: the server advertises an MSS of 100, so ClientHellos span segments.
+    pub fn with_mss(tag: &str, policy: &str, extra: &str, small_mss: bool) -> Lab {
         let u = unique(tag);
         let cus = Netns::new(&format!("{u}-c"));
         let rtr = Netns::new(&format!("{u}-r"));
@@ -92,9 +98,11 @@ impl Lab {
         }
         rtr.sh(&["ip", "addr", "add", "198.19.7.1/24", "dev", &rc]);
         rtr.sh(&["ip", "addr", "add", "198.19.8.1/24", "dev", &rc]);
+        rtr.sh(&["ip", "addr", "add", "198.19.9.1/24", "dev", &rc]);
         rtr.sh(&["ip", "addr", "add", "198.18.1.1/24", "dev", &ri]);
         cus.sh(&["ip", "addr", "add", &format!("{ACME}/24"), "dev", &cc]);
         cus.sh(&["ip", "addr", "add", &format!("{BETA}/24"), "dev", &cc]);
+        cus.sh(&["ip", "addr", "add", "198.19.9.10/24", "dev", &cc]);
         net.sh(&["ip", "addr", "add", "198.18.1.2/24", "dev", &ni]);
         net.sh(&["ip", "addr", "add", &format!("{DNS}/32"), "dev", &ni]);
         net.sh(&["ip", "addr", "add", &format!("{WEB}/32"), "dev", &ni]);
@@ -104,7 +112,11 @@ impl Lab {
         // The server side advertises a small MSS, so a TLS ClientHello spans several segments
         // (as a post-quantum key share makes it on a 1500-byte path); the name is then in a
         // later segment than the first.
-        net.sh(&["ip", "route", "add", "198.19.0.0/16", "via", "198.18.1.1", "advmss", "100"]);
+        if small_mss {
+            net.sh(&["ip", "route", "add", "198.19.0.0/16", "via", "198.18.1.1", "advmss", "100"]);
+        } else {
+            net.sh(&["ip", "route", "add", "198.19.0.0/16", "via", "198.18.1.1"]);
+        }
         rtr.sh(&["ip", "route", "add", &format!("{DNS}/32"), "via", "198.18.1.2"]);
         rtr.sh(&["ip", "route", "add", &format!("{WEB}/32"), "via", "198.18.1.2"]);
 
@@ -174,7 +186,7 @@ impl Lab {
             &format!("customer_interfaces = [{rc:?}]\n{extra}"),
         );
         let agent = AgentProc::start(&rtr, &dirs, &[], &[]);
-        let lab = Lab { nginx, dnsmasq, agent, dirs, cus, rtr, net, work, if_cus: cc };
+        let lab = Lab { nginx, dnsmasq, agent, dirs, cus, rtr, net, work, if_cus: cc, if_rtr: rc };
         lab.wait_inspector(Duration::from_secs(15));
         lab
     }

@@ -155,11 +155,3 @@ fn a_dead_inspector_fails_open_within_a_second_and_recovers() {
     assert_ne!(code, 0, "{err}");
 }
 
-#[test]
-#[ignore]
-fn debug_lab_hold() {
-    require_root();
-    let lab = Lab::new("cfd", POLICY, "");
-    eprintln!("LAB READY cus={} rtr={} net={} socket={}", lab.cus.name, lab.rtr.name, lab.net.name, lab.dirs.socket.display());
-    std::thread::sleep(Duration::from_secs(150));
-}

@@ -47,7 +47,7 @@ enum Command {
         /// Fleet sizes for the fleet section (simulated edges; empty skips it).
         #[arg(long, default_value = "1000,10000")]
         fleet_edges: String,
-        /// One section only: main, detection or fleet.
+        /// One section only: main, detection, fleet or filtering.
         #[arg(long)]
         only: Option<String>,
     },
@@ -90,8 +90,8 @@ fn main() -> Result<()> {
             let section = |name: &str| only.as_deref().is_none_or(|o| o == name);
             if let Some(o) = &only {
                 anyhow::ensure!(
-                    ["main", "detection", "fleet"].contains(&o.as_str()),
-                    "--only {o:?}: give main, detection or fleet"
+                    ["main", "detection", "fleet", "filtering"].contains(&o.as_str()),
+                    "--only {o:?}: give main, detection, fleet or filtering"
                 );
             }
             setup::setup()?;
@@ -125,6 +125,21 @@ fn main() -> Result<()> {
                     "--nocapture",
                 ])
                 .env("MSSP_BENCH_FLEET_EDGES", &fleet_edges);
+                util::run(&mut c)?;
+            }
+            if section("filtering") {
+                let mut c = util::command("cargo");
+                c.args([
+                    "test",
+                    "--release",
+                    "-p",
+                    "mssp-tests",
+                    "--test",
+                    "filtering_bench",
+                    "--",
+                    "--ignored",
+                    "--nocapture",
+                ]);
                 util::run(&mut c)?;
             }
             if section("detection") && detection_runs > 0 {
