@@ -6,6 +6,7 @@
 //! address for DNS, a TCP reset for TLS and HTTP.
 
 pub mod dns;
+mod flow;
 pub mod http;
 pub mod inject;
 pub mod inspector;
