@@ -11,6 +11,7 @@ pub mod http;
 pub mod inject;
 pub mod inspector;
 pub mod names;
+pub mod offline;
 pub mod packet;
 pub mod reply;
 pub mod stats;

@@ -78,6 +78,24 @@ fn blocked_names_are_refused_for_the_filtering_customer_and_reach_others() {
         assert_eq!((code, body.as_str()), (0, "ok\n"), "beta {scheme}://bad.test: {err}");
     }
 
+    // `mssp monitor --filtering` shows decisions as they happen.
+    let mut mon = std::process::Command::new(mssp_tests::mssp_bin())
+        .arg("--socket")
+        .arg(&lab.dirs.socket)
+        .args(["monitor", "--filtering", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("mssp monitor");
+    std::thread::sleep(Duration::from_millis(800));
+    lab.dig(ACME, "monitored.bad.test", false);
+    let mut reader = std::io::BufReader::new(mon.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
+    let _ = mon.kill();
+    let _ = mon.wait();
+    let ev: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!((ev["name"].as_str(), ev["verdict"].as_str(), ev["rule"].as_str()), (Some("monitored.bad.test"), Some("nxdomain"), Some("bad.test")), "{ev}");
+
     // What the inspector counted, per customer and action; the top blocked name.
     std::thread::sleep(Duration::from_millis(1500));
     let s = lab.json(&["filter", "stats", "--json"]);
@@ -89,7 +107,7 @@ fn blocked_names_are_refused_for_the_filtering_customer_and_reach_others() {
         .unwrap_or_else(|| panic!("{s}"))
         .clone();
     assert_eq!(acme["name"], "acme");
-    assert_eq!(acme["nxdomain"], 20, "{acme}");
+    assert_eq!(acme["nxdomain"], 21, "{acme}");
     assert_eq!(acme["reset"], 4, "{acme}");
     // Every HTTPS ClientHello named its host in a later segment than the first (the small
     // MSS): held until the name came, allowed ones then released.
@@ -101,7 +119,7 @@ fn blocked_names_are_refused_for_the_filtering_customer_and_reach_others() {
     assert_eq!(socks[0][2], "copy", "{socks}");
     let metrics = scrape(&lab.rtr, lab.dirs.metrics_port);
     assert!(
-        metrics.contains("mssp_filter_blocked_total{customer=\"7\",customer_name=\"acme\",action=\"nxdomain\"} 20"),
+        metrics.contains("mssp_filter_blocked_total{customer=\"7\",customer_name=\"acme\",action=\"nxdomain\"} 21"),
         "{}",
         metrics.lines().filter(|l| l.contains("filter")).collect::<Vec<_>>().join("\n")
     );
@@ -201,3 +219,81 @@ fn a_dead_inspector_fails_open_within_a_second_and_recovers() {
     }
 }
 
+
+/// An Ethernet/IPv4/UDP frame from `src` to the resolver's port 53 carrying `payload`.
+fn udp_frame(src: [u8; 4], dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
+    let mut ip = [0u8; 20];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&((28 + payload.len()) as u16).to_be_bytes());
+    ip[8] = 64;
+    ip[9] = 17;
+    ip[12..16].copy_from_slice(&src);
+    ip[16..20].copy_from_slice(&[198, 18, 53, 53]);
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&40000u16.to_be_bytes());
+    f.extend_from_slice(&dport.to_be_bytes());
+    f.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    f.extend_from_slice(&[0, 0]);
+    f.extend_from_slice(payload);
+    f
+}
+
+fn dns_query(name: &str) -> Vec<u8> {
+    let mut m = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for l in name.split('.') {
+        m.push(l.len() as u8);
+        m.extend_from_slice(l.as_bytes());
+    }
+    m.extend_from_slice(&[0, 0, 1, 0, 1]);
+    m
+}
+
+/// `mssp simulate --customer-side`: a capture from a customer interface, decided by the
+/// policy file's lists (no kernel, no agent).
+#[test]
+fn simulate_says_what_content_filtering_decides_per_frame() {
+    let dir = std::env::temp_dir().join(format!("mssp-simcs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let policy = dir.join("p.json");
+    std::fs::write(&policy, POLICY).unwrap();
+    let frames = [
+        udp_frame([198, 19, 7, 10], 53, &dns_query("www.bad.test")),
+        udp_frame([198, 19, 8, 10], 53, &dns_query("www.bad.test")),
+        udp_frame([198, 19, 8, 10], 53, &dns_query("x.malware.test")),
+        udp_frame([198, 19, 7, 10], 5000, b"hello"),
+    ];
+    // pcap: global header, then a record header per frame.
+    let mut pcap = Vec::new();
+    for w in [0xa1b2c3d4u32] {
+        pcap.extend_from_slice(&w.to_le_bytes());
+    }
+    pcap.extend_from_slice(&2u16.to_le_bytes());
+    pcap.extend_from_slice(&4u16.to_le_bytes());
+    pcap.extend_from_slice(&[0; 8]);
+    pcap.extend_from_slice(&65535u32.to_le_bytes());
+    pcap.extend_from_slice(&1u32.to_le_bytes());
+    for f in &frames {
+        pcap.extend_from_slice(&[0; 8]);
+        pcap.extend_from_slice(&(f.len() as u32).to_le_bytes());
+        pcap.extend_from_slice(&(f.len() as u32).to_le_bytes());
+        pcap.extend_from_slice(f);
+    }
+    let cap = dir.join("c.pcap");
+    std::fs::write(&cap, pcap).unwrap();
+    let out = std::process::Command::new(mssp_tests::mssp_bin())
+        .args(["simulate", "--customer-side", "--policy"])
+        .arg(&policy)
+        .arg("--pcap")
+        .arg(&cap)
+        .output()
+        .expect("mssp simulate");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].contains("block  dns www.bad.test customer=7(acme) rule=bad.test (Customer list) action=nxdomain"), "{text}");
+    assert!(lines[1].contains("allow  dns www.bad.test customer=8(beta)"), "{text}");
+    assert!(lines[2].contains("block  dns x.malware.test customer=8(beta) rule=malware.test (Global list) action=sinkhole"), "{text}");
+    assert!(lines[3].contains("pass   (not inspected)"), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

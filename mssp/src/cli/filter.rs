@@ -151,7 +151,11 @@ pub fn run(client: &Client, cmd: FilterCommand) -> ExitCode {
                 i["restarts"],
                 if i["fail_open"] == true { "; FAIL-OPEN: traffic passes uninspected" } else { "" }
             );
-            println!("data path: {}", i["kernel"]);
+            let k = &i["kernel"];
+            println!(
+                "data path: {} seen, {} steered, {} passed by cached allow, {} dropped by cached block, {} QUIC dropped, {} passed fail-open, {} passed without a socket",
+                k["seen"], k["steered"], k["cache_allow"], k["cache_block"], k["quic_drop"], k["fail_open"], k["no_socket"]
+            );
             let r = &v["report"];
             if r.is_null() {
                 return;

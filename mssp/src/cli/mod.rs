@@ -129,6 +129,9 @@ enum Command {
         /// One verdict (drop, pass) or reason (rule, customer_block, ...).
         #[arg(long)]
         reason: Option<String>,
+        /// Content filtering's decisions instead (names inspected on customer interfaces).
+        #[arg(long)]
+        filtering: bool,
         /// One JSON object per line.
         #[arg(long)]
         json: bool,
@@ -223,6 +226,23 @@ pub fn main() -> ExitCode {
         Command::Monitor {
             customer,
             reason,
+            filtering: true,
+            json,
+        } => match customer {
+            Some(CustomerRef::Name(n)) => {
+                eprintln!("mssp monitor --filtering: give the customer's id, not {n:?}");
+                ExitCode::from(mssp_wire::exit::USAGE)
+            }
+            Some(CustomerRef::Id(id)) => monitor::filtering(&client, Some(id), json),
+            None => {
+                let _ = reason;
+                monitor::filtering(&client, None, json)
+            }
+        },
+        Command::Monitor {
+            customer,
+            reason,
+            filtering: false,
             json,
         } => monitor::monitor(&client, customer, reason, json),
         Command::Top { customer, json } => monitor::top(&client, customer, json),

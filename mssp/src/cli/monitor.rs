@@ -164,3 +164,43 @@ pub fn top(client: &Client, customer: Option<CustomerRef>, json: bool) -> ExitCo
         }
     })
 }
+
+/// `mssp monitor --filtering`: content filtering's decisions (every inspected name, with
+/// the rule that blocked it), as the inspector reports them, until interrupted.
+pub fn filtering(client: &Client, customer: Option<u32>, json: bool) -> ExitCode {
+    // Only what happens from now on (the report lags up to a second behind).
+    let mut last = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    loop {
+        let v = match client.get::<serde_json::Value>("/v1/filter/stats") {
+            Ok(v) => v,
+            Err(e) => return fail(&e, json),
+        };
+        for e in v["report"]["recent"].as_array().into_iter().flatten() {
+            let at = e["unix_ms"].as_u64().unwrap_or(0);
+            if at <= last || (customer.is_some() && e["customer_id"].as_u64().map(|c| c as u32) != customer) {
+                continue;
+            }
+            last = at;
+            if json {
+                println!("{e}");
+            } else {
+                let when = time::OffsetDateTime::from_unix_timestamp_nanos(at as i128 * 1_000_000)
+                    .ok()
+                    .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+                    .unwrap_or_default();
+                println!(
+                    "{when} {:<8} {:<4} {} from {} customer {}{}",
+                    e["verdict"].as_str().unwrap_or("?"),
+                    e["kind"].as_str().unwrap_or("?"),
+                    e["name"].as_str().unwrap_or("?"),
+                    e["source"].as_str().unwrap_or("?"),
+                    e["customer_id"],
+                    e["rule"].as_str().map(|r| format!(" (rule {r})")).unwrap_or_default()
+                );
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}

@@ -33,6 +33,11 @@ pub struct SimulateArgs {
     /// Capture file (pcap or pcapng, Ethernet).
     #[arg(long)]
     pcap: PathBuf,
+    /// The capture was taken on a customer-facing interface: say what content filtering
+    /// decides for each frame that names a destination (DNS, TLS SNI, HTTP Host), with the
+    /// policy file's lists.
+    #[arg(long, requires = "policy")]
+    customer_side: bool,
     /// One JSON object per frame.
     #[arg(long)]
     json: bool,
@@ -42,6 +47,7 @@ pub fn run(client: &crate::client::Client, args: SimulateArgs) -> ExitCode {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let r = match &args.policy {
+        Some(p) if args.customer_side => customer_side(p, &args.pcap, args.json, &mut out),
         Some(p) => simulate(p, &args.pcap, args.json, &mut out),
         None => live(client, &args.pcap, args.json, &mut out),
     };
@@ -317,6 +323,47 @@ fn simulate(
                 )?,
             }
         }
+    }
+    Ok(())
+}
+
+/// `--customer-side`: content filtering's decision per frame.
+fn customer_side(policy_path: &Path, pcap_path: &Path, json: bool, out: &mut dyn Write) -> anyhow::Result<()> {
+    let bytes = std::fs::read(policy_path).with_context(|| format!("cannot read {}", policy_path.display()))?;
+    let policy = mssp_core::policy::parse_policy(&bytes, &Capacity::default())
+        .map_err(|e| anyhow::anyhow!("{}: {e}", policy_path.display()))?;
+    let doc = mssp_agent::filtering::table_doc(&policy, &Default::default());
+    let table = mssp_filter::FilterTable::from_doc(&doc).map_err(anyhow::Error::msg)?;
+    for (i, frame) in read_capture(pcap_path)?.iter().enumerate() {
+        let v = mssp_filter::offline::frame(&table, frame);
+        let s = summary(frame);
+        if json {
+            let mut line = serde_json::to_value(&v)?;
+            line["index"] = (i + 1).into();
+            writeln!(out, "{line}")?;
+            continue;
+        }
+        let flow = match (&s.src, &s.dst) {
+            (Some(a), Some(b)) => format!("{a} -> {b}"),
+            _ => "(no IP header)".into(),
+        };
+        let what = match (&v.kind, &v.name, &v.decision) {
+            (None, _, _) => "pass   (not inspected)".to_string(),
+            (Some(k), None, _) => format!("pass   {k}: no name in this frame (a flow's later segment, or none)"),
+            (Some(k), Some(n), Some(d)) => {
+                let who = match (d.customer_id, &d.customer_name) {
+                    (Some(id), Some(nm)) => format!("customer={id}({nm})"),
+                    (Some(id), None) => format!("customer={id}"),
+                    _ => "customer=-".into(),
+                };
+                match &d.blocked {
+                    Some(b) => format!("block  {k} {n} {who} rule={} ({:?} list) action={}", b.rule, b.list, if *k == "dns" { b.action.name() } else { "reset" }),
+                    None => format!("allow  {k} {n} {who}"),
+                }
+            }
+            (Some(k), Some(n), None) => format!("allow  {k} {n}"),
+        };
+        writeln!(out, "{:>6} {what}  {flow}", i + 1)?;
     }
     Ok(())
 }

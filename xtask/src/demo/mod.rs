@@ -1,10 +1,13 @@
 //! `cargo xtask demo`: a three-namespace topology — the internet, an edge router filtering its
 //! upstream interface with `mssp agent`, and two customers — with the embedded demo policy,
-//! allowed and blocked traffic, per-customer counters, a NOC block added live, and a flood
+//! allowed and blocked traffic, per-customer counters, a NOC block added live, a phishing
+//! name refused to acme's users by the AF_XDP inspector on the customer side (`content`:
+//! dnsmasq as the resolver, dig as the client), a flood
 //! detected and mitigated by the edge itself (`ips`), then blocked by the fleet at a second
 //! edge that never saw it (`fleet`: nats-server, `mssp controller`). Everything it creates is
 //! removed at the end, also on failure.
 
+mod content;
 mod firewall;
 mod fleet;
 mod ips;
@@ -31,6 +34,7 @@ pub fn demo() -> Result<()> {
         dir,
         agent: None,
         procs: Vec::new(),
+        pids: Vec::new(),
     };
     build(&mut t)?;
     let fleet_section = fleet::broker(&mut t)?;
@@ -88,6 +92,7 @@ pub fn demo() -> Result<()> {
     println!(
         "\nthe blocked sources' packets were dropped at the edge and counted (see stats above)"
     );
+    content::act(&mut t)?;
     ips::act(&t)?;
     fleet::act(&mut t)?;
     drop(t);

@@ -24,10 +24,16 @@ pub(crate) struct Topology {
     pub agent: Option<Child>,
     /// The broker, the controller and the second edge's agent (the fleet act).
     pub procs: Vec<Child>,
+    /// Daemons that fork (dnsmasq), by pid.
+    pub pids: Vec<i32>,
 }
 
 impl Drop for Topology {
     fn drop(&mut self) {
+        for pid in self.pids.drain(..) {
+            // SAFETY: a daemon the demo started.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
         for mut p in self.procs.drain(..).rev() {
             // SAFETY: signalling our own child.
             unsafe { libc::kill(p.id() as i32, libc::SIGTERM) };
@@ -124,6 +130,7 @@ pub(crate) fn build(t: &mut Topology) -> Result<()> {
                 "198.18.66.10/32",
                 "198.18.201.10/32",
                 "198.18.1.10/32",
+                "198.18.53.53/32",
             ][..],
         ),
         (edge, "d-up", &["198.18.255.1/24"][..]),
@@ -148,7 +155,7 @@ pub(crate) fn build(t: &mut Topology) -> Result<()> {
             "198.18.1.10",
         ],
     )?;
-    for src in ["198.18.66.10", "198.18.201.10", "198.18.1.10"] {
+    for src in ["198.18.66.10", "198.18.201.10", "198.18.1.10", "198.18.53.53"] {
         ns(
             edge,
             &[
@@ -186,7 +193,7 @@ pub(crate) fn config(t: &Topology, fleet: &str) -> Result<PathBuf> {
     std::fs::write(
         &cfg,
         format!(
-            "interfaces = [\"d-up\"]\npin_dir = \"{}\"\nstate_dir = \"{}\"\nsocket = \"{}\"\nmetrics_listen = \"127.0.0.1:9469\"\npolicy = \"{}\"\n{fleet}",
+            "interfaces = [\"d-up\"]\ncustomer_interfaces = [\"d-down\"]\npin_dir = \"{}\"\nstate_dir = \"{}\"\nsocket = \"{}\"\nmetrics_listen = \"127.0.0.1:9469\"\npolicy = \"{}\"\n{fleet}",
             t.bpffs.join("mssp").display(),
             t.dir.join("state").display(),
             t.dir.join("mssp.sock").display(),
