@@ -76,6 +76,7 @@ fn cap_mask(unit_caps: &str) -> u64 {
         .split_whitespace()
         .map(|c| match c {
             "CAP_NET_ADMIN" => 1u64 << 12,
+            "CAP_NET_RAW" => 1 << 13,
             "CAP_PERFMON" => 1 << 38,
             "CAP_BPF" => 1 << 39,
             "CAP_CHOWN" => 1 << 0,
