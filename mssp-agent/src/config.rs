@@ -269,7 +269,11 @@ impl Config {
             );
         }
         let mut seen = std::collections::HashSet::new();
-        for i in self.interfaces().into_iter().chain(self.customer_interfaces()) {
+        for i in self
+            .interfaces()
+            .into_iter()
+            .chain(self.customer_interfaces())
+        {
             if i.name.is_empty() || i.name.len() > 15 || i.name.contains('/') {
                 return Err(format!("interfaces: {:?} is not an interface name", i.name));
             }
@@ -280,7 +284,10 @@ impl Config {
                 ));
             }
         }
-        if !matches!(self.filtering.xdp_mode.as_str(), "auto" | "copy" | "zerocopy") {
+        if !matches!(
+            self.filtering.xdp_mode.as_str(),
+            "auto" | "copy" | "zerocopy"
+        ) {
             return Err(format!(
                 "filtering.xdp_mode = {:?}; use \"auto\", \"copy\" or \"zerocopy\"",
                 self.filtering.xdp_mode

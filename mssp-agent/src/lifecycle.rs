@@ -135,7 +135,9 @@ pub async fn run<B: MapBackend + Send + 'static>(
                 stop_rx.clone(),
             )),
             (None, false) => {
-                log::warn!("customer_interfaces is set but the agent has no config file to give an inspector; filtering is off");
+                log::warn!(
+                    "customer_interfaces is set but the agent has no config file to give an inspector; filtering is off"
+                );
                 None
             }
             _ => None,

@@ -86,7 +86,12 @@ pub struct KindLabels {
 }
 
 fn encode_filtering(enc: &mut DescriptorEncoder, f: &FilterMetrics) -> Result<(), std::fmt::Error> {
-    gauge(enc, "filter_inspector_up", "The content-filtering inspector runs", Some(f.inspector_up as i64))?;
+    gauge(
+        enc,
+        "filter_inspector_up",
+        "The content-filtering inspector runs",
+        Some(f.inspector_up as i64),
+    )?;
     gauge(
         enc,
         "filter_fail_open",

@@ -88,7 +88,11 @@ impl<B: MapBackend> AgentState<B> {
                 );
                 self.protected = std::sync::Arc::new(crate::ips::settings::ProtectedSet::build(&d));
                 let doc = crate::filtering::table_doc(&self.policy, &self.local);
-                match crate::filtering::write_table(&self.store.dir, doc, self.filter_table.as_ref()) {
+                match crate::filtering::write_table(
+                    &self.store.dir,
+                    doc,
+                    self.filter_table.as_ref(),
+                ) {
                     Ok(t) => self.filter_table = Some(t),
                     Err(e) => error!("writing the filtering table for the inspector: {e}"),
                 }

@@ -93,13 +93,17 @@ pub fn status_view<B: MapBackend>(agent: &Agent<B>, state: &AgentState<B>) -> St
         }),
         filtering: (!cfg.customer_interfaces.is_empty()).then(|| {
             let st = agent.filtering.status();
-            let report = crate::filtering::read_report(&state.store.dir)
-                .filter(|r| st.pid == Some(r.pid));
-            let (inspected, blocked, allowed) = report
-                .as_ref()
-                .map_or((0, 0, 0), |r| (r.totals.inspected, r.totals.blocked(), r.totals.allowed));
+            let report =
+                crate::filtering::read_report(&state.store.dir).filter(|r| st.pid == Some(r.pid));
+            let (inspected, blocked, allowed) = report.as_ref().map_or((0, 0, 0), |r| {
+                (r.totals.inspected, r.totals.blocked(), r.totals.allowed)
+            });
             mssp_wire::views::FilteringStatusView {
-                interfaces: cfg.customer_interfaces().into_iter().map(|i| i.name).collect(),
+                interfaces: cfg
+                    .customer_interfaces()
+                    .into_iter()
+                    .map(|i| i.name)
+                    .collect(),
                 inspector_running: st.running,
                 inspector_pid: st.pid,
                 restarts: st.restarts,
@@ -108,7 +112,12 @@ pub fn status_view<B: MapBackend>(agent: &Agent<B>, state: &AgentState<B>) -> St
                 heartbeat_age_ms: st.heartbeat_age_ms,
                 sockets: report
                     .as_ref()
-                    .map(|r| r.sockets.iter().map(|s| (s.interface.clone(), s.queue, s.mode.clone())).collect())
+                    .map(|r| {
+                        r.sockets
+                            .iter()
+                            .map(|s| (s.interface.clone(), s.queue, s.mode.clone()))
+                            .collect()
+                    })
                     .unwrap_or_default(),
                 inject_device: report.as_ref().map(|r| r.inject_device.clone()),
                 inspected,
@@ -707,7 +716,10 @@ pub fn metrics_snapshot<B: MapBackend>(
     s
 }
 
-fn filter_metrics<B: MapBackend>(agent: &Agent<B>, state: &AgentState<B>) -> metrics::FilterMetrics {
+fn filter_metrics<B: MapBackend>(
+    agent: &Agent<B>,
+    state: &AgentState<B>,
+) -> metrics::FilterMetrics {
     use crate::metrics::{FilterActionLabels, FilterCustomerLabels, FilterMetrics, KindLabels};
     let st = agent.filtering.status();
     let mut m = FilterMetrics {
@@ -726,10 +738,17 @@ fn filter_metrics<B: MapBackend>(agent: &Agent<B>, state: &AgentState<B>) -> met
     // counter reset, which Prometheus handles).
     if let Some(r) = crate::filtering::read_report(&state.store.dir) {
         for c in &r.customers {
-            let customer = if c.id == 0 { "none".to_string() } else { c.id.to_string() };
+            let customer = if c.id == 0 {
+                "none".to_string()
+            } else {
+                c.id.to_string()
+            };
             let customer_name = c.name.clone().unwrap_or_default();
             m.customers.push((
-                FilterCustomerLabels { customer: customer.clone(), customer_name: customer_name.clone() },
+                FilterCustomerLabels {
+                    customer: customer.clone(),
+                    customer_name: customer_name.clone(),
+                },
                 c.counts.inspected,
                 c.counts.allowed,
             ));
@@ -741,7 +760,11 @@ fn filter_metrics<B: MapBackend>(agent: &Agent<B>, state: &AgentState<B>) -> met
             ] {
                 if n > 0 {
                     m.blocked.push((
-                        FilterActionLabels { customer: customer.clone(), customer_name: customer_name.clone(), action },
+                        FilterActionLabels {
+                            customer: customer.clone(),
+                            customer_name: customer_name.clone(),
+                            action,
+                        },
                         n,
                     ));
                 }

@@ -5,11 +5,11 @@ use aya::{Ebpf, EbpfLoader, programs::Xdp};
 
 use crate::capacity::{Capacities, ncpus};
 use mssp_common::{
-    filter,
     abi::{
         Bucket, ChainLink, Counter, METER_SLOTS, MeterSlot, Node4, Node6, Record, Rule, RuleCidr,
         RuleCounter, SAMPLE_RING_BYTES, config_index, map_names,
     },
+    filter,
     reason::{NREASONS, NVERDICTS},
 };
 

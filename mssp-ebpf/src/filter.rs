@@ -10,7 +10,8 @@ use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_ns, programs::XdpCon
 use mssp_common::{
     abi::{ROOT_SLOT, config_index, record_flags},
     filter::{
-        FlowKey, HEARTBEAT_TIMEOUT_NS, MAX_QUEUES, PORT_DNS, PORT_HTTP, PORT_HTTPS, filter_stat, flow_verdict,
+        FlowKey, HEARTBEAT_TIMEOUT_NS, MAX_QUEUES, PORT_DNS, PORT_HTTP, PORT_HTTPS, filter_stat,
+        flow_verdict,
     },
     proto::{IPPROTO_TCP, IPPROTO_UDP},
 };

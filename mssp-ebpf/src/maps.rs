@@ -6,13 +6,13 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf, XskMap},
 };
-use mssp_common::filter::{FlowKey, MAX_CUSTOMER_IFACES, MAX_FLOWS, XSK_ENTRIES, filter_stat};
 use mssp_common::abi::{
     Bucket, ChainLink, Counter, MAX_BUCKETS, MAX_CHAIN, MAX_COUNTERS, MAX_ENTRY_IDS, MAX_NODES4,
     MAX_NODES6, MAX_RECORDS, MAX_RULE_CIDRS, MAX_RULES, MAX_SLOTS, MAX_SOURCE_BUCKETS, METER_SLOTS,
     MeterSlot, Node4, Node6, Record, Rule, RuleCidr, RuleCounter, SAMPLE_RING_BYTES,
     SourceBucketKey, config_index,
 };
+use mssp_common::filter::{FlowKey, MAX_CUSTOMER_IFACES, MAX_FLOWS, XSK_ENTRIES, filter_stat};
 
 /// slot -> index into RECORDS of the slot's live record (0: none). Memory-mapped so the agent
 /// publishes a record with one aligned 32-bit store. One per customer slot plus the root.

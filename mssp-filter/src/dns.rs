@@ -53,7 +53,9 @@ pub fn question(msg: &[u8]) -> Result<Question, &'static str> {
         if len & 0xc0 != 0 {
             return Err("a compressed or extended label in the question");
         }
-        let label = msg.get(off..off + len).ok_or("a label runs past the message")?;
+        let label = msg
+            .get(off..off + len)
+            .ok_or("a label runs past the message")?;
         off += len;
         if !name.is_empty() {
             name.push('.');
@@ -103,7 +105,11 @@ pub fn answer(msg: &[u8], q: &Question, a: Answer) -> Vec<u8> {
             _ => None,
         },
     };
-    let rcode = if a == Answer::NxDomain { RCODE_NXDOMAIN } else { 0 };
+    let rcode = if a == Answer::NxDomain {
+        RCODE_NXDOMAIN
+    } else {
+        0
+    };
     // QR, the query's opcode (0) and RD, RA, the rcode.
     let flags: u16 = 0x8000 | rd | 0x0080 | rcode;
     let mut out = Vec::with_capacity(HEADER + question.len() + 28);
@@ -146,7 +152,10 @@ mod tests {
         let m = query("www.Bad.test", TYPE_A);
         let q = question(&m).unwrap();
         assert_eq!(q.name.as_deref(), Some("www.bad.test"));
-        assert_eq!((q.id, q.qtype, q.qclass, q.end), (0x1234, TYPE_A, 1, m.len()));
+        assert_eq!(
+            (q.id, q.qtype, q.qclass, q.end),
+            (0x1234, TYPE_A, 1, m.len())
+        );
 
         let r = answer(&m, &q, Answer::NxDomain);
         assert_eq!(&r[..4], &[0x12, 0x34, 0x81, 0x83]);

@@ -75,7 +75,15 @@ impl Ctx<'_> {
         }
     }
 
-    fn event(&mut self, f: &Frame, customer: Option<u32>, kind: &str, name: &str, verdict: &str, rule: Option<String>) {
+    fn event(
+        &mut self,
+        f: &Frame,
+        customer: Option<u32>,
+        kind: &str,
+        name: &str,
+        verdict: &str,
+        rule: Option<String>,
+    ) {
         self.stats.event(Event {
             unix_ms: unix_ms(),
             customer_id: customer,

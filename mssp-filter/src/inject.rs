@@ -48,7 +48,10 @@ impl Injector {
     /// Creates the TAP device `name` (it goes away with this process), brings it up and
     /// lets it forward what it receives.
     pub fn open(name: &str) -> io::Result<Injector> {
-        let tap = OpenOptions::new().read(true).write(true).open("/dev/net/tun")?;
+        let tap = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/net/tun")?;
         let mut r = ifreq(name);
         r.data[..2].copy_from_slice(&(IFF_TAP | IFF_NO_PI).to_ne_bytes());
         // SAFETY: TUNSETIFF reads and writes an ifreq we own.
@@ -86,7 +89,10 @@ impl Injector {
         sysctl(&format!("/proc/sys/net/ipv4/conf/{name}/rp_filter"), "0");
         sysctl(&format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6"), "0");
         if let Ok(all) = std::fs::read_to_string("/proc/sys/net/ipv6/conf/all/forwarding") {
-            sysctl(&format!("/proc/sys/net/ipv6/conf/{name}/forwarding"), all.trim());
+            sysctl(
+                &format!("/proc/sys/net/ipv6/conf/{name}/forwarding"),
+                all.trim(),
+            );
         }
         Ok(Injector {
             tap,

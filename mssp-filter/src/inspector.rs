@@ -49,7 +49,6 @@ pub struct Settings {
     pub hold: Duration,
 }
 
-
 struct Maps {
     flows: BpfHashMap<MapData, FlowKey, u32>,
     config: Array<MapData, u64>,
@@ -57,8 +56,12 @@ struct Maps {
 
 fn open_map(dir: &Path, name: &str) -> Result<Map, String> {
     let path = dir.join(name);
-    let data = MapData::from_pin(&path)
-        .map_err(|e| format!("{}: {e} (is the agent running with customer_interfaces?)", path.display()))?;
+    let data = MapData::from_pin(&path).map_err(|e| {
+        format!(
+            "{}: {e} (is the agent running with customer_interfaces?)",
+            path.display()
+        )
+    })?;
     Map::from_map_data(data).map_err(|e| format!("{}: {e}", path.display()))
 }
 
@@ -122,11 +125,14 @@ impl Inspector {
             ));
         }
         let dir = &settings.maps_dir;
-        let mut xsks = XskMap::try_from(open_map(dir, map_names::XSKS)?).map_err(|e| e.to_string())?;
+        let mut xsks =
+            XskMap::try_from(open_map(dir, map_names::XSKS)?).map_err(|e| e.to_string())?;
         let mut base_map: BpfHashMap<MapData, u32, u32> =
             BpfHashMap::try_from(open_map(dir, map_names::XSK_BASE)?).map_err(|e| e.to_string())?;
-        let flows = BpfHashMap::try_from(open_map(dir, map_names::FLOWS)?).map_err(|e| e.to_string())?;
-        let config = Array::try_from(open_map(dir, map_names::CONFIG)?).map_err(|e| e.to_string())?;
+        let flows =
+            BpfHashMap::try_from(open_map(dir, map_names::FLOWS)?).map_err(|e| e.to_string())?;
+        let config =
+            Array::try_from(open_map(dir, map_names::CONFIG)?).map_err(|e| e.to_string())?;
         let injector = Injector::open(&settings.inject_device)
             .map_err(|e| format!("re-injection device {}: {e}", settings.inject_device))?;
         let mut socks = Vec::new();
@@ -168,7 +174,11 @@ impl Inspector {
     }
 
     fn beat(&mut self) {
-        if let Err(e) = self.maps.config.set(config_index::FILTER_HEARTBEAT, monotonic_ns(), 0) {
+        if let Err(e) = self
+            .maps
+            .config
+            .set(config_index::FILTER_HEARTBEAT, monotonic_ns(), 0)
+        {
             log::warn!("heartbeat: {e}");
         }
     }
@@ -247,8 +257,14 @@ impl Inspector {
 
     /// Split requests whose rest did not come: let through as they are (fail-open).
     fn expire_held(&mut self) {
-        if self.decided.len() > 4096 || self.decided.values().any(|(_, t)| t.elapsed() > Duration::from_secs(5)) {
-            self.decided.retain(|_, (_, t)| t.elapsed() <= Duration::from_secs(5));
+        if self.decided.len() > 4096
+            || self
+                .decided
+                .values()
+                .any(|(_, t)| t.elapsed() > Duration::from_secs(5))
+        {
+            self.decided
+                .retain(|_, (_, t)| t.elapsed() <= Duration::from_secs(5));
         }
         let hold = self.settings.hold;
         let late: Vec<FlowKey> = self
@@ -273,8 +289,9 @@ impl Inspector {
 
     fn write_report(&self) {
         let table = &self.table;
-        let (totals, customers, top_blocked, recent) =
-            self.stats.report(|id| table.customer_name(id).map(String::from));
+        let (totals, customers, top_blocked, recent) = self
+            .stats
+            .report(|id| table.customer_name(id).map(String::from));
         let r = Report {
             pid: std::process::id(),
             started_unix: self.started_unix,

@@ -72,10 +72,15 @@ mod tests {
 
     #[test]
     fn a_million_names_match_by_suffix() {
-        let names: Vec<String> = (0..1_000_000).map(|i| format!("host{i}.feed.test")).collect();
+        let names: Vec<String> = (0..1_000_000)
+            .map(|i| format!("host{i}.feed.test"))
+            .collect();
         let s = NameSet::new(names.iter().map(String::as_str));
         assert_eq!(s.len(), 1_000_000);
-        assert_eq!(s.matching("a.host999999.feed.test"), Some("host999999.feed.test"));
+        assert_eq!(
+            s.matching("a.host999999.feed.test"),
+            Some("host999999.feed.test")
+        );
         assert_eq!(s.matching("host1000000.feed.test"), None);
     }
 }

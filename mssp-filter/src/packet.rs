@@ -91,7 +91,14 @@ pub fn parse(f: &[u8]) -> Option<Frame> {
             let a = |at: usize| -> Option<IpAddr> {
                 Some(IpAddr::from(<[u8; 4]>::try_from(f.get(at..at + 4)?).ok()?))
             };
-            (a(l3 + 12)?, a(l3 + 16)?, *f.get(l3 + 9)?, l3 + ihl, l3 + tot, *f.get(l3 + 8)?)
+            (
+                a(l3 + 12)?,
+                a(l3 + 16)?,
+                *f.get(l3 + 9)?,
+                l3 + ihl,
+                l3 + tot,
+                *f.get(l3 + 8)?,
+            )
         }
         0x86dd => {
             if *f.get(l3)? >> 4 != 6 {
@@ -99,9 +106,18 @@ pub fn parse(f: &[u8]) -> Option<Frame> {
             }
             let plen = be16(f, l3 + 4)? as usize;
             let a = |at: usize| -> Option<IpAddr> {
-                Some(IpAddr::from(<[u8; 16]>::try_from(f.get(at..at + 16)?).ok()?))
+                Some(IpAddr::from(
+                    <[u8; 16]>::try_from(f.get(at..at + 16)?).ok()?,
+                ))
             };
-            (a(l3 + 8)?, a(l3 + 24)?, *f.get(l3 + 6)?, l3 + 40, l3 + 40 + plen, *f.get(l3 + 7)?)
+            (
+                a(l3 + 8)?,
+                a(l3 + 24)?,
+                *f.get(l3 + 6)?,
+                l3 + 40,
+                l3 + 40 + plen,
+                *f.get(l3 + 7)?,
+            )
         }
         _ => return None,
     };
@@ -116,7 +132,12 @@ pub fn parse(f: &[u8]) -> Option<Frame> {
             if doff < 20 {
                 return None;
             }
-            (be32(f, l4 + 4)?, be32(f, l4 + 8)?, *f.get(l4 + 13)?, l4 + doff)
+            (
+                be32(f, l4 + 4)?,
+                be32(f, l4 + 8)?,
+                *f.get(l4 + 13)?,
+                l4 + doff,
+            )
         }
         PROTO_UDP => (0, 0, 0, l4 + 8),
         _ => return None,

@@ -44,7 +44,11 @@ fn frame(orig: &[u8], f: &Frame, proto: u8, mut l4: Vec<u8>, csum_at: usize) -> 
     pseudo += proto as u32 + l4.len() as u32;
     let c = fold(sum(&l4, pseudo));
     // A UDP checksum of 0 means "none"; send all ones instead.
-    let c = if c == 0 && proto == PROTO_UDP { 0xffff } else { c };
+    let c = if c == 0 && proto == PROTO_UDP {
+        0xffff
+    } else {
+        c
+    };
     l4[csum_at..csum_at + 2].copy_from_slice(&c.to_be_bytes());
     match from {
         IpAddr::V4(_) => {
@@ -184,6 +188,10 @@ pub fn fix_checksum(frame: &mut [u8], f: &Frame) {
     let len = end - f.l4;
     let pseudo = sum(&src, sum(&dst, 0)) + proto as u32 + len as u32;
     let c = fold(sum(&frame[f.l4..end], pseudo));
-    let c = if c == 0 && proto == PROTO_UDP { 0xffff } else { c };
+    let c = if c == 0 && proto == PROTO_UDP {
+        0xffff
+    } else {
+        c
+    };
     frame[csum_at..csum_at + 2].copy_from_slice(&c.to_be_bytes());
 }

@@ -129,7 +129,10 @@ impl Stats {
         self.recent.push_back(e);
     }
 
-    pub fn report(&self, names: impl Fn(u32) -> Option<String>) -> (Counts, Vec<CustomerCounts>, Vec<(String, u64)>, Vec<Event>) {
+    pub fn report(
+        &self,
+        names: impl Fn(u32) -> Option<String>,
+    ) -> (Counts, Vec<CustomerCounts>, Vec<(String, u64)>, Vec<Event>) {
         let mut totals = Counts::default();
         let mut customers: Vec<CustomerCounts> = self
             .customers
@@ -144,10 +147,18 @@ impl Stats {
             })
             .collect();
         customers.sort_by_key(|c| c.id);
-        let mut top: Vec<(String, u64)> =
-            self.blocked_names.iter().map(|(n, c)| (n.clone(), *c)).collect();
+        let mut top: Vec<(String, u64)> = self
+            .blocked_names
+            .iter()
+            .map(|(n, c)| (n.clone(), *c))
+            .collect();
         top.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         top.truncate(TOP);
-        (totals, customers, top, self.recent.iter().cloned().collect())
+        (
+            totals,
+            customers,
+            top,
+            self.recent.iter().cloned().collect(),
+        )
     }
 }

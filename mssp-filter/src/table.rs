@@ -219,13 +219,23 @@ mod tests {
         assert_eq!(t.customer_of(ip("198.19.8.1")), None);
         let d = t.decide(ip("198.19.7.10"), "www.bad.test");
         let b = d.blocked.unwrap();
-        assert_eq!((b.list, b.rule.as_str(), b.layer.as_str()), (List::Customer, "bad.test", "local"));
+        assert_eq!(
+            (b.list, b.rule.as_str(), b.layer.as_str()),
+            (List::Customer, "bad.test", "local")
+        );
         assert_eq!(d.customer_name.as_deref(), Some("acme"));
         assert!(t.decide(ip("198.19.7.200"), "bad.test").blocked.is_none());
         assert_eq!(
-            t.decide(ip("198.19.7.200"), "x.malware.test").blocked.unwrap().list,
+            t.decide(ip("198.19.7.200"), "x.malware.test")
+                .blocked
+                .unwrap()
+                .list,
             List::Global
         );
-        assert!(t.decide(ip("198.19.9.9"), "x.malware.test").blocked.is_some());
+        assert!(
+            t.decide(ip("198.19.9.9"), "x.malware.test")
+                .blocked
+                .is_some()
+        );
     }
 }

@@ -27,7 +27,11 @@ fn handshake_bytes(stream: &[u8]) -> Result<Vec<u8>, Sni> {
     while off + 5 <= stream.len() {
         let h = &stream[off..off + 5];
         if h[0] != CONTENT_HANDSHAKE || h[1] != 3 {
-            return Err(if off == 0 { Sni::NotTls } else { Sni::Incomplete });
+            return Err(if off == 0 {
+                Sni::NotTls
+            } else {
+                Sni::Incomplete
+            });
         }
         let len = u16::from_be_bytes([h[3], h[4]]) as usize;
         let end = (off + 5 + len).min(stream.len());

@@ -3,7 +3,10 @@
 
 use std::{ffi::CString, io, num::NonZeroU32, ptr::NonNull};
 
-use xdpilone::{BufIdx, DeviceQueue, Errno, IfInfo, RingRx, RingTx, Socket, SocketConfig, Umem, UmemConfig, User};
+use xdpilone::{
+    BufIdx, DeviceQueue, Errno, IfInfo, RingRx, RingTx, Socket, SocketConfig, Umem, UmemConfig,
+    User,
+};
 
 pub const FRAME: u32 = 2048;
 const NFRAMES: u32 = 4096;
@@ -83,23 +86,24 @@ fn open_rings(area: &Area, ifname: &str, queue: u32, flags: u16) -> io::Result<R
         flags: 0,
     };
     // SAFETY: the area is page-aligned (mmap) and outlives the rings (see `Xsk`).
-    let umem =
-        unsafe { Umem::new(cfg, NonNull::slice_from_raw_parts(area.ptr, area.len)) }.map_err(ioerr)?;
+    let umem = unsafe { Umem::new(cfg, NonNull::slice_from_raw_parts(area.ptr, area.len)) }
+        .map_err(ioerr)?;
     let mut info = IfInfo::invalid();
     let name = CString::new(ifname).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
     info.from_name(&name).map_err(ioerr)?;
     info.set_queue(queue);
     let sock = Socket::with_shared(&info, &umem).map_err(ioerr)?;
     let dev = umem.fq_cq(&sock).map_err(ioerr)?;
-    let user = umem.rx_tx(
-        &sock,
-        &SocketConfig {
-            rx_size: NonZeroU32::new(RING),
-            tx_size: NonZeroU32::new(RING),
-            bind_flags: flags,
-        },
-    )
-    .map_err(ioerr)?;
+    let user = umem
+        .rx_tx(
+            &sock,
+            &SocketConfig {
+                rx_size: NonZeroU32::new(RING),
+                tx_size: NonZeroU32::new(RING),
+                bind_flags: flags,
+            },
+        )
+        .map_err(ioerr)?;
     let rx = user.map_rx().map_err(ioerr)?;
     let tx = user.map_tx().map_err(ioerr)?;
     umem.bind(&user).map_err(ioerr)?;
@@ -119,7 +123,10 @@ impl Xsk {
         let area = Area::new((FRAME * NFRAMES) as usize)?;
         let nw = SocketConfig::XDP_BIND_NEED_WAKEUP;
         let (rings, zerocopy) = match mode {
-            "copy" => (open_rings(&area, ifname, queue, SocketConfig::XDP_BIND_COPY | nw)?, false),
+            "copy" => (
+                open_rings(&area, ifname, queue, SocketConfig::XDP_BIND_COPY | nw)?,
+                false,
+            ),
             "zerocopy" => (
                 open_rings(&area, ifname, queue, SocketConfig::XDP_BIND_ZEROCOPY | nw)?,
                 true,
@@ -128,11 +135,20 @@ impl Xsk {
                 Ok(r) => (r, true),
                 Err(e) => {
                     log::info!("{ifname} queue {queue}: no zero-copy ({e}); using copy mode");
-                    (open_rings(&area, ifname, queue, SocketConfig::XDP_BIND_COPY | nw)?, false)
+                    (
+                        open_rings(&area, ifname, queue, SocketConfig::XDP_BIND_COPY | nw)?,
+                        false,
+                    )
                 }
             },
         };
-        let Rings { umem, dev, user, rx, tx } = rings;
+        let Rings {
+            umem,
+            dev,
+            user,
+            rx,
+            tx,
+        } = rings;
         let mut x = Xsk {
             rx,
             tx,
@@ -140,7 +156,9 @@ impl Xsk {
             user,
             umem,
             rx_free: (0..RX_FRAMES as u64).map(|i| i * FRAME as u64).collect(),
-            tx_free: (RX_FRAMES as u64..NFRAMES as u64).map(|i| i * FRAME as u64).collect(),
+            tx_free: (RX_FRAMES as u64..NFRAMES as u64)
+                .map(|i| i * FRAME as u64)
+                .collect(),
             zerocopy,
             area,
         };

@@ -71,7 +71,11 @@ fn wait_file(path: &std::path::Path) -> String {
         {
             return s;
         }
-        assert!(t.elapsed() < Duration::from_secs(10), "{} never appeared", path.display());
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "{} never appeared",
+            path.display()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -88,9 +92,20 @@ impl Lab {
         let cus = Netns::new(&format!("{u}-c"));
         let rtr = Netns::new(&format!("{u}-r"));
         let net = Netns::new(&format!("{u}-n"));
-        let (rc, cc, ri, ni) = (format!("{u}rc"), format!("{u}cc"), format!("{u}ri"), format!("{u}ni"));
-        sh(&["ip", "link", "add", &rc, "netns", &rtr.name, "type", "veth", "peer", "name", &cc, "netns", &cus.name]);
-        sh(&["ip", "link", "add", &ri, "netns", &rtr.name, "type", "veth", "peer", "name", &ni, "netns", &net.name]);
+        let (rc, cc, ri, ni) = (
+            format!("{u}rc"),
+            format!("{u}cc"),
+            format!("{u}ri"),
+            format!("{u}ni"),
+        );
+        sh(&[
+            "ip", "link", "add", &rc, "netns", &rtr.name, "type", "veth", "peer", "name", &cc,
+            "netns", &cus.name,
+        ]);
+        sh(&[
+            "ip", "link", "add", &ri, "netns", &rtr.name, "type", "veth", "peer", "name", &ni,
+            "netns", &net.name,
+        ]);
         for (ns, ifs) in [(&rtr, [&rc, &ri]), (&cus, [&cc, &cc]), (&net, [&ni, &ni])] {
             for i in ifs {
                 ns.sh(&["ip", "link", "set", i, "up"]);
@@ -108,17 +123,49 @@ impl Lab {
         net.sh(&["ip", "addr", "add", &format!("{WEB}/32"), "dev", &ni]);
         rtr.sh(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
         rtr.sh(&["sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0"]);
-        cus.sh(&["ip", "route", "add", "198.18.0.0/15", "via", "198.19.7.1", "src", ACME]);
+        cus.sh(&[
+            "ip",
+            "route",
+            "add",
+            "198.18.0.0/15",
+            "via",
+            "198.19.7.1",
+            "src",
+            ACME,
+        ]);
         // The server side advertises a small MSS, so a TLS ClientHello spans several segments
         // (as a post-quantum key share makes it on a 1500-byte path); the name is then in a
         // later segment than the first.
         if small_mss {
-            net.sh(&["ip", "route", "add", "198.19.0.0/16", "via", "198.18.1.1", "advmss", "100"]);
+            net.sh(&[
+                "ip",
+                "route",
+                "add",
+                "198.19.0.0/16",
+                "via",
+                "198.18.1.1",
+                "advmss",
+                "100",
+            ]);
         } else {
             net.sh(&["ip", "route", "add", "198.19.0.0/16", "via", "198.18.1.1"]);
         }
-        rtr.sh(&["ip", "route", "add", &format!("{DNS}/32"), "via", "198.18.1.2"]);
-        rtr.sh(&["ip", "route", "add", &format!("{WEB}/32"), "via", "198.18.1.2"]);
+        rtr.sh(&[
+            "ip",
+            "route",
+            "add",
+            &format!("{DNS}/32"),
+            "via",
+            "198.18.1.2",
+        ]);
+        rtr.sh(&[
+            "ip",
+            "route",
+            "add",
+            &format!("{WEB}/32"),
+            "via",
+            "198.18.1.2",
+        ]);
 
         let work = std::env::temp_dir().join(format!("mssp-content-{u}"));
         let _ = std::fs::remove_dir_all(&work);
@@ -127,7 +174,10 @@ impl Lab {
         let dnsmasq = {
             let pid = work.join("dnsmasq.pid");
             net.sh(&[
-                "dnsmasq", "--no-resolv", "--no-hosts", "--bind-interfaces",
+                "dnsmasq",
+                "--no-resolv",
+                "--no-hosts",
+                "--bind-interfaces",
                 &format!("--listen-address={DNS}"),
                 &format!("--address=/test/{WEB}"),
                 &format!("--pid-file={}", pid.display()),
@@ -135,11 +185,27 @@ impl Lab {
                 "--user=root",
             ]);
             let pid: i32 = wait_file(&pid).trim().parse().expect("dnsmasq pid");
-            Daemon { name: "dnsmasq", pid, child: None }
+            Daemon {
+                name: "dnsmasq",
+                pid,
+                child: None,
+            }
         };
         let (crt, key) = (work.join("web.crt"), work.join("web.key"));
         let out = Command::new("openssl")
-            .args(["req", "-x509", "-nodes", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-days", "2", "-subj", "/CN=allowed.test"])
+            .args([
+                "req",
+                "-x509",
+                "-nodes",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=allowed.test",
+            ])
             .arg("-addext")
             .arg("subjectAltName=DNS:allowed.test,DNS:bad.test,DNS:www.bad.test")
             .arg("-keyout")
@@ -148,7 +214,11 @@ impl Lab {
             .arg(&crt)
             .output()
             .expect("openssl");
-        assert!(out.status.success(), "openssl: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "openssl: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let conf = work.join("nginx.conf");
         std::fs::write(
             &conf,
@@ -172,10 +242,21 @@ impl Lab {
             .stderr(Stdio::null())
             .spawn()
             .expect("nginx");
-        let nginx = Daemon { name: "nginx", pid: child.id() as i32, child: Some(child) };
+        let nginx = Daemon {
+            name: "nginx",
+            pid: child.id() as i32,
+            child: Some(child),
+        };
         let t = Instant::now();
-        while net.try_sh(&["bash", "-c", &format!("exec 3<>/dev/tcp/{WEB}/80")]).is_err() {
-            assert!(t.elapsed() < Duration::from_secs(10), "nginx did not start: {}", std::fs::read_to_string(work.join("nginx.err")).unwrap_or_default());
+        while net
+            .try_sh(&["bash", "-c", &format!("exec 3<>/dev/tcp/{WEB}/80")])
+            .is_err()
+        {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "nginx did not start: {}",
+                std::fs::read_to_string(work.join("nginx.err")).unwrap_or_default()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
 
@@ -186,7 +267,18 @@ impl Lab {
             &format!("customer_interfaces = [{rc:?}]\n{extra}"),
         );
         let agent = AgentProc::start(&rtr, &dirs, &[], &[]);
-        let lab = Lab { nginx, dnsmasq, agent, dirs, cus, rtr, net, work, if_cus: cc, if_rtr: rc };
+        let lab = Lab {
+            nginx,
+            dnsmasq,
+            agent,
+            dirs,
+            cus,
+            rtr,
+            net,
+            work,
+            if_cus: cc,
+            if_rtr: rc,
+        };
         lab.wait_inspector(Duration::from_secs(15));
         lab
     }
@@ -209,17 +301,33 @@ impl Lab {
         let t = Instant::now();
         loop {
             let s = self.filtering_status();
-            if s["inspector_running"] == true && s["fail_open"] == false && !s["sockets"].as_array().is_none_or(|a| a.is_empty()) {
+            if s["inspector_running"] == true
+                && s["fail_open"] == false
+                && !s["sockets"].as_array().is_none_or(|a| a.is_empty())
+            {
                 return s;
             }
-            assert!(t.elapsed() < within, "inspector not enforcing within {within:?}: {s}\n{}", self.agent.log_text());
+            assert!(
+                t.elapsed() < within,
+                "inspector not enforcing within {within:?}: {s}\n{}",
+                self.agent.log_text()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
 
     /// `dig` from `src` for `name` (A), over TCP with `tcp`: (status, answers, query ms).
     pub fn dig(&self, src: &str, name: &str, tcp: bool) -> (String, Vec<String>, u64) {
-        let mut args = vec!["dig", "+tries=1", "+time=2", "-b", src, "@198.18.53.53", name, "A"];
+        let mut args = vec![
+            "dig",
+            "+tries=1",
+            "+time=2",
+            "-b",
+            src,
+            "@198.18.53.53",
+            name,
+            "A",
+        ];
         if tcp {
             args.push("+tcp");
         }
@@ -252,7 +360,20 @@ impl Lab {
         let url = format!("{scheme}://{name}/");
         let t = Instant::now();
         let out = Command::new("ip")
-            .args(["netns", "exec", &self.cus.name, "curl", "-sSk", "-m", "5", "--interface", src, "--resolve", &resolve, &url])
+            .args([
+                "netns",
+                "exec",
+                &self.cus.name,
+                "curl",
+                "-sSk",
+                "-m",
+                "5",
+                "--interface",
+                src,
+                "--resolve",
+                &resolve,
+                &url,
+            ])
             .output()
             .expect("curl");
         (
@@ -265,6 +386,8 @@ impl Lab {
 
     /// The inspector's pid, as `mssp status` says.
     pub fn inspector_pid(&self) -> i32 {
-        self.filtering_status()["inspector_pid"].as_i64().expect("inspector pid") as i32
+        self.filtering_status()["inspector_pid"]
+            .as_i64()
+            .expect("inspector pid") as i32
     }
 }

@@ -36,7 +36,11 @@ fn blocked_names_are_refused_for_the_filtering_customer_and_reach_others() {
     // Allowed names get the server's answer, over UDP and TCP.
     for tcp in [false, true] {
         let (st, ans, _) = lab.dig(ACME, "allowed.test", tcp);
-        assert_eq!((st.as_str(), ans.clone()), ("NOERROR", vec![WEB.to_string()]), "allowed.test tcp={tcp}");
+        assert_eq!(
+            (st.as_str(), ans.clone()),
+            ("NOERROR", vec![WEB.to_string()]),
+            "allowed.test tcp={tcp}"
+        );
     }
     // A blocked name and a name under it: mssp's NXDOMAIN, within 10 ms (median of 5).
     for name in ["bad.test", "www.bad.test"] {
@@ -59,7 +63,11 @@ fn blocked_names_are_refused_for_the_filtering_customer_and_reach_others() {
     for src in [ACME, BETA] {
         for tcp in [false, true] {
             let (st, ans, _) = lab.dig(src, "c2.malware.test", tcp);
-            assert_eq!((st.as_str(), ans), ("NOERROR", vec!["198.18.0.9".to_string()]), "{src} tcp={tcp}");
+            assert_eq!(
+                (st.as_str(), ans),
+                ("NOERROR", vec!["198.18.0.9".to_string()]),
+                "{src} tcp={tcp}"
+            );
         }
     }
 
@@ -67,15 +75,29 @@ fn blocked_names_are_refused_for_the_filtering_customer_and_reach_others() {
     // MSS splits every ClientHello over several segments, the name in a later one.
     for scheme in ["https", "http"] {
         let (code, body, err, _) = lab.curl(ACME, scheme, "allowed.test");
-        assert_eq!((code, body.as_str()), (0, "ok\n"), "{scheme}://allowed.test: {err}");
+        assert_eq!(
+            (code, body.as_str()),
+            (0, "ok\n"),
+            "{scheme}://allowed.test: {err}"
+        );
         for name in ["bad.test", "www.bad.test"] {
             let (code, body, err, took) = lab.curl(ACME, scheme, name);
             assert_ne!(code, 0, "{scheme}://{name} got through: {body}");
-            assert!(err.to_lowercase().contains("reset"), "{scheme}://{name}: {err}");
-            assert!(took < Duration::from_secs(1), "{scheme}://{name} took {took:?}");
+            assert!(
+                err.to_lowercase().contains("reset"),
+                "{scheme}://{name}: {err}"
+            );
+            assert!(
+                took < Duration::from_secs(1),
+                "{scheme}://{name} took {took:?}"
+            );
         }
         let (code, body, err, _) = lab.curl(BETA, scheme, "bad.test");
-        assert_eq!((code, body.as_str()), (0, "ok\n"), "beta {scheme}://bad.test: {err}");
+        assert_eq!(
+            (code, body.as_str()),
+            (0, "ok\n"),
+            "beta {scheme}://bad.test: {err}"
+        );
     }
 
     // `mssp monitor --filtering` shows decisions as they happen.
@@ -93,8 +115,21 @@ fn blocked_names_are_refused_for_the_filtering_customer_and_reach_others() {
     std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
     let _ = mon.kill();
     let _ = mon.wait();
-    let ev: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
-    assert_eq!((ev["name"].as_str(), ev["verdict"].as_str(), ev["rule"].as_str()), (Some("monitored.bad.test"), Some("nxdomain"), Some("bad.test")), "{ev}");
+    let ev: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!(
+        (
+            ev["name"].as_str(),
+            ev["verdict"].as_str(),
+            ev["rule"].as_str()
+        ),
+        (
+            Some("monitored.bad.test"),
+            Some("nxdomain"),
+            Some("bad.test")
+        ),
+        "{ev}"
+    );
 
     // What the inspector counted, per customer and action; the top blocked name.
     std::thread::sleep(Duration::from_millis(1500));
@@ -127,12 +162,27 @@ fn blocked_names_are_refused_for_the_filtering_customer_and_reach_others() {
 
     // The NOC adds a name on this edge; `filter test` says which rule decides and why.
     let out = lab.cli(&["filter", "add", "--customer", "acme", "evil.test"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let t = lab.json(&["filter", "test", "--customer", "7", "a.evil.test", "--json"]);
-    assert_eq!((t["verdict"].as_str(), t["rule"].as_str(), t["layer"].as_str()), (Some("block"), Some("evil.test"), Some("local")), "{t}");
+    assert_eq!(
+        (
+            t["verdict"].as_str(),
+            t["rule"].as_str(),
+            t["layer"].as_str()
+        ),
+        (Some("block"), Some("evil.test"), Some("local")),
+        "{t}"
+    );
     let deadline = Instant::now() + Duration::from_secs(5);
     while lab.dig(ACME, "a.evil.test", false).0 != "NXDOMAIN" {
-        assert!(Instant::now() < deadline, "evil.test not blocked after filter add");
+        assert!(
+            Instant::now() < deadline,
+            "evil.test not blocked after filter add"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let t = lab.json(&["filter", "test", "--customer", "beta", "bad.test", "--json"]);
@@ -140,9 +190,17 @@ fn blocked_names_are_refused_for_the_filtering_customer_and_reach_others() {
     // Bad input: named, and nothing changes.
     let out = lab.cli(&["filter", "add", "--customer", "7", "bad..name"]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("bad..name"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("bad..name"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = lab.cli(&["filter", "del", "--customer", "7", "bad.test"]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("central policy"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("central policy"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -211,14 +269,19 @@ fn a_dead_inspector_fails_open_within_a_second_and_recovers() {
     unsafe { libc::kill(pid, libc::SIGCONT) };
     let passed = passed.expect("a stalled inspector kept steering");
     // The heartbeat is 1 s; a query the stalled socket swallowed times out after dig's 2 s.
-    assert!(passed < Duration::from_millis(3200), "fail-open took {passed:?}");
+    assert!(
+        passed < Duration::from_millis(3200),
+        "fail-open took {passed:?}"
+    );
     assert_eq!(s["fail_open"], true, "{s}");
     let t = Instant::now();
     while lab.dig(ACME, "bad.test", false).0 != "NXDOMAIN" {
-        assert!(t.elapsed() < Duration::from_secs(5), "filtering not back after SIGCONT");
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "filtering not back after SIGCONT"
+        );
     }
 }
-
 
 /// An Ethernet/IPv4/UDP frame from `src` to the resolver's port 53 carrying `payload`.
 fn udp_frame(src: [u8; 4], dport: u16, payload: &[u8]) -> Vec<u8> {
@@ -289,10 +352,22 @@ fn simulate_says_what_content_filtering_decides_per_frame() {
         .output()
         .expect("mssp simulate");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let lines: Vec<&str> = text.lines().collect();
-    assert!(lines[0].contains("block  dns www.bad.test customer=7(acme) rule=bad.test (Customer list) action=nxdomain"), "{text}");
-    assert!(lines[1].contains("allow  dns www.bad.test customer=8(beta)"), "{text}");
+    assert!(
+        lines[0].contains(
+            "block  dns www.bad.test customer=7(acme) rule=bad.test (Customer list) action=nxdomain"
+        ),
+        "{text}"
+    );
+    assert!(
+        lines[1].contains("allow  dns www.bad.test customer=8(beta)"),
+        "{text}"
+    );
     assert!(lines[2].contains("block  dns x.malware.test customer=8(beta) rule=malware.test (Global list) action=sinkhole"), "{text}");
     assert!(lines[3].contains("pass   (not inspected)"), "{text}");
     let _ = std::fs::remove_dir_all(&dir);

@@ -61,7 +61,11 @@ fn dns_rtts(ns: &Netns, n: usize) -> (Vec<f64>, Vec<f64>) {
                 s.send_to(&q, dst).expect("send");
                 if s.recv_from(&mut buf).is_ok() && i >= 50 {
                     let us = t.elapsed().as_secs_f64() * 1e6;
-                    if k == 0 { out.0.push(us) } else { out.1.push(us) }
+                    if k == 0 {
+                        out.0.push(us)
+                    } else {
+                        out.1.push(us)
+                    }
                 }
             }
         }
@@ -75,15 +79,40 @@ fn tls_times(lab: &Lab, n: usize) -> (Vec<f64>, Vec<f64>) {
     for _ in 0..n {
         for (k, src) in [ACME, BETA].iter().enumerate() {
             let o = Command::new("ip")
-                .args(["netns", "exec", &lab.cus.name, "curl", "-sk", "-o", "/dev/null", "-m", "3", "--interface", src])
-                .args(["--resolve", "allowed.test:443:198.18.80.80", "-w", "%{time_connect} %{time_appconnect}", "https://allowed.test/"])
+                .args([
+                    "netns",
+                    "exec",
+                    &lab.cus.name,
+                    "curl",
+                    "-sk",
+                    "-o",
+                    "/dev/null",
+                    "-m",
+                    "3",
+                    "--interface",
+                    src,
+                ])
+                .args([
+                    "--resolve",
+                    "allowed.test:443:198.18.80.80",
+                    "-w",
+                    "%{time_connect} %{time_appconnect}",
+                    "https://allowed.test/",
+                ])
                 .output()
                 .expect("curl");
             let s = String::from_utf8_lossy(&o.stdout);
-            let v: Vec<f64> = s.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+            let v: Vec<f64> = s
+                .split_whitespace()
+                .filter_map(|x| x.parse().ok())
+                .collect();
             if v.len() == 2 && v[1] > 0.0 {
                 let us = (v[1] - v[0]) * 1e6;
-                if k == 0 { out.0.push(us) } else { out.1.push(us) }
+                if k == 0 {
+                    out.0.push(us)
+                } else {
+                    out.1.push(us)
+                }
             }
         }
     }
@@ -91,7 +120,12 @@ fn tls_times(lab: &Lab, n: usize) -> (Vec<f64>, Vec<f64>) {
 }
 
 fn trafgen_dns(dst_mac: &str, src_mac: &str) -> String {
-    let hex = |m: &str| m.split(':').map(|b| format!("0x{b}")).collect::<Vec<_>>().join(", ");
+    let hex = |m: &str| {
+        m.split(':')
+            .map(|b| format!("0x{b}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let dns = query("bad.test", 0);
     let body: Vec<String> = dns[2..].iter().map(|b| format!("0x{b:02x}")).collect();
     format!(
@@ -139,11 +173,22 @@ fn filtering_bench() {
 
     // Throughput: queries for a blocked name (action drop) as fast as one trafgen CPU
     // sends them, every one steered and parsed; the inspector on the other CPU.
-    let rc_mac = lab.rtr.sh(&["cat", &format!("/sys/class/net/{}/address", lab.if_rtr)]);
-    let cc_mac = lab.cus.sh(&["cat", &format!("/sys/class/net/{}/address", lab.if_cus)]);
+    let rc_mac = lab
+        .rtr
+        .sh(&["cat", &format!("/sys/class/net/{}/address", lab.if_rtr)]);
+    let cc_mac = lab
+        .cus
+        .sh(&["cat", &format!("/sys/class/net/{}/address", lab.if_cus)]);
     let cfg = trafgen_dns(rc_mac.trim(), cc_mac.trim());
     let tx = |l: &Lab| -> u64 {
-        l.cus.sh(&["cat", &format!("/sys/class/net/{}/statistics/tx_packets", l.if_cus)]).trim().parse().unwrap()
+        l.cus
+            .sh(&[
+                "cat",
+                &format!("/sys/class/net/{}/statistics/tx_packets", l.if_cus),
+            ])
+            .trim()
+            .parse()
+            .unwrap()
     };
     let g = Trafgen::start(&lab.cus, &lab.if_cus, &cfg, 2_000_000);
     std::thread::sleep(Duration::from_secs(3));
@@ -166,5 +211,9 @@ fn filtering_bench() {
     let out = serde_json::json!({"dns": dns, "tls": tls, "throughput": thr});
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     let _ = std::fs::create_dir_all(&dir);
-    std::fs::write(dir.join("filtering.json"), serde_json::to_string_pretty(&out).unwrap()).unwrap();
+    std::fs::write(
+        dir.join("filtering.json"),
+        serde_json::to_string_pretty(&out).unwrap(),
+    )
+    .unwrap();
 }

@@ -28,7 +28,9 @@ fn scope<B: MapBackend>(
 ) -> Result<Option<u32>, ApiError> {
     match (customer, global) {
         (Some(_), true) => Err(bad("give --customer ID or --global, not both")),
-        (None, false) => Err(bad("give --customer ID (or --global for the ISP-wide list)")),
+        (None, false) => Err(bad(
+            "give --customer ID (or --global for the ISP-wide list)",
+        )),
         (Some(r), false) => {
             let id = resolve(state, r)?;
             if state.policy.customer(id).is_none() {
@@ -167,7 +169,10 @@ async fn edit<B: MapBackend + Send + 'static>(
         let sc = scope(state, &req.customer, req.global)?;
         let mut local = state.local.clone();
         for n in &names {
-            let present = local.filter_names.iter().position(|x| x.customer == sc && &x.name == n);
+            let present = local
+                .filter_names
+                .iter()
+                .position(|x| x.customer == sc && &x.name == n);
             match (add, present) {
                 (true, Some(_)) => {}
                 (true, None) => local.filter_names.push(LocalFilterName {
@@ -183,14 +188,17 @@ async fn edit<B: MapBackend + Send + 'static>(
                         Some(id) => state.policy.customer(id).and_then(|c| c.filtering.as_ref()),
                         None => state.policy.global_filtering.as_ref(),
                     };
-                    let hint = if central.is_some_and(|f| f.block_domains.binary_search(n).is_ok()) {
+                    let hint = if central.is_some_and(|f| f.block_domains.binary_search(n).is_ok())
+                    {
                         "it is in the central policy's list; only the centre can remove it"
                     } else {
                         "`mssp filter list` shows the local names"
                     };
                     return Err(ApiError(
                         StatusCode::NOT_FOUND,
-                        format!("{n} is not in the local layer's list here; nothing changed ({hint})"),
+                        format!(
+                            "{n} is not in the local layer's list here; nothing changed ({hint})"
+                        ),
                     ));
                 }
             }

@@ -66,20 +66,28 @@ pub fn table_doc(policy: &Policy, local: &LocalFile) -> TableDoc {
 
 /// Writes the table if it differs from `last` (atomically: the inspector never reads half
 /// a file). Returns the table now on disk.
-pub fn write_table(dir: &Path, mut doc: TableDoc, last: Option<&TableDoc>) -> std::io::Result<TableDoc> {
+pub fn write_table(
+    dir: &Path,
+    mut doc: TableDoc,
+    last: Option<&TableDoc>,
+) -> std::io::Result<TableDoc> {
     if let Some(l) = last {
         doc.generation = l.generation;
         if *l == doc {
             return Ok(doc);
         }
     }
-    doc.generation = last.map_or(1, |l| l.generation + 1)
-        .max(std::time::SystemTime::now()
+    doc.generation = last.map_or(1, |l| l.generation + 1).max(
+        std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64));
+            .map_or(0, |d| d.as_millis() as u64),
+    );
     let path = dir.join(TABLE_FILE);
     let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec(&doc).map_err(std::io::Error::other)?)?;
+    std::fs::write(
+        &tmp,
+        serde_json::to_vec(&doc).map_err(std::io::Error::other)?,
+    )?;
     std::fs::rename(&tmp, &path)?;
     Ok(doc)
 }

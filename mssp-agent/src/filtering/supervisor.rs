@@ -40,7 +40,13 @@ pub struct InspectorStatus {
 pub struct Supervisor {
     status: Mutex<InspectorStatus>,
     child: Mutex<Option<Child>>,
-    maps: Mutex<Option<(PathBuf, Option<Array<MapData, u64>>, Option<PerCpuArray<MapData, u64>>)>>,
+    maps: Mutex<
+        Option<(
+            PathBuf,
+            Option<Array<MapData, u64>>,
+            Option<PerCpuArray<MapData, u64>>,
+        )>,
+    >,
 }
 
 fn monotonic_ns() -> u64 {
@@ -67,7 +73,11 @@ fn pid_alive_inspector(pid: u32) -> bool {
 impl Supervisor {
     /// The status, with the data path's view (heartbeat, counters) read now.
     pub fn status(&self) -> InspectorStatus {
-        let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut s = self
+            .status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         if !s.configured {
             return s;
         }
@@ -77,7 +87,9 @@ impl Supervisor {
                 *config = open(dir, map_names::CONFIG, |m| Array::try_from(m).ok());
             }
             if stats.is_none() {
-                *stats = open(dir, map_names::FILTER_STATS, |m| PerCpuArray::try_from(m).ok());
+                *stats = open(dir, map_names::FILTER_STATS, |m| {
+                    PerCpuArray::try_from(m).ok()
+                });
             }
             if let Some(c) = config {
                 let beat = c.get(&config_index::FILTER_HEARTBEAT, 0).unwrap_or(0);
@@ -85,7 +97,8 @@ impl Supervisor {
                 if beat != 0 {
                     s.heartbeat_age_ms = Some(now.saturating_sub(beat) / 1_000_000);
                 }
-                s.fail_open = beat == 0 || now.saturating_sub(beat) > HEARTBEAT_TIMEOUT_NS || !s.running;
+                s.fail_open =
+                    beat == 0 || now.saturating_sub(beat) > HEARTBEAT_TIMEOUT_NS || !s.running;
             }
             if let Some(st) = stats {
                 for (i, name) in filter_stat::NAMES.iter().enumerate() {
@@ -115,7 +128,9 @@ impl Supervisor {
         *self.maps.lock().unwrap_or_else(|p| p.into_inner()) = Some((maps_dir, None, None));
         // An inspector left by an agent that crashed holds the sockets: it goes first.
         let pid_file = state_dir.join("inspector.pid");
-        if let Some(pid) = std::fs::read_to_string(&pid_file).ok().and_then(|s| s.trim().parse::<u32>().ok())
+        if let Some(pid) = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
             && pid_alive_inspector(pid)
         {
             log::warn!("stopping the inspector (pid {pid}) a previous agent left running");
@@ -134,7 +149,13 @@ impl Supervisor {
             .expect("spawn the inspector supervisor")
     }
 
-    fn supervise(&self, config: &Path, pid_file: &Path, restart: Duration, stop: tokio::sync::watch::Receiver<bool>) {
+    fn supervise(
+        &self,
+        config: &Path,
+        pid_file: &Path,
+        restart: Duration,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) {
         let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("mssp"));
         while !*stop.borrow() {
             let mut cmd = Command::new(&exe);
@@ -189,12 +210,20 @@ impl Supervisor {
             log::error!(
                 "filtering inspector (pid {pid}) exited ({exit}); filtering fails open (traffic passes uninspected) until it is back in {restart:?}"
             );
-            self.exited(format!("pid {pid}: {exit} at {}", SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())));
+            self.exited(format!(
+                "pid {pid}: {exit} at {}",
+                SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs())
+            ));
             let t = Instant::now();
             while t.elapsed() < restart && !*stop.borrow() {
                 std::thread::sleep(Duration::from_millis(100));
             }
-            self.status.lock().unwrap_or_else(|p| p.into_inner()).restarts += 1;
+            self.status
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .restarts += 1;
         }
     }
 

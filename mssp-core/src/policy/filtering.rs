@@ -131,7 +131,10 @@ pub fn normalize_domain(name: &str) -> Result<String, String> {
         return Err("is empty; give a name like \"bad.example\"".into());
     }
     if n.len() > 253 {
-        return Err(format!("is {} characters long; a DNS name has at most 253", n.len()));
+        return Err(format!(
+            "is {} characters long; a DNS name has at most 253",
+            n.len()
+        ));
     }
     let n = n.to_ascii_lowercase();
     for label in n.split('.') {
@@ -139,7 +142,10 @@ pub fn normalize_domain(name: &str) -> Result<String, String> {
             return Err("has an empty label (two dots in a row, or a leading dot)".into());
         }
         if label.len() > 63 {
-            return Err(format!("has a label of {} characters; at most 63", label.len()));
+            return Err(format!(
+                "has a label of {} characters; at most 63",
+                label.len()
+            ));
         }
         if let Some(c) = label
             .chars()
@@ -157,7 +163,11 @@ pub fn normalize_domain(name: &str) -> Result<String, String> {
 }
 
 /// Validates a `filtering` object at `path`; problems go to `errors`.
-pub fn filtering(doc: &FilteringDoc, path: &str, errors: &mut Vec<FieldError>) -> Option<Filtering> {
+pub fn filtering(
+    doc: &FilteringDoc,
+    path: &str,
+    errors: &mut Vec<FieldError>,
+) -> Option<Filtering> {
     let before = errors.len();
     let mut err = |field: String, message: String| {
         errors.push(FieldError {
@@ -203,7 +213,9 @@ pub fn filtering(doc: &FilteringDoc, path: &str, errors: &mut Vec<FieldError>) -
         Some(other) => {
             err(
                 "action".into(),
-                format!("{other:?} is not a filtering action; use \"nxdomain\", \"sinkhole\" or \"drop\""),
+                format!(
+                    "{other:?} is not a filtering action; use \"nxdomain\", \"sinkhole\" or \"drop\""
+                ),
             );
             FilterAction::Nxdomain
         }
@@ -229,7 +241,12 @@ pub fn filtering(doc: &FilteringDoc, path: &str, errors: &mut Vec<FieldError>) -
             }
         }
     }
-    if action == FilterAction::Sinkhole && doc.sinkhole.as_ref().is_none_or(|s| s.ipv4.is_none() && s.ipv6.is_none()) {
+    if action == FilterAction::Sinkhole
+        && doc
+            .sinkhole
+            .as_ref()
+            .is_none_or(|s| s.ipv4.is_none() && s.ipv6.is_none())
+    {
         err(
             "sinkhole".into(),
             "action \"sinkhole\" needs a sinkhole address: {\"ipv4\": ..., \"ipv6\": ...}".into(),
@@ -262,7 +279,10 @@ mod tests {
     #[test]
     fn names_are_normalised_or_refused_with_the_reason() {
         assert_eq!(normalize_domain("Bad.Test.").unwrap(), "bad.test");
-        assert_eq!(normalize_domain("_dmarc.x-y.test").unwrap(), "_dmarc.x-y.test");
+        assert_eq!(
+            normalize_domain("_dmarc.x-y.test").unwrap(),
+            "_dmarc.x-y.test"
+        );
         for (bad, why) in [
             ("", "empty"),
             ("a..b", "empty label"),
@@ -274,8 +294,16 @@ mod tests {
             let e = normalize_domain(bad).unwrap_err();
             assert!(e.contains(why), "{bad:?}: {e}");
         }
-        assert!(normalize_domain(&"a".repeat(64)).unwrap_err().contains("63"));
-        assert!(normalize_domain(&["a"; 130].join(".")).unwrap_err().contains("253"));
+        assert!(
+            normalize_domain(&"a".repeat(64))
+                .unwrap_err()
+                .contains("63")
+        );
+        assert!(
+            normalize_domain(&["a"; 130].join("."))
+                .unwrap_err()
+                .contains("253")
+        );
     }
 
     #[test]
@@ -288,9 +316,18 @@ mod tests {
         assert!(filtering(&doc, "customers[0].filtering", &mut errors).is_none());
         let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
         let text = text.join("\n");
-        assert!(text.contains("customers[0].filtering.block_domains[3]: \"x..y\""), "{text}");
-        assert!(text.contains("customers[0].filtering.sinkhole: action \"sinkhole\" needs"), "{text}");
-        assert!(text.contains("customers[0].filtering.quic: \"maybe\""), "{text}");
+        assert!(
+            text.contains("customers[0].filtering.block_domains[3]: \"x..y\""),
+            "{text}"
+        );
+        assert!(
+            text.contains("customers[0].filtering.sinkhole: action \"sinkhole\" needs"),
+            "{text}"
+        );
+        assert!(
+            text.contains("customers[0].filtering.quic: \"maybe\""),
+            "{text}"
+        );
 
         let doc: FilteringDoc = serde_json::from_str(
             r#"{"block_domains":["b.test","A.test","b.test"],"action":"sinkhole","sinkhole":{"ipv4":"198.18.0.9"},"quic":"block"}"#,

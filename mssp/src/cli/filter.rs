@@ -73,7 +73,9 @@ fn print_list(v: &Value) {
         }
         println!(
             "{who}: {} names blocked, action {}, QUIC {}",
-            f["names"], f["action"].as_str().unwrap_or("?"), f["quic"].as_str().unwrap_or("?")
+            f["names"],
+            f["action"].as_str().unwrap_or("?"),
+            f["quic"].as_str().unwrap_or("?")
         );
         for n in f["block_domains"].as_array().into_iter().flatten().take(50) {
             let name = n.as_str().unwrap_or("");
@@ -123,7 +125,11 @@ pub fn run(client: &Client, cmd: FilterCommand) -> ExitCode {
             } else if global {
                 q = "?global=true".into();
             }
-            report(client.get::<Value>(&format!("/v1/filter{q}")), json, print_list)
+            report(
+                client.get::<Value>(&format!("/v1/filter{q}")),
+                json,
+                print_list,
+            )
         }
         FilterCommand::Test {
             customer,
@@ -134,44 +140,73 @@ pub fn run(client: &Client, cmd: FilterCommand) -> ExitCode {
             if let Some(c) = customer {
                 q.push_str(&format!("&customer={}", query(&c.to_string())));
             }
-            report(client.get::<Value>(&format!("/v1/filter/test{q}")), json, |v| {
+            report(
+                client.get::<Value>(&format!("/v1/filter/test{q}")),
+                json,
+                |v| {
+                    println!(
+                        "{}: {}",
+                        v["verdict"].as_str().unwrap_or("?").to_uppercase(),
+                        v["why"].as_str().unwrap_or("")
+                    )
+                },
+            )
+        }
+        FilterCommand::Stats { json } => {
+            report(client.get::<Value>("/v1/filter/stats"), json, |v| {
+                let i = &v["inspector"];
                 println!(
-                    "{}: {}",
-                    v["verdict"].as_str().unwrap_or("?").to_uppercase(),
-                    v["why"].as_str().unwrap_or("")
-                )
+                    "inspector: {}{}, {} restarts{}",
+                    if i["running"] == true {
+                        "running"
+                    } else {
+                        "DOWN"
+                    },
+                    i["pid"]
+                        .as_u64()
+                        .map(|p| format!(" (pid {p})"))
+                        .unwrap_or_default(),
+                    i["restarts"],
+                    if i["fail_open"] == true {
+                        "; FAIL-OPEN: traffic passes uninspected"
+                    } else {
+                        ""
+                    }
+                );
+                let k = &i["kernel"];
+                println!(
+                    "data path: {} seen, {} steered, {} passed by cached allow, {} dropped by cached block, {} QUIC dropped, {} passed fail-open, {} passed without a socket",
+                    k["seen"],
+                    k["steered"],
+                    k["cache_allow"],
+                    k["cache_block"],
+                    k["quic_drop"],
+                    k["fail_open"],
+                    k["no_socket"]
+                );
+                let r = &v["report"];
+                if r.is_null() {
+                    return;
+                }
+                println!("totals: {}", r["totals"]);
+                for c in r["customers"].as_array().into_iter().flatten() {
+                    println!(
+                        "  customer {} {}: inspected {} allowed {} nxdomain {} sinkhole {} dropped {} reset {}",
+                        c["id"],
+                        c["name"].as_str().unwrap_or(""),
+                        c["inspected"],
+                        c["allowed"],
+                        c["nxdomain"],
+                        c["sinkhole"],
+                        c["dropped"],
+                        c["reset"]
+                    );
+                }
+                for t in r["top_blocked"].as_array().into_iter().flatten().take(10) {
+                    println!("  top blocked: {} ({})", t[0].as_str().unwrap_or(""), t[1]);
+                }
             })
         }
-        FilterCommand::Stats { json } => report(client.get::<Value>("/v1/filter/stats"), json, |v| {
-            let i = &v["inspector"];
-            println!(
-                "inspector: {}{}, {} restarts{}",
-                if i["running"] == true { "running" } else { "DOWN" },
-                i["pid"].as_u64().map(|p| format!(" (pid {p})")).unwrap_or_default(),
-                i["restarts"],
-                if i["fail_open"] == true { "; FAIL-OPEN: traffic passes uninspected" } else { "" }
-            );
-            let k = &i["kernel"];
-            println!(
-                "data path: {} seen, {} steered, {} passed by cached allow, {} dropped by cached block, {} QUIC dropped, {} passed fail-open, {} passed without a socket",
-                k["seen"], k["steered"], k["cache_allow"], k["cache_block"], k["quic_drop"], k["fail_open"], k["no_socket"]
-            );
-            let r = &v["report"];
-            if r.is_null() {
-                return;
-            }
-            println!("totals: {}", r["totals"]);
-            for c in r["customers"].as_array().into_iter().flatten() {
-                println!(
-                    "  customer {} {}: inspected {} allowed {} nxdomain {} sinkhole {} dropped {} reset {}",
-                    c["id"], c["name"].as_str().unwrap_or(""), c["inspected"], c["allowed"], c["nxdomain"],
-                    c["sinkhole"], c["dropped"], c["reset"]
-                );
-            }
-            for t in r["top_blocked"].as_array().into_iter().flatten().take(10) {
-                println!("  top blocked: {} ({})", t[0].as_str().unwrap_or(""), t[1]);
-            }
-        }),
     }
 }
 
@@ -188,7 +223,11 @@ pub fn inspector(config: &Path) -> ExitCode {
         }
     };
     let settings = mssp_filter::Settings {
-        interfaces: cfg.customer_interfaces().into_iter().map(|i| i.name).collect(),
+        interfaces: cfg
+            .customer_interfaces()
+            .into_iter()
+            .map(|i| i.name)
+            .collect(),
         maps_dir: mssp_core::pins::Layout::new(&cfg.pin_dir).abi_dir(),
         state_dir: cfg.state_dir.clone(),
         xdp_mode: cfg.filtering.xdp_mode.clone(),
@@ -196,7 +235,10 @@ pub fn inspector(config: &Path) -> ExitCode {
         hold: std::time::Duration::from_millis(cfg.filtering.hold_ms),
     };
     if settings.interfaces.is_empty() {
-        eprintln!("mssp inspector: {}: customer_interfaces is empty; nothing to inspect", config.display());
+        eprintln!(
+            "mssp inspector: {}: customer_interfaces is empty; nothing to inspect",
+            config.display()
+        );
         return ExitCode::from(mssp_wire::exit::USAGE);
     }
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));

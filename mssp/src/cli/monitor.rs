@@ -179,7 +179,9 @@ pub fn filtering(client: &Client, customer: Option<u32>, json: bool) -> ExitCode
         };
         for e in v["report"]["recent"].as_array().into_iter().flatten() {
             let at = e["unix_ms"].as_u64().unwrap_or(0);
-            if at <= last || (customer.is_some() && e["customer_id"].as_u64().map(|c| c as u32) != customer) {
+            if at <= last
+                || (customer.is_some() && e["customer_id"].as_u64().map(|c| c as u32) != customer)
+            {
                 continue;
             }
             last = at;
@@ -188,7 +190,10 @@ pub fn filtering(client: &Client, customer: Option<u32>, json: bool) -> ExitCode
             } else {
                 let when = time::OffsetDateTime::from_unix_timestamp_nanos(at as i128 * 1_000_000)
                     .ok()
-                    .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+                    .and_then(|t| {
+                        t.format(&time::format_description::well_known::Rfc3339)
+                            .ok()
+                    })
                     .unwrap_or_default();
                 println!(
                     "{when} {:<8} {:<4} {} from {} customer {}{}",
@@ -197,7 +202,10 @@ pub fn filtering(client: &Client, customer: Option<u32>, json: bool) -> ExitCode
                     e["name"].as_str().unwrap_or("?"),
                     e["source"].as_str().unwrap_or("?"),
                     e["customer_id"],
-                    e["rule"].as_str().map(|r| format!(" (rule {r})")).unwrap_or_default()
+                    e["rule"]
+                        .as_str()
+                        .map(|r| format!(" (rule {r})"))
+                        .unwrap_or_default()
                 );
             }
         }

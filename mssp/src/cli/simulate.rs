@@ -328,8 +328,14 @@ fn simulate(
 }
 
 /// `--customer-side`: content filtering's decision per frame.
-fn customer_side(policy_path: &Path, pcap_path: &Path, json: bool, out: &mut dyn Write) -> anyhow::Result<()> {
-    let bytes = std::fs::read(policy_path).with_context(|| format!("cannot read {}", policy_path.display()))?;
+fn customer_side(
+    policy_path: &Path,
+    pcap_path: &Path,
+    json: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let bytes = std::fs::read(policy_path)
+        .with_context(|| format!("cannot read {}", policy_path.display()))?;
     let policy = mssp_core::policy::parse_policy(&bytes, &Capacity::default())
         .map_err(|e| anyhow::anyhow!("{}: {e}", policy_path.display()))?;
     let doc = mssp_agent::filtering::table_doc(&policy, &Default::default());
@@ -349,7 +355,9 @@ fn customer_side(policy_path: &Path, pcap_path: &Path, json: bool, out: &mut dyn
         };
         let what = match (&v.kind, &v.name, &v.decision) {
             (None, _, _) => "pass   (not inspected)".to_string(),
-            (Some(k), None, _) => format!("pass   {k}: no name in this frame (a flow's later segment, or none)"),
+            (Some(k), None, _) => {
+                format!("pass   {k}: no name in this frame (a flow's later segment, or none)")
+            }
             (Some(k), Some(n), Some(d)) => {
                 let who = match (d.customer_id, &d.customer_name) {
                     (Some(id), Some(nm)) => format!("customer={id}({nm})"),
@@ -357,7 +365,16 @@ fn customer_side(policy_path: &Path, pcap_path: &Path, json: bool, out: &mut dyn
                     _ => "customer=-".into(),
                 };
                 match &d.blocked {
-                    Some(b) => format!("block  {k} {n} {who} rule={} ({:?} list) action={}", b.rule, b.list, if *k == "dns" { b.action.name() } else { "reset" }),
+                    Some(b) => format!(
+                        "block  {k} {n} {who} rule={} ({:?} list) action={}",
+                        b.rule,
+                        b.list,
+                        if *k == "dns" {
+                            b.action.name()
+                        } else {
+                            "reset"
+                        }
+                    ),
                     None => format!("allow  {k} {n} {who}"),
                 }
             }

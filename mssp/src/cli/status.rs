@@ -64,8 +64,14 @@ fn print_status(s: &StatusView) {
         println!(
             "filtering: on {}; inspector {}{}; {}",
             f.interfaces.join(", "),
-            if f.inspector_running { "running" } else { "DOWN" },
-            f.inspector_pid.map(|p| format!(" (pid {p})")).unwrap_or_default(),
+            if f.inspector_running {
+                "running"
+            } else {
+                "DOWN"
+            },
+            f.inspector_pid
+                .map(|p| format!(" (pid {p})"))
+                .unwrap_or_default(),
             if f.fail_open {
                 "FAIL-OPEN: traffic passes uninspected".to_string()
             } else {
@@ -79,7 +85,11 @@ fn print_status(s: &StatusView) {
             println!("  AF_XDP socket {i} queue {q} ({m} mode)");
         }
         if let Some(d) = &f.inject_device {
-            println!("  re-injection through {d}; heartbeat {} ms old; {} restarts", f.heartbeat_age_ms.unwrap_or(0), f.restarts);
+            println!(
+                "  re-injection through {d}; heartbeat {} ms old; {} restarts",
+                f.heartbeat_age_ms.unwrap_or(0),
+                f.restarts
+            );
         }
         if let (false, Some(e)) = (f.inspector_running, &f.last_exit) {
             println!("  last exit: {e}");

@@ -13,8 +13,20 @@ const RESOLVER: &str = "198.18.53.53";
 
 /// `dig` from `src`: (status, first answer).
 fn dig(src: &str, name: &str) -> Result<(String, String)> {
-    let out = ns(NS[2], &["dig", "+tries=1", "+time=2", "-b", src, &format!("@{RESOLVER}"), name, "A"])
-        .unwrap_or_else(|e| e.to_string());
+    let out = ns(
+        NS[2],
+        &[
+            "dig",
+            "+tries=1",
+            "+time=2",
+            "-b",
+            src,
+            &format!("@{RESOLVER}"),
+            name,
+            "A",
+        ],
+    )
+    .unwrap_or_else(|e| e.to_string());
     let status = out
         .lines()
         .find_map(|l| l.split("status: ").nth(1))
@@ -31,12 +43,17 @@ fn dig(src: &str, name: &str) -> Result<(String, String)> {
 }
 
 pub(crate) fn act(t: &mut Topology) -> Result<()> {
-    println!("\n== content filtering: acme blocks phish.test (DNS, TLS SNI, HTTP Host) for its users");
+    println!(
+        "\n== content filtering: acme blocks phish.test (DNS, TLS SNI, HTTP Host) for its users"
+    );
     let pid_file = t.dir.join("dnsmasq.pid");
     ns(
         NS[0],
         &[
-            "dnsmasq", "--no-resolv", "--no-hosts", "--bind-interfaces",
+            "dnsmasq",
+            "--no-resolv",
+            "--no-hosts",
+            "--bind-interfaces",
             &format!("--listen-address={RESOLVER}"),
             "--address=/test/198.18.80.80",
             &format!("--pid-file={}", pid_file.display()),
@@ -46,7 +63,10 @@ pub(crate) fn act(t: &mut Topology) -> Result<()> {
     )?;
     let t0 = Instant::now();
     loop {
-        if let Some(pid) = std::fs::read_to_string(&pid_file).ok().and_then(|s| s.trim().parse().ok()) {
+        if let Some(pid) = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+        {
             t.pids.push(pid);
             break;
         }
@@ -63,8 +83,20 @@ pub(crate) fn act(t: &mut Topology) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    print!("{}", cli(t, &["status"])?.lines().filter(|l| l.contains("filtering") || l.contains("AF_XDP") || l.contains("re-injection")).map(|l| format!("{l}\n")).collect::<String>());
-    println!("   {:<32} {:<12} {:<10} answer", "query (dig @198.18.53.53)", "from", "status");
+    print!(
+        "{}",
+        cli(t, &["status"])?
+            .lines()
+            .filter(|l| l.contains("filtering")
+                || l.contains("AF_XDP")
+                || l.contains("re-injection"))
+            .map(|l| format!("{l}\n"))
+            .collect::<String>()
+    );
+    println!(
+        "   {:<32} {:<12} {:<10} answer",
+        "query (dig @198.18.53.53)", "from", "status"
+    );
     let rows = [
         ("198.19.7.10", "acme", "news.test"),
         ("198.19.7.10", "acme", "phish.test"),
@@ -81,9 +113,22 @@ pub(crate) fn act(t: &mut Topology) -> Result<()> {
         bail!("content filtering did not decide as the policy says: {got:?}");
     }
     println!("\n== mssp filter test --customer acme login.phish.test");
-    print!("{}", cli(t, &["filter", "test", "--customer", "acme", "login.phish.test"])?);
+    print!(
+        "{}",
+        cli(
+            t,
+            &["filter", "test", "--customer", "acme", "login.phish.test"]
+        )?
+    );
     println!("\n== the NOC blocks casino.test for acme on this edge (local layer)");
-    print!("{}", cli(t, &["filter", "add", "--customer", "acme", "casino.test"])?.lines().take(1).map(|l| format!("{l}\n")).collect::<String>());
+    print!(
+        "{}",
+        cli(t, &["filter", "add", "--customer", "acme", "casino.test"])?
+            .lines()
+            .take(1)
+            .map(|l| format!("{l}\n"))
+            .collect::<String>()
+    );
     let t0 = Instant::now();
     let st = loop {
         let (st, _) = dig("198.19.7.10", "www.casino.test")?;
