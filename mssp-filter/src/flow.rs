@@ -11,10 +11,9 @@ use mssp_core::policy::filtering::FilterAction;
 use crate::{
     dns, http,
     inject::Injector,
-    inspector::unix_ms,
     packet::{self, Frame, PORT},
     reply,
-    stats::{Event, Stats},
+    stats::{Event, Stats, unix_ms},
     table::FilterTable,
     tls,
 };

@@ -13,7 +13,7 @@ use std::{
         atomic::{AtomicBool, Ordering},
         mpsc,
     },
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime},
 };
 
 use aya::maps::{Array, HashMap as BpfHashMap, Map, MapData, XskMap};
@@ -26,7 +26,7 @@ use crate::{
     flow::{Ctx, Held},
     inject::Injector,
     packet::PORT,
-    stats::{Report, SocketReport, Stats},
+    stats::{Report, SocketReport, Stats, unix_ms},
     table::{FilterTable, TableDoc},
     xsk::Xsk,
 };
@@ -73,12 +73,6 @@ fn monotonic_ns() -> u64 {
     // SAFETY: clock_gettime writes the timespec we own. CLOCK_MONOTONIC is bpf_ktime_get_ns.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-pub(crate) fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn rx_queues(ifname: &str) -> u32 {

@@ -162,3 +162,10 @@ impl Stats {
         )
     }
 }
+
+/// Milliseconds since the Unix epoch (what reports and events carry).
+pub(crate) fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
