@@ -147,7 +147,7 @@ mod tests {
         let ch = client_hello("WWW.Bad.Test");
         assert_eq!(sni(&ch), Sni::Name("www.bad.test".into()));
         let mut seen_name = false;
-        for cut in 0..ch.len() {
+        for cut in 0..=ch.len() {
             match sni(&ch[..cut]) {
                 Sni::Incomplete => assert!(!seen_name, "incomplete after the name at {cut}"),
                 Sni::Name(n) => {

@@ -17,6 +17,10 @@ use crate::{
 
 pub const DNS: &str = "198.18.53.53";
 pub const WEB: &str = "198.18.80.80";
+pub const DNS6: &str = "2001:db8:53::53";
+pub const WEB6: &str = "2001:db8:80::80";
+/// acme's IPv6 client.
+pub const ACME6: &str = "2001:db8:7::10";
 /// Customer 7 (acme, filtering) and customer 8 (beta, none), both in the customer namespace.
 pub const ACME: &str = "198.19.7.10";
 pub const BETA: &str = "198.19.8.10";
@@ -121,6 +125,104 @@ impl Lab {
         net.sh(&["ip", "addr", "add", "198.18.1.2/24", "dev", &ni]);
         net.sh(&["ip", "addr", "add", &format!("{DNS}/32"), "dev", &ni]);
         net.sh(&["ip", "addr", "add", &format!("{WEB}/32"), "dev", &ni]);
+        // IPv6 beside: acme's 2001:db8:7::/64 behind the router, the servers' addresses.
+        rtr.sh(&[
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            "2001:db8:7::1/64",
+            "dev",
+            &rc,
+            "nodad",
+        ]);
+        rtr.sh(&[
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            "2001:db8:1::1/64",
+            "dev",
+            &ri,
+            "nodad",
+        ]);
+        cus.sh(&[
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            &format!("{ACME6}/64"),
+            "dev",
+            &cc,
+            "nodad",
+        ]);
+        net.sh(&[
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            "2001:db8:1::2/64",
+            "dev",
+            &ni,
+            "nodad",
+        ]);
+        net.sh(&[
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            &format!("{DNS6}/128"),
+            "dev",
+            &ni,
+            "nodad",
+        ]);
+        net.sh(&[
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            &format!("{WEB6}/128"),
+            "dev",
+            &ni,
+            "nodad",
+        ]);
+        cus.sh(&[
+            "ip",
+            "-6",
+            "route",
+            "add",
+            "2001:db8::/32",
+            "via",
+            "2001:db8:7::1",
+        ]);
+        net.sh(&[
+            "ip",
+            "-6",
+            "route",
+            "add",
+            "2001:db8:7::/48",
+            "via",
+            "2001:db8:1::1",
+        ]);
+        rtr.sh(&[
+            "ip",
+            "-6",
+            "route",
+            "add",
+            &format!("{DNS6}/128"),
+            "via",
+            "2001:db8:1::2",
+        ]);
+        rtr.sh(&[
+            "ip",
+            "-6",
+            "route",
+            "add",
+            &format!("{WEB6}/128"),
+            "via",
+            "2001:db8:1::2",
+        ]);
+        rtr.sh(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
         rtr.sh(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
         rtr.sh(&["sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0"]);
         cus.sh(&[
@@ -179,7 +281,9 @@ impl Lab {
                 "--no-hosts",
                 "--bind-interfaces",
                 &format!("--listen-address={DNS}"),
+                &format!("--listen-address={DNS6}"),
                 &format!("--address=/test/{WEB}"),
+                &format!("--address=/test/{WEB6}"),
                 &format!("--pid-file={}", pid.display()),
                 &format!("--log-facility={}", work.join("dnsmasq.log").display()),
                 "--user=root",
@@ -225,7 +329,7 @@ impl Lab {
             format!(
                 "daemon off; master_process off; pid {w}/nginx.pid; error_log {w}/nginx.err; events {{}}\n\
                  http {{ access_log off; client_body_temp_path {w}; proxy_temp_path {w}; fastcgi_temp_path {w}; uwsgi_temp_path {w}; scgi_temp_path {w};\n\
-                 server {{ listen {WEB}:80; listen {WEB}:443 ssl; ssl_certificate {crt}; ssl_certificate_key {key};\n\
+                 server {{ listen {WEB}:80; listen {WEB}:443 ssl; listen [{WEB6}]:80; listen [{WEB6}]:443 ssl; ssl_certificate {crt}; ssl_certificate_key {key};\n\
                  location / {{ return 200 \"ok\\n\"; }} }} }}\n",
                 w = work.display(),
                 crt = crt.display(),
@@ -318,16 +422,20 @@ impl Lab {
 
     /// `dig` from `src` for `name` (A), over TCP with `tcp`: (status, answers, query ms).
     pub fn dig(&self, src: &str, name: &str, tcp: bool) -> (String, Vec<String>, u64) {
-        let mut args = vec![
-            "dig",
-            "+tries=1",
-            "+time=2",
-            "-b",
-            src,
-            "@198.18.53.53",
-            name,
-            "A",
-        ];
+        self.dig_at(src, DNS, name, "A", tcp)
+    }
+
+    /// `dig` from `src` to `server` for `name` of type `qtype`.
+    pub fn dig_at(
+        &self,
+        src: &str,
+        server: &str,
+        name: &str,
+        qtype: &str,
+        tcp: bool,
+    ) -> (String, Vec<String>, u64) {
+        let at = format!("@{server}");
+        let mut args = vec!["dig", "+tries=1", "+time=2", "-b", src, &at, name, qtype];
         if tcp {
             args.push("+tcp");
         }
@@ -355,8 +463,24 @@ impl Lab {
     /// `curl` from `src` to `scheme://name/` at the web server: (exit code, body, stderr,
     /// elapsed).
     pub fn curl(&self, src: &str, scheme: &str, name: &str) -> (i32, String, String, Duration) {
+        self.curl_at(src, WEB, scheme, name)
+    }
+
+    /// `curl` from `src` to `scheme://name/` at `web` (an IPv4 or IPv6 address).
+    pub fn curl_at(
+        &self,
+        src: &str,
+        web: &str,
+        scheme: &str,
+        name: &str,
+    ) -> (i32, String, String, Duration) {
         let port = if scheme == "https" { 443 } else { 80 };
-        let resolve = format!("{name}:{port}:{WEB}");
+        let addr = if web.contains(':') {
+            format!("[{web}]")
+        } else {
+            web.to_string()
+        };
+        let resolve = format!("{name}:{port}:{addr}");
         let url = format!("{scheme}://{name}/");
         let t = Instant::now();
         let out = Command::new("ip")

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use mssp_tests::{
     agent::scrape,
-    content::{ACME, BETA, Lab, WEB},
+    content::{ACME, ACME6, BETA, DNS6, Lab, WEB, WEB6},
     require_root,
 };
 
@@ -18,7 +18,7 @@ const POLICY: &str = r#"{"version":1,
   "global":{"filtering":{"block_domains":["malware.test"],"action":"sinkhole",
     "sinkhole":{"ipv4":"198.18.0.9"}}},
   "customers":[
-    {"id":7,"name":"acme","prefixes":["198.19.7.0/24"],
+    {"id":7,"name":"acme","prefixes":["198.19.7.0/24","2001:db8:7::/48"],
      "filtering":{"block_domains":["bad.test"],"action":"nxdomain"}},
     {"id":8,"name":"beta","prefixes":["198.19.8.0/24"]}]}"#;
 
@@ -201,6 +201,35 @@ fn blocked_names_are_refused_for_the_filtering_customer_and_reach_others() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The same over IPv6: the customer found by its IPv6 source, DNS over UDP and TCP, TLS and
+/// HTTP re-injected (or reset) as IPv6.
+#[test]
+fn ipv6_clients_are_filtered_alike() {
+    require_root();
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let lab = Lab::new("cf6", POLICY, "");
+    for tcp in [false, true] {
+        let (st, ans, _) = lab.dig_at(ACME6, DNS6, "allowed.test", "AAAA", tcp);
+        assert_eq!(
+            (st.as_str(), ans),
+            ("NOERROR", vec![WEB6.to_string()]),
+            "tcp={tcp}"
+        );
+        let (st, ans, _) = lab.dig_at(ACME6, DNS6, "www.bad.test", "AAAA", tcp);
+        assert_eq!((st.as_str(), ans.len()), ("NXDOMAIN", 0), "tcp={tcp}");
+    }
+    for scheme in ["https", "http"] {
+        let (code, body, err, _) = lab.curl_at(ACME6, WEB6, scheme, "allowed.test");
+        assert_eq!((code, body.as_str()), (0, "ok\n"), "{scheme}: {err}");
+        let (code, _, err, took) = lab.curl_at(ACME6, WEB6, scheme, "bad.test");
+        assert!(
+            code != 0 && err.to_lowercase().contains("reset"),
+            "{scheme}: {code} {err}"
+        );
+        assert!(took < Duration::from_secs(1), "{scheme}: {took:?}");
+    }
 }
 
 #[test]
