@@ -728,9 +728,8 @@ fn filter_metrics<B: MapBackend>(
         restarts: st.restarts,
         ..FilterMetrics::default()
     };
-    for (i, name) in mssp_common::filter::filter_stat::NAMES.iter().enumerate() {
-        if let Some(v) = st.kernel.get(*name) {
-            let _ = i;
+    for name in mssp_common::filter::filter_stat::NAMES {
+        if let Some(v) = st.kernel.get(name) {
             m.kernel.push((KindLabels { kind: name }, *v));
         }
     }

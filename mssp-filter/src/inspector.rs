@@ -65,7 +65,8 @@ fn open_map(dir: &Path, name: &str) -> Result<Map, String> {
     Map::from_map_data(data).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-fn monotonic_ns() -> u64 {
+/// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns`, which the heartbeat is read with.
+pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -215,6 +216,8 @@ impl Inspector {
             }
             self.expire_held();
             if last_report.elapsed() >= Duration::from_secs(1) {
+                self.decided
+                    .retain(|_, (_, t)| t.elapsed() <= Duration::from_secs(5));
                 self.write_report();
                 last_report = Instant::now();
             }
@@ -251,14 +254,8 @@ impl Inspector {
 
     /// Split requests whose rest did not come: let through as they are (fail-open).
     fn expire_held(&mut self) {
-        if self.decided.len() > 4096
-            || self
-                .decided
-                .values()
-                .any(|(_, t)| t.elapsed() > Duration::from_secs(5))
-        {
-            self.decided
-                .retain(|_, (_, t)| t.elapsed() <= Duration::from_secs(5));
+        if self.held.is_empty() {
+            return;
         }
         let hold = self.settings.hold;
         let late: Vec<FlowKey> = self

@@ -126,102 +126,24 @@ impl Lab {
         net.sh(&["ip", "addr", "add", &format!("{DNS}/32"), "dev", &ni]);
         net.sh(&["ip", "addr", "add", &format!("{WEB}/32"), "dev", &ni]);
         // IPv6 beside: acme's 2001:db8:7::/64 behind the router, the servers' addresses.
-        rtr.sh(&[
-            "ip",
-            "-6",
-            "addr",
-            "add",
-            "2001:db8:7::1/64",
-            "dev",
-            &rc,
-            "nodad",
-        ]);
-        rtr.sh(&[
-            "ip",
-            "-6",
-            "addr",
-            "add",
-            "2001:db8:1::1/64",
-            "dev",
-            &ri,
-            "nodad",
-        ]);
-        cus.sh(&[
-            "ip",
-            "-6",
-            "addr",
-            "add",
-            &format!("{ACME6}/64"),
-            "dev",
-            &cc,
-            "nodad",
-        ]);
-        net.sh(&[
-            "ip",
-            "-6",
-            "addr",
-            "add",
-            "2001:db8:1::2/64",
-            "dev",
-            &ni,
-            "nodad",
-        ]);
-        net.sh(&[
-            "ip",
-            "-6",
-            "addr",
-            "add",
-            &format!("{DNS6}/128"),
-            "dev",
-            &ni,
-            "nodad",
-        ]);
-        net.sh(&[
-            "ip",
-            "-6",
-            "addr",
-            "add",
-            &format!("{WEB6}/128"),
-            "dev",
-            &ni,
-            "nodad",
-        ]);
-        cus.sh(&[
-            "ip",
-            "-6",
-            "route",
-            "add",
-            "2001:db8::/32",
-            "via",
-            "2001:db8:7::1",
-        ]);
-        net.sh(&[
-            "ip",
-            "-6",
-            "route",
-            "add",
-            "2001:db8:7::/48",
-            "via",
-            "2001:db8:1::1",
-        ]);
-        rtr.sh(&[
-            "ip",
-            "-6",
-            "route",
-            "add",
-            &format!("{DNS6}/128"),
-            "via",
-            "2001:db8:1::2",
-        ]);
-        rtr.sh(&[
-            "ip",
-            "-6",
-            "route",
-            "add",
-            &format!("{WEB6}/128"),
-            "via",
-            "2001:db8:1::2",
-        ]);
+        for (ns, addr, dev) in [
+            (&rtr, "2001:db8:7::1/64".to_string(), &rc),
+            (&rtr, "2001:db8:1::1/64".to_string(), &ri),
+            (&cus, format!("{ACME6}/64"), &cc),
+            (&net, "2001:db8:1::2/64".to_string(), &ni),
+            (&net, format!("{DNS6}/128"), &ni),
+            (&net, format!("{WEB6}/128"), &ni),
+        ] {
+            ns.sh(&["ip", "-6", "addr", "add", &addr, "dev", dev, "nodad"]);
+        }
+        for (ns, dst, via) in [
+            (&cus, "2001:db8::/32".to_string(), "2001:db8:7::1"),
+            (&net, "2001:db8:7::/48".to_string(), "2001:db8:1::1"),
+            (&rtr, format!("{DNS6}/128"), "2001:db8:1::2"),
+            (&rtr, format!("{WEB6}/128"), "2001:db8:1::2"),
+        ] {
+            ns.sh(&["ip", "-6", "route", "add", &dst, "via", via]);
+        }
         rtr.sh(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
         rtr.sh(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
         rtr.sh(&["sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0"]);

@@ -112,51 +112,19 @@ fn main() -> Result<()> {
                 util::run(&mut c)?;
             }
             if section("fleet") && !fleet_edges.trim().is_empty() {
-                let mut c = util::command("cargo");
-                c.args([
-                    "test",
-                    "--release",
-                    "-p",
-                    "mssp-tests",
-                    "--test",
+                bench_suite(
                     "fleet_bench",
-                    "--",
-                    "--ignored",
-                    "--nocapture",
-                ])
-                .env("MSSP_BENCH_FLEET_EDGES", &fleet_edges);
-                util::run(&mut c)?;
+                    Some(("MSSP_BENCH_FLEET_EDGES", fleet_edges.clone())),
+                )?;
             }
             if section("filtering") {
-                let mut c = util::command("cargo");
-                c.args([
-                    "test",
-                    "--release",
-                    "-p",
-                    "mssp-tests",
-                    "--test",
-                    "filtering_bench",
-                    "--",
-                    "--ignored",
-                    "--nocapture",
-                ]);
-                util::run(&mut c)?;
+                bench_suite("filtering_bench", None)?;
             }
             if section("detection") && detection_runs > 0 {
-                let mut c = util::command("cargo");
-                c.args([
-                    "test",
-                    "--release",
-                    "-p",
-                    "mssp-tests",
-                    "--test",
+                bench_suite(
                     "ips_bench",
-                    "--",
-                    "--ignored",
-                    "--nocapture",
-                ])
-                .env("MSSP_BENCH_DETECTION_RUNS", detection_runs.to_string());
-                util::run(&mut c)?;
+                    Some(("MSSP_BENCH_DETECTION_RUNS", detection_runs.to_string())),
+                )?;
             }
             Ok(())
         }
@@ -170,6 +138,26 @@ fn main() -> Result<()> {
             install::install(&root, &prefix)
         }
     }
+}
+
+/// A benchmark kept as an ignored test of mssp-tests, run with its output shown.
+fn bench_suite(test: &str, env: Option<(&str, String)>) -> Result<()> {
+    let mut c = util::command("cargo");
+    c.args([
+        "test",
+        "--release",
+        "-p",
+        "mssp-tests",
+        "--test",
+        test,
+        "--",
+        "--ignored",
+        "--nocapture",
+    ]);
+    if let Some((k, v)) = env {
+        c.env(k, v);
+    }
+    util::run(&mut c)
 }
 
 fn test(args: &[String]) -> Result<()> {

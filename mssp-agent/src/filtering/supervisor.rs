@@ -49,16 +49,6 @@ pub struct Supervisor {
     >,
 }
 
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: writes the timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
 fn open<T>(dir: &Path, name: &str, f: impl FnOnce(Map) -> Option<T>) -> Option<T> {
     let m = Map::from_map_data(MapData::from_pin(dir.join(name)).ok()?).ok()?;
     f(m)
@@ -93,7 +83,7 @@ impl Supervisor {
             }
             if let Some(c) = config {
                 let beat = c.get(&config_index::FILTER_HEARTBEAT, 0).unwrap_or(0);
-                let now = monotonic_ns();
+                let now = mssp_filter::inspector::monotonic_ns();
                 if beat != 0 {
                     s.heartbeat_age_ms = Some(now.saturating_sub(beat) / 1_000_000);
                 }

@@ -250,6 +250,13 @@ fn live(
     Ok(())
 }
 
+/// A policy file, validated as a push would be.
+fn read_policy(path: &Path) -> anyhow::Result<mssp_core::policy::Policy> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    mssp_core::policy::parse_policy(&bytes, &Capacity::default())
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
 /// The whole command: policy file, capture file, one line per frame.
 fn simulate(
     policy_path: &Path,
@@ -257,10 +264,7 @@ fn simulate(
     json: bool,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
-    let bytes = std::fs::read(policy_path)
-        .with_context(|| format!("cannot read {}", policy_path.display()))?;
-    let policy = mssp_core::policy::parse_policy(&bytes, &Capacity::default())
-        .map_err(|e| anyhow::anyhow!("{}: {e}", policy_path.display()))?;
+    let policy = read_policy(policy_path)?;
     let frames = read_capture(pcap_path)?;
     let sim = Simulator::new(&policy)?;
     for (i, frame) in frames.iter().enumerate() {
@@ -334,10 +338,7 @@ fn customer_side(
     json: bool,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
-    let bytes = std::fs::read(policy_path)
-        .with_context(|| format!("cannot read {}", policy_path.display()))?;
-    let policy = mssp_core::policy::parse_policy(&bytes, &Capacity::default())
-        .map_err(|e| anyhow::anyhow!("{}: {e}", policy_path.display()))?;
+    let policy = read_policy(policy_path)?;
     let doc = mssp_agent::filtering::table_doc(&policy, &Default::default());
     let table = mssp_filter::FilterTable::from_doc(&doc).map_err(anyhow::Error::msg)?;
     for (i, frame) in read_capture(pcap_path)?.iter().enumerate() {
