@@ -192,6 +192,9 @@ impl<B: MapBackend> Agent<B> {
             detection: Default::default(),
             protected: Default::default(),
             filter_table: None,
+            central_desired: None,
+            policy_gen: 0,
+            filter_inputs: None,
         };
         // Policy into the maps before any new attachment, so a new link never filters with
         // an empty policy; an adopted link keeps the old program until the swap below.

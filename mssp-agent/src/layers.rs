@@ -3,6 +3,8 @@
 //! into the one desired state the publisher makes true. Precedence where two name the same
 //! prefix: local > fleet > auto > central.
 
+use std::sync::Arc;
+
 use mssp_common::{Layer, Scope, abi::SourceAction};
 use mssp_core::{
     dataplane::{Desired, DesiredEntry, DesiredRule},
@@ -95,21 +97,41 @@ pub fn desired(
     auto: &[AutoItem],
     fleet: &[Decision],
 ) -> Desired {
-    let mut d = Desired::from_policy(policy);
+    desired_over(Desired::from_policy(policy), policy, local, auto, fleet)
+}
+
+/// [`desired`] over the central layer's desired state already built (`central` is
+/// `Desired::from_policy(policy)`, which the agent keeps between applies).
+pub fn desired_over(
+    central: Desired,
+    policy: &Policy,
+    local: &LocalFile,
+    auto: &[AutoItem],
+    fleet: &[Decision],
+) -> Desired {
+    let mut d = central;
+    // Customer id -> position, for the layers' additions (a search each was quadratic).
+    let pos: std::collections::HashMap<u32, usize> = d
+        .customers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.id, i))
+        .collect();
+    let at = |id: u32| pos.get(&id).copied();
     let now = time::OffsetDateTime::now_utc();
     for f in fleet.iter().filter(|f| !f.removed && f.expires > now) {
         match fleet_item(f, &d) {
             Ok(FleetItem::Entry(e)) => match f.customer {
-                None => d.global.push(e),
+                None => Arc::make_mut(&mut d.global).push(e),
                 Some(id) => {
-                    if let Some(c) = d.customers.iter_mut().find(|c| c.id == id) {
-                        c.entries.push(e);
+                    if let Some(i) = at(id) {
+                        Arc::make_mut(&mut d.customers[i].entries).push(e);
                     }
                 }
             },
             Ok(FleetItem::Rule(id, r)) => {
-                if let Some(c) = d.customers.iter_mut().find(|c| c.id == id) {
-                    c.rules.push(r);
+                if let Some(i) = at(id) {
+                    d.customers[i].rules.push(r);
                 }
             }
             Err(e) => log::error!("fleet decision {}: {e}", f.id),
@@ -122,14 +144,14 @@ pub fn desired(
         match n.customer {
             None => d.global_filter = true,
             Some(id) => {
-                if let Some(c) = d.customers.iter_mut().find(|c| c.id == id) {
-                    c.filter = true;
+                if let Some(i) = at(id) {
+                    d.customers[i].filter = true;
                 }
             }
         }
     }
     for r in &local.rules {
-        let Some(c) = d.customers.iter_mut().find(|c| c.id == r.customer) else {
+        let Some(c) = at(r.customer).map(|i| &mut d.customers[i]) else {
             continue;
         };
         let mut errors = Vec::new();
@@ -142,7 +164,7 @@ pub fn desired(
         }
     }
     for a in auto {
-        let Some(c) = d.customers.iter_mut().find(|c| c.id == a.customer) else {
+        let Some(c) = at(a.customer).map(|i| &mut d.customers[i]) else {
             continue;
         };
         match &a.kind {
@@ -170,7 +192,7 @@ pub fn desired(
                 }
             }
             AutoKind::Source { prefix } => match parse_cidr(prefix, true) {
-                Ok(net) => c.entries.push(DesiredEntry {
+                Ok(net) => Arc::make_mut(&mut c.entries).push(DesiredEntry {
                     net,
                     action: SourceAction::Drop,
                     expires: Some(a.expires),
@@ -188,10 +210,10 @@ pub fn desired(
             layer: Layer::Local,
         };
         match e.scope {
-            Scope::Global => d.global.push(de),
+            Scope::Global => Arc::make_mut(&mut d.global).push(de),
             Scope::Customer(id) => {
-                if let Some(c) = d.customers.iter_mut().find(|c| c.id == id) {
-                    c.entries.push(de);
+                if let Some(i) = at(id) {
+                    Arc::make_mut(&mut d.customers[i].entries).push(de);
                 }
             }
         }

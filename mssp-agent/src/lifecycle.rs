@@ -158,6 +158,8 @@ pub async fn run<B: MapBackend + Send + 'static>(
             state.local.entries.len()
         );
         info!("{status}");
+        // Loading state (a million-entry central.json) went through memory nothing holds now.
+        crate::state::release_freed_memory();
         let _ = sd_notify::notify(
             false,
             &[

@@ -62,12 +62,35 @@ pub struct AgentState<B: MapBackend> {
     pub protected: std::sync::Arc<crate::ips::settings::ProtectedSet>,
     /// The filtering table last written for the inspector (state_dir/filtering.json).
     pub filter_table: Option<mssp_filter::table::TableDoc>,
+    /// `Desired::from_policy(&self.policy)`, kept between applies (its entry lists are
+    /// shared, so a CLI edit clones it in time proportional to the customers); cleared by
+    /// [`AgentState::replace_policy`], the only way the policy changes.
+    pub(crate) central_desired: Option<mssp_core::dataplane::Desired>,
+    /// Bumped by [`AgentState::replace_policy`]: what derived state is keyed on.
+    pub(crate) policy_gen: u64,
+    /// What the filtering table last written was made from (policy generation, local
+    /// names): an apply with the same inputs skips rebuilding it (~6 ms at 10k customers).
+    pub(crate) filter_inputs: Option<(u64, Vec<crate::store::LocalFilterName>)>,
+}
+
+/// Hands the heap's free memory back to the kernel. A million-entry push parses, validates
+/// and compiles through a few hundred MiB that glibc keeps otherwise (measured: the agent's
+/// RSS 608 MiB before, 414 MiB after, with the same policy in force).
+pub fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap pages; it touches no live allocation.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 impl<B: MapBackend> AgentState<B> {
     /// Publishes the union of the layers (only what changed is rewritten).
     pub fn apply(&mut self, trigger: &str) -> Result<ApplyStats, DataplaneError> {
         let started = Instant::now();
+        if self.central_desired.is_none() {
+            self.central_desired = Some(mssp_core::dataplane::Desired::from_policy(&self.policy));
+        }
         let d = self.desired();
         log::debug!("apply: desired state in {:?}", started.elapsed());
         let idlog = &mut self.idlog;
@@ -87,14 +110,23 @@ impl<B: MapBackend> AgentState<B> {
                     crate::ips::settings::DetectionSnapshot::build(&self.policy, &self.local),
                 );
                 self.protected = std::sync::Arc::new(crate::ips::settings::ProtectedSet::build(&d));
-                let doc = crate::filtering::table_doc(&self.policy, &self.local);
-                match crate::filtering::write_table(
-                    &self.store.dir,
-                    doc,
-                    self.filter_table.as_ref(),
-                ) {
-                    Ok(t) => self.filter_table = Some(t),
-                    Err(e) => error!("writing the filtering table for the inspector: {e}"),
+                let inputs = (self.policy_gen, self.local.filter_names.clone());
+                if self.filter_inputs.as_ref() != Some(&inputs) {
+                    let doc = crate::filtering::table_doc(&self.policy, &self.local);
+                    match crate::filtering::write_table(
+                        &self.store.dir,
+                        doc,
+                        self.filter_table.as_ref(),
+                    ) {
+                        Ok(t) => {
+                            self.filter_table = Some(t);
+                            self.filter_inputs = Some(inputs);
+                        }
+                        Err(e) => {
+                            self.filter_inputs = None;
+                            error!("writing the filtering table for the inspector: {e}")
+                        }
+                    }
                 }
                 // The table is built only when the log is due (it is a million rows at most).
                 if self.idlog.needs_compaction(self.dp.assignments())
@@ -118,11 +150,11 @@ impl<B: MapBackend> AgentState<B> {
         origin: Origin,
         trigger: &str,
     ) -> Result<ApplyStats, AgentError> {
-        let old = std::mem::replace(&mut self.policy, policy);
+        let old = self.replace_policy(policy);
         let stats = match self.apply(trigger) {
             Ok(stats) => stats,
             Err(e) => {
-                self.policy = old;
+                self.replace_policy(old);
                 return Err(e.into());
             }
         };
@@ -137,19 +169,21 @@ impl<B: MapBackend> AgentState<B> {
         log::debug!("central policy persisted in {:?}", t.elapsed());
         if let Err(e) = saved {
             error!("{e}; putting the previous central policy back");
-            self.policy = old;
+            self.replace_policy(old);
             if let Err(e2) = self.apply("rollback") {
                 error!("re-applying the previous central policy failed too: {e2}");
             }
             return Err(e.into());
         }
         self.central = Some(meta);
+        drop(old);
+        release_freed_memory();
         Ok(stats)
     }
 
     /// Puts a central layer back as it was (a reload that could not finish).
     pub fn restore_central(&mut self, policy: Policy, meta: Option<CentralMeta>) {
-        self.policy = policy;
+        self.replace_policy(policy);
         self.central = meta.clone();
         if let Err(e) = self.apply("rollback") {
             error!("re-applying the previous central policy failed: {e}");
@@ -190,9 +224,25 @@ impl<B: MapBackend> AgentState<B> {
         Ok(stats)
     }
 
+    /// Installs a central policy (nothing is applied); returns the previous one.
+    pub fn replace_policy(&mut self, policy: Policy) -> Policy {
+        self.central_desired = None;
+        self.policy_gen += 1;
+        std::mem::replace(&mut self.policy, policy)
+    }
+
     /// The union of the layers as it should be in force.
     pub fn desired(&self) -> mssp_core::dataplane::Desired {
-        desired(&self.policy, &self.local, &self.auto, &self.fleet)
+        match &self.central_desired {
+            Some(c) => crate::layers::desired_over(
+                c.clone(),
+                &self.policy,
+                &self.local,
+                &self.auto,
+                &self.fleet,
+            ),
+            None => desired(&self.policy, &self.local, &self.auto, &self.fleet),
+        }
     }
 
     /// Puts one fleet decision in force (or, `removed`, takes it out): checked against this

@@ -271,3 +271,57 @@ async fn reserved_rule_ids_and_attack_views_without_a_data_path() {
     let (status, _) = call(&a, "GET", "/v1/monitor?reason=bogus", "").await;
     assert_eq!(status, 400);
 }
+
+/// The agent keeps the central layer's desired state between applies; a new central policy
+/// must replace it, and a CLI edit afterwards must publish the new policy's entries with the
+/// local one, not the old policy's.
+#[tokio::test]
+async fn a_cli_edit_after_a_new_central_policy_publishes_the_new_policy() {
+    let a = agent("central-cache", POLICY);
+    let (status, _) = call(
+        &a,
+        "POST",
+        "/v1/blocks",
+        r#"{"prefix":"198.18.1.0/24","customer":7}"#,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let next = r#"{"version":4,"customers":[{"id":7,"name":"acme","prefixes":["198.19.7.0/24"],
+      "sources":[{"prefix":"198.18.77.0/24","action":"drop"}]}]}"#;
+    let policy =
+        mssp_core::policy::parse_policy(next.as_bytes(), &mssp_core::policy::Capacity::default())
+            .unwrap();
+    let origin = crate::state::Origin {
+        digest: "test".into(),
+        source: "test".into(),
+    };
+    a.agent.lock().set_central(policy, origin, "test").unwrap();
+    let (status, _) = call(
+        &a,
+        "POST",
+        "/v1/blocks",
+        r#"{"prefix":"198.18.2.0/24","customer":7}"#,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let d = a.agent.lock().desired();
+    let mut nets: Vec<String> = d.customers[0]
+        .entries
+        .iter()
+        .map(|e| mssp_core::policy::cidr::format_net(&e.net))
+        .collect();
+    nets.sort();
+    assert_eq!(nets, ["198.18.1.0/24", "198.18.2.0/24", "198.18.77.0/24"]);
+    // What the data path holds agrees: the old policy's entry is gone.
+    let (_, body) = call(&a, "GET", "/v1/blocks?customer=7", "").await;
+    let list: Vec<BlockView> = serde_json::from_slice(&body).unwrap();
+    assert!(
+        list.iter().all(|b| b.prefix != "198.18.66.0/24"),
+        "{list:?}"
+    );
+    assert!(
+        list.iter()
+            .any(|b| b.prefix == "198.18.77.0/24" && b.enforced),
+        "{list:?}"
+    );
+}

@@ -84,7 +84,7 @@ impl PrefixSet {
     }
 }
 
-/// Infrastructure and allowlisted sources, every layer.
+/// Infrastructure and allowlisted sources, every layer (of metered customers: see `build`).
 #[derive(Debug, Default)]
 pub struct ProtectedSet {
     always: PrefixSet,
@@ -100,7 +100,10 @@ impl ProtectedSet {
         for e in d.global.iter().filter(|e| e.action == SourceAction::Allow) {
             p.always.insert(&e.net);
         }
-        for c in &d.customers {
+        // Only metered customers can have an attack to mitigate (the detector reads meters),
+        // so only theirs are collected: scanning every list was ~5 ms of each CLI edit at a
+        // million entries.
+        for c in d.customers.iter().filter(|c| c.meter) {
             for e in c.entries.iter().filter(|e| e.action == SourceAction::Allow) {
                 p.customers.entry(c.id).or_default().insert(&e.net);
             }

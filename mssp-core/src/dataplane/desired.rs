@@ -1,6 +1,8 @@
 //! The desired state the publisher makes true: infrastructure, customers and their prefixes,
 //! and source entries with their layer, independent of the document they came from.
 
+use std::sync::Arc;
+
 pub use mssp_common::{Layer, Scope};
 use mssp_common::{Net, abi::SourceAction};
 use time::OffsetDateTime;
@@ -45,7 +47,9 @@ pub struct DesiredRule {
 pub struct DesiredCustomer {
     pub id: u32,
     pub prefixes: Vec<Net>,
-    pub entries: Vec<DesiredEntry>,
+    /// Shared, so the agent clones the central layer's desired state per apply in time
+    /// proportional to its customers, not its million entries (`Arc::make_mut` to add).
+    pub entries: Arc<Vec<DesiredEntry>>,
     pub rules: Vec<DesiredRule>,
     pub limits: Option<Limits>,
     /// Meter the customer's traffic per destination (attack detection is on).
@@ -75,7 +79,7 @@ impl DesiredCustomer {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Desired {
     pub infrastructure: Vec<Net>,
-    pub global: Vec<DesiredEntry>,
+    pub global: Arc<Vec<DesiredEntry>>,
     pub customers: Vec<DesiredCustomer>,
     /// The global filtering list blocks names: every customer's DNS, TLS and HTTP is inspected.
     pub global_filter: bool,
@@ -86,14 +90,14 @@ impl Desired {
     pub fn from_policy(p: &Policy) -> Desired {
         Desired {
             infrastructure: p.infrastructure.clone(),
-            global: p.global.iter().map(DesiredEntry::central).collect(),
+            global: Arc::new(p.global.iter().map(DesiredEntry::central).collect()),
             customers: p
                 .customers
                 .iter()
                 .map(|c| DesiredCustomer {
                     id: c.id,
                     prefixes: c.prefixes.clone(),
-                    entries: c.sources.iter().map(DesiredEntry::central).collect(),
+                    entries: Arc::new(c.sources.iter().map(DesiredEntry::central).collect()),
                     rules: c
                         .rules
                         .iter()

@@ -141,6 +141,9 @@ pub struct Policy {
     pub global_filtering: Option<filtering::Filtering>,
     /// The document it came from, for `policy show` and the state directory.
     pub doc: PolicyDoc,
+    /// Customer id -> position in `customers` (a linear search per customer made building
+    /// the desired state quadratic: ~150 ms of every CLI edit at 10k customers).
+    pub(crate) by_id: std::collections::HashMap<u32, usize>,
 }
 
 impl Policy {
@@ -154,11 +157,25 @@ impl Policy {
             detection: None,
             global_filtering: None,
             doc: PolicyDoc::default(),
+            by_id: Default::default(),
         }
     }
 
+    /// The index of [`Policy::by_id`] for these customers.
+    pub(crate) fn index(customers: &[Customer]) -> std::collections::HashMap<u32, usize> {
+        customers
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.id, i))
+            .collect()
+    }
+
     pub fn customer(&self, id: u32) -> Option<&Customer> {
-        self.customers.iter().find(|c| c.id == id)
+        match self.by_id.get(&id).and_then(|&i| self.customers.get(i)) {
+            Some(c) if c.id == id => Some(c),
+            // Not indexed (or `customers` was edited after validation): search.
+            _ => self.customers.iter().find(|c| c.id == id),
+        }
     }
 
     /// The central layer's detection for a customer: its own, else the policy's default.

@@ -313,6 +313,7 @@ pub fn validate(doc: &PolicyDoc, cap: &Capacity) -> Result<Policy, PolicyError> 
         version: doc.version,
         infrastructure,
         global,
+        by_id: Policy::index(&customers),
         customers,
         detection,
         global_filtering,
