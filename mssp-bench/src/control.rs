@@ -237,7 +237,7 @@ pub fn control_plane(
         .arg(bpffs.dir.join("mssp"))
         .output();
     drop(bpffs);
-    if result.is_err() {
+    if result.is_err() || std::env::var_os("MSSP_BENCH_KEEP_LOGS").is_some() {
         eprintln!("bench: agent logs kept in {}", dir.display());
     } else {
         let _ = std::fs::remove_dir_all(&dir);

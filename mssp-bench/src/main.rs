@@ -4,7 +4,10 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::Parser;
-use mssp_bench::run::{BenchOpts, run};
+use mssp_bench::{
+    run::{BenchOpts, run},
+    variants::Throughput,
+};
 
 #[derive(Parser)]
 #[command(
@@ -30,6 +33,11 @@ struct Args {
     secs: Option<f64>,
     #[arg(long)]
     skip_control: bool,
+    /// How throughput is measured: `pinned` (the generator on CPU 0, the receiving veth's
+    /// threaded NAPI and the program on CPU 1) or `shared` (the older method: generator
+    /// threads on both CPUs, the program wherever NAPI runs).
+    #[arg(long, value_enum, default_value = "pinned")]
+    throughput: Throughput,
 }
 
 fn main() -> ExitCode {
@@ -42,6 +50,7 @@ fn main() -> ExitCode {
         rounds: a.rounds,
         secs: a.secs,
         skip_control: a.skip_control,
+        throughput: a.throughput,
     };
     match run(&opts) {
         Ok(()) => ExitCode::SUCCESS,

@@ -15,18 +15,19 @@
 use std::{collections::BTreeMap, io::Write as _, path::PathBuf, time::Instant};
 
 use anyhow::Context as _;
-use mssp_lab::Pair;
+use mssp_core::loader::{Breakdown, LoadOptions};
+use mssp_lab::{Bpffs, Pair};
 use serde_json::json;
 
 use crate::{
     control::control_plane,
     policy_gen::generate,
     traffic::{Generator, udp_template},
-    variants::{Variant, attach, detach, lpm_variant, measure, mssp_variant},
+    variants::{Throughput, Variant, attach, detach, lpm_variant, measure, mssp_variant},
 };
 
-/// Per variant: the Mpps and the ns/packet of each round.
-type PerVariant = BTreeMap<&'static str, (Vec<f64>, Vec<f64>)>;
+/// Per variant: the Mpps, the ns/packet and the on-the-wire Mpps of each round.
+type PerVariant = BTreeMap<&'static str, (Vec<f64>, Vec<f64>, Vec<f64>)>;
 
 pub struct BenchOpts {
     pub quick: bool,
@@ -38,6 +39,7 @@ pub struct BenchOpts {
     pub rounds: Option<usize>,
     pub secs: Option<f64>,
     pub skip_control: bool,
+    pub throughput: Throughput,
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -45,12 +47,23 @@ fn median(v: &mut [f64]) -> f64 {
     if v.is_empty() { 0.0 } else { v[v.len() / 2] }
 }
 
-pub const NAMES: [&str; 5] = [
+pub const NAMES: [&str; 8] = [
     "parse_only",
     "mssp_1k",
     "mssp_1m",
     "lpm_trie_1m",
     "nft_set_1m",
+    "mssp_1m_to_record",
+    "mssp_1m_to_root",
+    "mssp_1m_to_leaf",
+];
+
+/// The breakdown variants (index in [`NAMES`], where they stop): mssp_1m's program over
+/// mssp_1m's own policy maps (shared, so the same memory), stopping after one step.
+const BREAKDOWN: [(usize, Breakdown); 3] = [
+    (5, Breakdown::Record),
+    (6, Breakdown::Root),
+    (7, Breakdown::Leaf),
 ];
 
 pub fn run(opts: &BenchOpts) -> anyhow::Result<()> {
@@ -95,14 +108,45 @@ pub fn run(opts: &BenchOpts) -> anyhow::Result<()> {
 
     eprintln!("bench: loading the variants");
     let mut variants: Vec<(usize, Variant)> = Vec::new();
+    // A variant loaded only for the policy maps others share.
+    let mut keep: Vec<Variant> = Vec::new();
     if wanted("parse_only") {
-        variants.push((0, mssp_variant(None, true, &mut control)?));
+        let o = LoadOptions {
+            parse_only: true,
+            ..LoadOptions::default()
+        };
+        variants.push((0, mssp_variant(None, &o, &mut control)?));
     }
     if wanted("mssp_1k") {
-        variants.push((1, mssp_variant(Some(&g1k), false, &mut control)?));
+        variants.push((
+            1,
+            mssp_variant(Some(&g1k), &LoadOptions::default(), &mut control)?,
+        ));
     }
-    if wanted("mssp_1m") {
-        variants.push((2, mssp_variant(Some(&g1m), false, &mut control)?));
+    // mssp_1m pins its maps in a private bpffs so the breakdown variants can share its policy.
+    let pins = Bpffs::try_new("bench").map_err(anyhow::Error::msg)?;
+    let want_breakdown = BREAKDOWN.iter().any(|(i, _)| wanted(NAMES[*i]));
+    if wanted("mssp_1m") || want_breakdown {
+        let o = LoadOptions {
+            pin_maps: Some(pins.dir.clone()),
+            ..LoadOptions::default()
+        };
+        let v = mssp_variant(Some(&g1m), &o, &mut control)?;
+        if wanted("mssp_1m") {
+            variants.push((2, v));
+        } else {
+            keep.push(v);
+        }
+    }
+    for (i, stop) in BREAKDOWN {
+        if wanted(NAMES[i]) {
+            let o = LoadOptions {
+                share_policy_maps: Some(pins.dir.clone()),
+                breakdown: Some(stop),
+                ..LoadOptions::default()
+            };
+            variants.push((i, mssp_variant(None, &o, &mut control)?));
+        }
     }
     if wanted("lpm_trie_1m") {
         variants.push((3, lpm_variant(&g1m)?));
@@ -126,36 +170,48 @@ pub fn run(opts: &BenchOpts) -> anyhow::Result<()> {
     for (mix, v6, zipf) in &mixes {
         eprintln!("bench: traffic {mix}");
         let template = udp_template(*v6, src_mac, dst_mac, 64, 9);
-        let gens = [
+        let mut gens = [
             Generator::new(template.clone(), &g1m.flows(*v6, *zipf, 1 << 20, 3))?,
             Generator::new(template, &g1k.flows(*v6, *zipf, 1 << 16, 4))?,
         ];
+        for g in &mut gens {
+            g.hold_dispatcher(&net.a)?;
+        }
         let per = results.entry(mix.to_string()).or_default();
         for round in 0..rounds {
             for (i, v) in variants.iter_mut() {
                 let i = *i;
-                attach(v, &net)?;
+                let napi = attach(v, &net, opts.throughput)?;
                 let g = if NAMES[i] == "mssp_1k" {
                     &gens[1]
                 } else {
                     &gens[0]
                 };
-                let (mpps, ns) = measure(v, &net, g, secs)?;
+                let m = measure(v, &net, g, secs, opts.throughput, &napi)?;
                 detach(v);
                 eprintln!(
-                    "  round {round} {:<12} {mpps:.3} Mpps {}",
+                    "  round {round} {:<18} {:.3} Mpps ({:.3} on the wire{}) {}",
                     NAMES[i],
-                    ns.map_or("-".into(), |n| format!("{n:.0} ns/pkt"))
+                    m.mpps,
+                    m.mpps_wall,
+                    m.busy.map_or(String::new(), |b| format!(
+                        ", rx CPU {:.0}% busy",
+                        b * 100.0
+                    )),
+                    m.ns.map_or("-".into(), |n| format!("{n:.0} ns/pkt"))
                 );
                 let e = per.entry(NAMES[i]).or_default();
-                e.0.push(mpps);
-                if let Some(n) = ns {
+                e.0.push(m.mpps);
+                if let Some(n) = m.ns {
                     e.1.push(n);
                 }
+                e.2.push(m.mpps_wall);
             }
         }
     }
     drop(variants);
+    drop(keep);
+    drop(pins);
     drop(net);
 
     if !opts.skip_control {
@@ -164,10 +220,10 @@ pub fn run(opts: &BenchOpts) -> anyhow::Result<()> {
     }
 
     // Summary: the headline mix's figures at the top level, every mix below.
-    let summarize = |per: &BTreeMap<&str, (Vec<f64>, Vec<f64>)>| {
+    let summarize = |per: &PerVariant| {
         let mut out = serde_json::Map::new();
-        for (name, (m, n)) in per {
-            let (mut m, mut n) = (m.clone(), n.clone());
+        for (name, (m, n, w)) in per {
+            let (mut m, mut n, mut w) = (m.clone(), n.clone(), w.clone());
             let mm = median(&mut m);
             let nn = (!n.is_empty()).then(|| median(&mut n));
             out.insert(
@@ -175,6 +231,7 @@ pub fn run(opts: &BenchOpts) -> anyhow::Result<()> {
                 json!({
                     "mpps": mm, "mpps_min": m.first(), "mpps_max": m.last(),
                     "ns_per_pkt": nn, "ns_min": n.first(), "ns_max": n.last(),
+                    "mpps_wall": median(&mut w),
                 }),
             );
         }
@@ -210,7 +267,8 @@ pub fn run(opts: &BenchOpts) -> anyhow::Result<()> {
         "control_plane": control,
         "method": {
             "rounds": rounds, "seconds_per_measurement": secs, "quick": opts.quick,
-            "generator": "BPF_PROG_TEST_RUN live frames (mssp-gen), 2 threads pinned to CPUs 0 and 1, 64-byte UDP frames into a veth pair",
+            "throughput": opts.throughput.describe(),
+            "generator": "BPF_PROG_TEST_RUN live frames (mssp-gen), 64-byte UDP frames into a veth pair",
             "mpps": "packets the variant handled per second, BPF statistics off",
             "ns_per_pkt": "run_time_ns / run_cnt of the XDP program over the second half of each window, BPF_ENABLE_STATS on",
         },

@@ -15,7 +15,7 @@ use anyhow::{Context as _, bail};
 use aya::{
     Ebpf,
     maps::Array,
-    programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp},
+    programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId},
 };
 use mssp_bench_ebpf::{self as generator, Flow, Flow4, GenConfig, MAX_FLOWS};
 
@@ -142,6 +142,8 @@ fn bytes16(a: IpAddr) -> [u8; 16] {
 pub struct Generator {
     ebpf: Ebpf,
     template: Template,
+    /// Set by [`Generator::hold_dispatcher`].
+    held: Option<XdpLinkId>,
 }
 
 /// What a run sent.
@@ -211,7 +213,41 @@ impl Generator {
             mssp_core::dataplane::sys::array_update_batch(std::os::fd::AsFd::as_fd(&f), 0, &table)
                 .context("filling the flow table")?;
         }
-        Ok(Generator { ebpf, template })
+        Ok(Generator {
+            ebpf,
+            template,
+            held: None,
+        })
+    }
+
+    /// Keeps the generator in the kernel's XDP dispatcher by attaching it (generic mode) to an
+    /// interface of its own in `ns`, down, where no frame ever arrives. Each test run adds
+    /// its program to the dispatcher and takes it out again — two RCU grace periods per call
+    /// — unless something else holds it there: one thread alone sending batches of 256 then
+    /// managed ~10k frames a second, blocked in `synchronize_rcu`. The interface goes with
+    /// the namespace.
+    pub fn hold_dispatcher(&mut self, ns: &mssp_lab::Netns) -> anyhow::Result<()> {
+        if self.held.is_some() {
+            return Ok(());
+        }
+        // A veth pair of its own, left down (this kernel has no dummy driver).
+        let dev = mssp_lab::unique("gd");
+        let peer = format!("{dev}p");
+        ns.try_sh(&[
+            "ip", "link", "add", &dev, "type", "veth", "peer", "name", &peer,
+        ])
+        .map_err(anyhow::Error::msg)?;
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut("mssp_gen")
+            .context("no mssp_gen")?
+            .try_into()?;
+        let id = ns
+            .scoped(|| prog.attach(&dev, XdpMode::Skb))
+            .map_err(anyhow::Error::msg)?
+            .with_context(|| format!("attaching the generator to {dev}"))?;
+        self.held = Some(id);
+        Ok(())
     }
 
     /// Sends from `threads` threads (thread i pinned to CPU i), inside the network namespace at

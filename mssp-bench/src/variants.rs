@@ -88,15 +88,21 @@ fn prog_name(ebpf: &Ebpf) -> &'static str {
     }
 }
 
+/// mssp loaded with `opts`, over `policy_gen`'s policy if given (published into its maps;
+/// none for a variant that shares another's policy maps).
 pub fn mssp_variant(
     policy_gen: Option<&Gen>,
-    parse_only: bool,
+    opts: &LoadOptions,
     control: &mut BTreeMap<String, serde_json::Value>,
 ) -> anyhow::Result<Variant> {
-    let mut ebpf = loader::load(&LoadOptions {
-        parse_only,
-        ..LoadOptions::default()
-    })?;
+    let mut ebpf = loader::load(opts)?;
+    if opts.share_policy_maps.is_some() {
+        return Ok(Variant::Xdp {
+            ebpf,
+            _dp: None,
+            link: None,
+        });
+    }
     let backend = KernelBackend::from_ebpf(&mut ebpf)?;
     let mut dp = Dataplane::new(backend);
     if let Some(g) = policy_gen {
@@ -166,8 +172,91 @@ pub fn lpm_variant(g: &Gen) -> anyhow::Result<Variant> {
     })
 }
 
-/// Attaches a variant to the system-under-test interface (and detaches the others).
-pub fn attach(v: &mut Variant, net: &Pair) -> anyhow::Result<()> {
+/// How throughput is measured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Throughput {
+    /// One generator thread on CPU 0; the receiving veth's NAPI threaded, its kthread pinned
+    /// to CPU 1, so the program under test runs alone on CPU 1 and the generator's work does
+    /// not share its caches.
+    Pinned,
+    /// Generator threads on both CPUs; NAPI runs in softirq on whichever CPU sent.
+    Shared,
+}
+
+impl Throughput {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Throughput::Pinned => {
+                "pinned: one generator thread on CPU 0; the receiving veth's threaded NAPI kthread (and so the program) pinned to CPU 1"
+            }
+            Throughput::Shared => {
+                "shared: generator threads on CPUs 0 and 1; the program runs in softirq on the sending CPU"
+            }
+        }
+    }
+
+    fn generator_threads(self) -> usize {
+        match self {
+            Throughput::Pinned => 1,
+            Throughput::Shared => 2,
+        }
+    }
+}
+
+/// The CPU the receiving side runs on in the pinned method.
+const RX_CPU: usize = 1;
+
+/// Makes the receiving veth's NAPI threaded and pins its kthread to [`RX_CPU`]. Attaching or
+/// detaching XDP recreates the NAPI instance (and its kthread), so this runs after each attach.
+fn pin_napi(net: &Pair) -> anyhow::Result<Vec<i32>> {
+    net.b
+        .try_sh(&[
+            "sh",
+            "-c",
+            &format!("echo 1 > /sys/class/net/{}/threaded", net.if_b),
+        ])
+        .map_err(anyhow::Error::msg)
+        .context("enabling threaded NAPI on the receiving veth")?;
+    // The kthread is "napi/<dev>-<id>", its name cut to 15 bytes.
+    let want = format!("napi/{}-", net.if_b);
+    let want = &want[..want.len().min(15)];
+    let t0 = Instant::now();
+    loop {
+        let mut found = Vec::new();
+        for e in std::fs::read_dir("/proc")?.flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+            if comm.trim_end().starts_with(want) {
+                // SAFETY: a zeroed cpu_set_t with one bit set, for that thread.
+                let rc = unsafe {
+                    let mut set: libc::cpu_set_t = std::mem::zeroed();
+                    libc::CPU_SET(RX_CPU, &mut set);
+                    libc::sched_setaffinity(pid, size_of::<libc::cpu_set_t>(), &set)
+                };
+                if rc != 0 {
+                    anyhow::bail!(
+                        "pinning NAPI thread {pid} to CPU {RX_CPU}: {}",
+                        std::io::Error::last_os_error()
+                    );
+                }
+                found.push(pid);
+            }
+        }
+        if !found.is_empty() {
+            return Ok(found);
+        }
+        if t0.elapsed() > Duration::from_secs(2) {
+            anyhow::bail!("no NAPI kthread named {want}* for {}", net.if_b);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Attaches a variant to the system-under-test interface (and detaches the others); returns
+/// the receiving NAPI kthreads in the pinned method.
+pub fn attach(v: &mut Variant, net: &Pair, method: Throughput) -> anyhow::Result<Vec<i32>> {
     match v {
         Variant::Xdp { .. } => {
             let if_b = net.if_b.clone();
@@ -187,7 +276,40 @@ pub fn attach(v: &mut Variant, net: &Pair) -> anyhow::Result<()> {
                 .map_err(anyhow::Error::msg)?;
         }
     }
-    Ok(())
+    if method == Throughput::Pinned {
+        return pin_napi(net);
+    }
+    Ok(Vec::new())
+}
+
+/// Nanoseconds the threads have run on a CPU (`/proc/PID/schedstat`, first field).
+fn cpu_ns(pids: &[i32]) -> anyhow::Result<u64> {
+    let mut sum = 0;
+    for pid in pids {
+        let s = std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
+            .with_context(|| format!("NAPI thread {pid}"))?;
+        sum += s
+            .split_whitespace()
+            .next()
+            .and_then(|f| f.parse::<u64>().ok())
+            .context("schedstat")?;
+    }
+    Ok(sum)
+}
+
+/// One measurement.
+#[derive(Clone, Copy, Debug)]
+pub struct Measured {
+    /// Pinned: packets per second of the receiving CPU's busy time (what one core running
+    /// the receive path and the program sustains; the generator's pace does not enter).
+    /// Shared: packets per wall-clock second.
+    pub mpps: f64,
+    /// Packets per wall-clock second.
+    pub mpps_wall: f64,
+    /// Pinned: the fraction of the window the receiving CPU was busy.
+    pub busy: Option<f64>,
+    /// Program time per packet, BPF statistics on (none for nftables).
+    pub ns: Option<f64>,
 }
 
 pub fn detach(v: &mut Variant) {
@@ -204,24 +326,44 @@ pub fn detach(v: &mut Variant) {
     }
 }
 
-/// One measurement: (Mpps with statistics off, ns per packet with them on).
+/// One measurement: Mpps with statistics off (first half), ns per packet with them on
+/// (second half). `napi`: the receiving kthreads (pinned method).
 pub fn measure(
     v: &Variant,
     net: &Pair,
     g: &Generator,
     secs: f64,
-) -> anyhow::Result<(f64, Option<f64>)> {
+    method: Throughput,
+    napi: &[i32],
+) -> anyhow::Result<Measured> {
     let half = secs / 2.0;
     let total = Duration::from_secs_f64(secs + 0.6);
     let ns_a = std::path::PathBuf::from(net.a.path());
-    std::thread::scope(|s| -> anyhow::Result<(f64, Option<f64>)> {
-        let run = s.spawn(|| g.run(Some(&ns_a), &net.if_a, 2, total, None));
+    std::thread::scope(|s| -> anyhow::Result<Measured> {
+        let run = s.spawn(|| {
+            g.run(
+                Some(&ns_a),
+                &net.if_a,
+                method.generator_threads(),
+                total,
+                None,
+            )
+        });
         std::thread::sleep(Duration::from_millis(300));
         let c0 = v.handled(net)?;
+        let b0 = cpu_ns(napi)?;
         let t0 = Instant::now();
         std::thread::sleep(Duration::from_secs_f64(half));
         let c1 = v.handled(net)?;
-        let mpps = (c1 - c0) as f64 / t0.elapsed().as_secs_f64() / 1e6;
+        let b1 = cpu_ns(napi)?;
+        let wall = t0.elapsed().as_secs_f64();
+        let mpps_wall = (c1 - c0) as f64 / wall / 1e6;
+        let (mpps, busy) = if method == Throughput::Pinned && b1 > b0 {
+            let busy_s = (b1 - b0) as f64 / 1e9;
+            ((c1 - c0) as f64 / busy_s / 1e6, Some(busy_s / wall))
+        } else {
+            (mpps_wall, None)
+        };
         let ns = match v {
             Variant::Nft => None,
             _ => {
@@ -236,6 +378,11 @@ pub fn measure(
         };
         run.join()
             .map_err(|_| anyhow::anyhow!("generator panicked"))??;
-        Ok((mpps, ns))
+        Ok(Measured {
+            mpps,
+            mpps_wall,
+            busy,
+            ns,
+        })
     })
 }

@@ -32,6 +32,8 @@ pub struct LoadOptions {
     pub parse_only: bool,
     /// The regression check's baseline: the same program without meters and samples.
     pub no_observe: bool,
+    /// The benchmark's breakdown: stop after one step of the source lookup.
+    pub breakdown: Option<Breakdown>,
     /// Reuse (or create and pin) every map under this directory instead of private maps.
     pub pin_maps: Option<std::path::PathBuf>,
     /// Reuse only the policy maps ([`POLICY_MAPS`]) pinned under this directory; counters
@@ -49,6 +51,19 @@ pub const POLICY_MAPS: [&str; 7] = [
     map_names::RULES,
     map_names::RULE_CIDRS,
 ];
+
+/// Where the benchmark's breakdown variant stops (then drops): each step of the per-packet
+/// source lookup measured alone (`STOP_AFTER` in the program).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Breakdown {
+    /// After the customer's record (found through the root's destination tree).
+    Record = 1,
+    /// After the root node of the customer's source tree.
+    Root = 2,
+    /// After the whole source lookup (to the leaf, expiry chains resolved), without counting
+    /// the entry's hit.
+    Leaf = 3,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -198,6 +213,10 @@ pub fn load(opts: &LoadOptions) -> Result<Ebpf, LoadError> {
     }
     if opts.no_observe {
         loader.override_global("OBSERVE", &0u32, true);
+    }
+    let stop = opts.breakdown.map_or(0u32, |b| b as u32);
+    if stop != 0 {
+        loader.override_global("STOP_AFTER", &stop, true);
     }
     let caps = opts.capacities.unwrap_or_default();
     let globals = Globals::new(&caps);

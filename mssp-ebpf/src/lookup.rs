@@ -81,6 +81,23 @@ pub fn tree4(tree: &Tree, addr: u32) -> Result<u32, Internal> {
     Ok(leaf.w[c & (LEAF4_VALUES - 1)])
 }
 
+/// The benchmark's breakdown: reads the first word of a tree's root node and nothing else.
+#[inline(never)]
+pub fn touch_root(v6: bool, root: u32) -> u32 {
+    if root == TREE_EMPTY {
+        return 0;
+    }
+    if v6 {
+        NODES6
+            .get(root)
+            .map_or(0, |n| unsafe { core::ptr::read_volatile(&n.w[0]) } as u32)
+    } else {
+        NODES4
+            .get(root)
+            .map_or(0, |n| unsafe { core::ptr::read_volatile(&n.w[0]) })
+    }
+}
+
 /// IPv6 version of [`tree4`].
 #[inline(never)]
 pub fn tree6(tree: &Tree, addr: (u64, u64)) -> Result<u32, Internal> {

@@ -21,8 +21,8 @@ use lookup::Internal;
 use mssp_common::{
     Reason, Verdict,
     abi::{
-        ROOT_SLOT, SourceAction, TRACE_MAGIC, Trace, counter_index, record_flags, trace_flags,
-        value,
+        ROOT_SLOT, Record, SourceAction, TRACE_MAGIC, Trace, counter_index, record_flags,
+        trace_flags, value,
     },
 };
 use mssp_ebpf::parse::{self, Packet};
@@ -43,6 +43,13 @@ static SLOTS: u32 = mssp_common::abi::MAX_SLOTS;
 /// with no lookups. Pruned by the verifier when 0.
 #[unsafe(no_mangle)]
 static PARSE_ONLY: u32 = 0;
+
+/// The benchmark's breakdown (load time; 0 in production, pruned by the verifier): stop and
+/// drop after the customer's record (1), after the root node of its source tree (2), or
+/// after the whole source lookup but without counting the entry's hit (3), so each step's
+/// cost is measured. See `mssp_core::loader::Breakdown`.
+#[unsafe(no_mangle)]
+static STOP_AFTER: u32 = 0;
 
 /// Set to 0 at load time for the regression check's baseline: no meters, no samples (the
 /// same program otherwise). Pruned by the verifier when 0.
@@ -246,6 +253,11 @@ fn evaluate(p: &Packet, bytes: u64) -> Result<Decision, Internal> {
         return Ok(d);
     }
 
+    let stop = unsafe { core::ptr::read_volatile(&STOP_AFTER) };
+    if stop != 0 {
+        return breakdown(stop, customer, p, d);
+    }
+
     // Step 4: the customer's own source list; allow beats the global list.
     let cust_v = match customer {
         Some(c) => lookup::resolve(if p.v6 {
@@ -325,6 +337,38 @@ fn evaluate(p: &Packet, bytes: u64) -> Result<Decision, Internal> {
         }
     }
     // Step 8: default (or the passing rule's verdict).
+    Ok(d)
+}
+
+/// The benchmark's breakdown: the lookup up to `STOP_AFTER`'s step, then drop.
+#[inline(never)]
+fn breakdown(
+    stop: u32,
+    customer: Option<&Record>,
+    p: &Packet,
+    mut d: Decision,
+) -> Result<Decision, Internal> {
+    d.verdict = Verdict::Drop;
+    let Some(c) = customer else {
+        return Ok(d);
+    };
+    let tree = if p.v6 { &c.src6 } else { &c.src4 };
+    // The record itself is read already (its id and flags); step 1 reads its tree too.
+    let root = unsafe { core::ptr::read_volatile(&tree.root) };
+    if stop == 1 {
+        d.entry = root;
+        return Ok(d);
+    }
+    if stop == 2 {
+        d.entry = lookup::touch_root(p.v6, root);
+        return Ok(d);
+    }
+    let v = lookup::resolve(if p.v6 {
+        lookup::tree6(&c.src6, p.src6)?
+    } else {
+        lookup::tree4(&c.src4, p.src4)?
+    })?;
+    d.entry = value::id(v);
     Ok(d)
 }
 
