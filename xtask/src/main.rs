@@ -38,7 +38,7 @@ enum Command {
     /// target/bench/summary.json. Then the IPS's timing over floods (detection time, time to
     /// 95% dropped): target/bench/detection.json.
     Bench {
-        /// A shorter run (within five minutes).
+        /// A shorter run (about eight minutes: 3 rounds x 2 s, every traffic mix).
         #[arg(long)]
         quick: bool,
         /// Floods for the IPS timing (about 10 s each; 0 skips it).
