@@ -342,7 +342,11 @@ fn print_table(s: &serde_json::Value) {
             );
         }
     }
-    let _ = writeln!(out, "\nbreakdown of mssp_1m (ns/packet each step adds): {}", s["breakdown_ns"]);
+    let _ = writeln!(
+        out,
+        "\nbreakdown of mssp_1m (ns/packet each step adds): {}",
+        s["breakdown_ns"]
+    );
     let _ = writeln!(out, "ratios: {}", s["ratios"]);
     for (k, v) in s["targets"].as_object().into_iter().flatten() {
         let _ = writeln!(

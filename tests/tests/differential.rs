@@ -388,3 +388,176 @@ fn kernel_and_reference_agree_on_10000_packets() {
     }
     assert!(compared >= 10_000);
 }
+
+/// Random `/len` prefixes (lengths from `lens`) inside `base/base_len`, deduplicated.
+fn nets(
+    rng: &mut StdRng,
+    n: usize,
+    v6: bool,
+    base: u128,
+    base_len: u32,
+    lens: &[u32],
+) -> Vec<(u128, u32)> {
+    let bits = if v6 { 128 } else { 32 };
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < n {
+        let len = *lens.choose(rng).unwrap();
+        let host = rng.random::<u128>() & (u128::MAX >> (128 - (bits - base_len)));
+        let a = base | host;
+        let a = if len == bits {
+            a
+        } else {
+            a & !((1u128 << (bits - len)) - 1)
+        };
+        seen.insert((a, len));
+    }
+    seen.into_iter().collect()
+}
+
+fn net_str(v6: bool, (a, len): (u128, u32)) -> String {
+    if v6 {
+        format!("{}/{len}", Ipv6Addr::from(a))
+    } else {
+        format!("{}/{len}", Ipv4Addr::from(a as u32))
+    }
+}
+
+fn ip(v6: bool, a: u128) -> IpAddr {
+    if v6 {
+        IpAddr::V6(Ipv6Addr::from(a))
+    } else {
+        IpAddr::V4(Ipv4Addr::from(a as u32))
+    }
+}
+
+/// Trees several levels deep (thousands of entries in one customer's list and in the global
+/// list, hundreds of customers' prefixes), probed at every interval's first and last address
+/// and one past each: every probe position of the searches inside a node, and every level,
+/// against the reference.
+#[test]
+fn deep_trees_agree_at_every_interval_boundary() {
+    let mut rng = StdRng::seed_from_u64(0x6465_6570);
+    let actions = ["drop", "drop", "allow", "monitor"];
+    let entry = |rng: &mut StdRng, v6: bool, n: (u128, u32)| {
+        let action = *actions.choose(rng).unwrap();
+        format!(r#"{{"prefix":"{}","action":"{action}"}}"#, net_str(v6, n))
+    };
+    // Sources in 198.18.0.0/16 and 2001:db8::/33; customers in 198.19.0.0/16 and
+    // 2001:db8:c000::/34.
+    let (src4, src6) = (0xc612_0000u128, 0x2001_0db8u128 << 96);
+    let s4 = nets(
+        &mut rng,
+        3000,
+        false,
+        src4,
+        16,
+        &[20, 24, 28, 30, 32, 32, 32],
+    );
+    let s6 = nets(&mut rng, 3000, true, src6, 33, &[48, 56, 64, 96, 128, 128]);
+    let g4 = nets(&mut rng, 800, false, src4, 16, &[24, 28, 32]);
+    let g6 = nets(&mut rng, 800, true, src6, 33, &[56, 64, 128]);
+    let customers = 600u32;
+    let c4 = |i: u32| 0xc613_0000u128 + 16 * i as u128;
+    let c6 = |i: u32| (0x2001_0db8_c000u128 << 80) | ((i as u128) << 64);
+    let mut own = Vec::new();
+    own.extend(s4.iter().map(|n| entry(&mut rng, false, *n)));
+    own.extend(s6.iter().map(|n| entry(&mut rng, true, *n)));
+    let mut global = Vec::new();
+    global.extend(g4.iter().map(|n| entry(&mut rng, false, *n)));
+    global.extend(g6.iter().map(|n| entry(&mut rng, true, *n)));
+    let custs: Vec<String> = (0..customers)
+        .map(|i| {
+            let sources = if i == 0 { own.join(",") } else { String::new() };
+            format!(
+                r#"{{"id":{},"prefixes":["{}","{}"],"sources":[{sources}]}}"#,
+                i + 1,
+                net_str(false, (c4(i), 28)),
+                net_str(true, (c6(i), 64))
+            )
+        })
+        .collect();
+    let json = format!(
+        r#"{{"version":1,"infrastructure":[],"global":{{"sources":[{}]}},"customers":[{}]}}"#,
+        global.join(","),
+        custs.join(",")
+    );
+    let mut h = Harness::get();
+    h.set_policy(&json);
+    let reference = policy(&json).to_reference();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos() as u64;
+
+    // The probes: around every source prefix to customer 1, and around every customer's
+    // prefix from a random source.
+    let mut probes: Vec<(bool, u128, u128)> = Vec::new();
+    let around = |v6: bool, (a, len): (u128, u32)| {
+        let bits = if v6 { 128 } else { 32 };
+        let last = a | (u128::MAX >> (128 - (bits - len)));
+        let top = if v6 { u128::MAX } else { u32::MAX as u128 };
+        [a.wrapping_sub(1) & top, a, last, last.wrapping_add(1) & top]
+    };
+    for &n in s4.iter().chain(&g4) {
+        for s in around(false, n) {
+            probes.push((false, s, c4(0) | rng.random_range(0..16)));
+        }
+    }
+    for &n in s6.iter().chain(&g6) {
+        for s in around(true, n) {
+            probes.push((true, s, c6(0) | rng.random::<u64>() as u128));
+        }
+    }
+    for i in 0..customers {
+        let s4n = s4.choose(&mut rng).unwrap().0;
+        for d in around(false, (c4(i), 28)) {
+            probes.push((false, s4n, d));
+        }
+        let s6n = s6.choose(&mut rng).unwrap().0;
+        for d in around(true, (c6(i), 64)) {
+            probes.push((true, s6n, d));
+        }
+    }
+    let mut seen: std::collections::BTreeMap<&'static str, usize> = Default::default();
+    let mut customers_seen = std::collections::BTreeSet::new();
+    for (i, &(v6, s, d)) in probes.iter().enumerate() {
+        let mut f = if v6 {
+            Frame::new("2001:db8::1", "2001:db8::2")
+        } else {
+            Frame::new("198.18.0.1", "198.18.0.2")
+        };
+        f.src = ip(v6, s);
+        f.dst = ip(v6, d);
+        let frame = f.udp(40000, 53).build();
+        let k = h.run(&frame);
+        let r = classify(&reference, &frame, now);
+        let r_action = match r.verdict {
+            Verdict::Pass => "pass",
+            Verdict::Drop => "drop",
+        };
+        assert_eq!(
+            (k.action, k.reason, k.customer),
+            (r_action, r.reason.name(), r.customer),
+            "kernel (left) and reference (right) disagree on probe {i}: {} -> {}",
+            ip(v6, s),
+            ip(v6, d)
+        );
+        *seen.entry(k.reason).or_default() += 1;
+        customers_seen.insert(k.customer);
+    }
+    println!(
+        "{} probes: {seen:?}, {} customers",
+        probes.len(),
+        customers_seen.len()
+    );
+    assert!(probes.len() > 30_000);
+    for reason in ["default", "allowlisted", "global_block", "customer_block"] {
+        assert!(
+            seen.get(reason).copied().unwrap_or(0) >= 500,
+            "{reason}: {seen:?}"
+        );
+    }
+    // Every customer was found through the destination tree (plus "no customer").
+    assert!(
+        customers_seen.len() > customers as usize,
+        "{}",
+        customers_seen.len()
+    );
+}
