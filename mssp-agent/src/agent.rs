@@ -195,6 +195,8 @@ impl<B: MapBackend> Agent<B> {
             central_desired: None,
             policy_gen: 0,
             filter_inputs: None,
+            reclaim_wake: None,
+            central_expiries: None,
         };
         // Policy into the maps before any new attachment, so a new link never filters with
         // an empty policy; an adopted link keeps the old program until the swap below.

@@ -106,6 +106,9 @@ pub async fn run<B: MapBackend + Send + 'static>(
         stop_rx.clone(),
     ));
     let expiry = tokio::spawn(expiry_loop(agent.clone(), stop_rx.clone()));
+    let wake = Arc::new(tokio::sync::Notify::new());
+    agent.lock().defer_reclaim(wake.clone());
+    let reclaim = tokio::spawn(reclaim_loop(agent.clone(), wake, stop_rx.clone()));
     let watchdog = tokio::spawn(watchdog_loop(agent.clone(), stop_rx.clone()));
     let hup = tokio::spawn(hup_loop(agent.clone(), stop_rx.clone()));
     let retry = tokio::spawn(missing_interfaces_loop(agent.clone(), stop_rx.clone()));
@@ -191,6 +194,10 @@ pub async fn run<B: MapBackend + Send + 'static>(
         f.abort();
     }
     expiry.abort();
+    reclaim.abort();
+    // What the last apply replaced, so the id log records its releases before exit.
+    let a = agent.clone();
+    let _ = tokio::task::spawn_blocking(move || a.lock().reclaim()).await;
     watchdog.abort();
     hup.abort();
     retry.abort();
@@ -218,6 +225,43 @@ async fn expiry_loop<B: MapBackend + Send + 'static>(
             _ = agent.expiry_changed.notified() => {}
             _ = stop.changed() => return,
         }
+    }
+}
+
+/// Reclaims after an apply has answered, waiting for the RCU barrier (~10 ms) without the
+/// agent's lock, so the next CLI edit does not queue behind it.
+async fn reclaim_loop<B: MapBackend + Send + 'static>(
+    agent: Arc<Agent<B>>,
+    wake: Arc<tokio::sync::Notify>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = stop.changed() => return,
+        }
+        let a = agent.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let (ticket, barrier) = {
+                let mut s = a.lock();
+                let Some(t) = s.dp.take_reclaim() else {
+                    return;
+                };
+                match s.dp.backend().detached_barrier() {
+                    Some(b) => (t, b),
+                    None => {
+                        let r = s.dp.backend_mut().barrier();
+                        s.finish_reclaim(t, r);
+                        return;
+                    }
+                }
+            };
+            let r = barrier();
+            a.lock().finish_reclaim(ticket, r);
+            log::debug!("reclaimed in {:?}", started.elapsed());
+        })
+        .await;
     }
 }
 

@@ -71,6 +71,14 @@ pub struct AgentState<B: MapBackend> {
     /// What the filtering table last written was made from (policy generation, local
     /// names): an apply with the same inputs skips rebuilding it (~6 ms at 10k customers).
     pub(crate) filter_inputs: Option<(u64, Vec<crate::store::LocalFilterName>)>,
+    /// Set by the running agent (`lifecycle::run`), which reclaims after replying: an apply
+    /// returns once the new policy is live and wakes this for the RCU barrier and the
+    /// reclaiming (see `Dataplane::set_defer_reclaim`). `None`: applies reclaim themselves.
+    pub(crate) reclaim_wake: Option<std::sync::Arc<tokio::sync::Notify>>,
+    /// Every expiry of the central layer (entries and rules), sorted, for the policy
+    /// generation it was built from: the expiry task asks after every edit, and building
+    /// the desired state and scanning a million entries held the lock ~10 ms each time.
+    pub(crate) central_expiries: Option<(u64, Vec<OffsetDateTime>)>,
 }
 
 /// Hands the heap's free memory back to the kernel. A million-entry push parses, validates
@@ -90,6 +98,16 @@ impl<B: MapBackend> AgentState<B> {
         let started = Instant::now();
         if self.central_desired.is_none() {
             self.central_desired = Some(mssp_core::dataplane::Desired::from_policy(&self.policy));
+        }
+        if self
+            .central_expiries
+            .as_ref()
+            .is_none_or(|(g, _)| *g != self.policy_gen)
+            && let Some(c) = &self.central_desired
+        {
+            let mut v = c.expiries();
+            v.sort_unstable();
+            self.central_expiries = Some((self.policy_gen, v));
         }
         let d = self.desired();
         log::debug!("apply: desired state in {:?}", started.elapsed());
@@ -134,11 +152,47 @@ impl<B: MapBackend> AgentState<B> {
                 {
                     warn!("compacting the id log: {e}");
                 }
+                if self.dp.reclaim_due()
+                    && let Some(w) = &self.reclaim_wake
+                {
+                    w.notify_one();
+                }
                 log::debug!("apply: done in {:?}", started.elapsed());
             }
             Err(e) => self.last_error = Some(format!("{trigger}: {e}")),
         }
         r
+    }
+
+    /// Reclaims what the last apply replaced (after the RCU barrier), journaling what it
+    /// released.
+    pub fn reclaim(&mut self) {
+        let idlog = &mut self.idlog;
+        if let Err(e) = self.dp.reclaim(&mut |j| idlog.record(j)) {
+            warn!("reclaiming what the last apply replaced: {e}");
+        }
+    }
+
+    /// Finishes a reclaim begun with `Dataplane::take_reclaim` once its barrier returned.
+    pub fn finish_reclaim(
+        &mut self,
+        t: mssp_core::dataplane::ReclaimTicket,
+        barrier: mssp_core::dataplane::backend::OpResult,
+    ) {
+        match self.dp.finish_reclaim(t, barrier) {
+            Ok(released) => {
+                let idlog = &mut self.idlog;
+                mssp_core::dataplane::record_released(&mut |j| idlog.record(j), &released);
+            }
+            Err(e) => warn!("reclaiming what the last apply replaced: {e}"),
+        }
+    }
+
+    /// Lets applies return before reclaiming; `wake` is told when there is something to
+    /// reclaim, and whoever holds it calls [`AgentState::reclaim`].
+    pub fn defer_reclaim(&mut self, wake: std::sync::Arc<tokio::sync::Notify>) {
+        self.dp.set_defer_reclaim(true);
+        self.reclaim_wake = Some(wake);
     }
 
     /// Replaces the central layer: applied first, then persisted, so what the state
@@ -338,7 +392,27 @@ impl<B: MapBackend> AgentState<B> {
     }
 
     /// When the next entry of any layer expires.
+    /// When the next entry or rule of any layer expires. The central layer's come from
+    /// [`AgentState::central_expiries`]; the other layers are small and read directly (an
+    /// expiry there that the union overrides only wakes the expiry task once for nothing).
     pub fn next_expiry(&self) -> Option<OffsetDateTime> {
-        self.desired().next_expiry(OffsetDateTime::now_utc())
+        let now = OffsetDateTime::now_utc();
+        let central = match &self.central_expiries {
+            Some((generation, v)) if *generation == self.policy_gen => {
+                v.get(v.partition_point(|t| *t <= now)).copied()
+            }
+            // Not built yet for this policy: the union, exactly.
+            _ => return self.desired().next_expiry(now),
+        };
+        let local = self.local.entries.iter().filter_map(|e| e.expires);
+        let auto = self.auto.iter().map(|a| a.expires);
+        let fleet = self.fleet.iter().filter(|f| !f.removed).map(|f| f.expires);
+        central
+            .into_iter()
+            .chain(local)
+            .chain(auto)
+            .chain(fleet)
+            .filter(|t| *t > now)
+            .min()
     }
 }

@@ -325,3 +325,63 @@ async fn a_cli_edit_after_a_new_central_policy_publishes_the_new_policy() {
         "{list:?}"
     );
 }
+
+/// The expiry task's next wake-up, taken from the cached central expiries and the small
+/// layers, is the union's; a new central policy replaces the cached list.
+#[tokio::test]
+async fn the_next_expiry_is_the_earliest_of_every_layer() {
+    let soon = |m: i64| {
+        (time::OffsetDateTime::now_utc() + time::Duration::minutes(m))
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    let central = |v: u32, m: i64| {
+        format!(
+            r#"{{"version":{v},"customers":[{{"id":7,"name":"acme","prefixes":["198.19.7.0/24"],
+              "sources":[{{"prefix":"198.18.77.0/24","action":"drop","expires":"{}"}},
+                         {{"prefix":"198.18.78.0/24","action":"drop","expires":"{}"}}]}}]}}"#,
+            soon(m),
+            soon(m + 60)
+        )
+    };
+    let a = agent("next-expiry", &central(3, 30));
+    let next = |a: &TestAgent| {
+        let s = a.agent.lock();
+        assert_eq!(
+            s.central_expiries.as_ref().map(|(g, _)| *g),
+            Some(s.policy_gen),
+            "the cached list is the one in use"
+        );
+        let (cached, exact) = (
+            s.next_expiry(),
+            s.desired().next_expiry(time::OffsetDateTime::now_utc()),
+        );
+        assert_eq!(cached, exact);
+        cached.unwrap()
+    };
+    let in_minutes =
+        |t: time::OffsetDateTime| (t - time::OffsetDateTime::now_utc()).whole_minutes();
+    assert!((29..=30).contains(&in_minutes(next(&a))));
+    // A local block expiring sooner wins.
+    let (status, _) = call(
+        &a,
+        "POST",
+        "/v1/blocks",
+        r#"{"prefix":"198.18.1.0/24","customer":7,"ttl":"10m"}"#,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!((9..=10).contains(&in_minutes(next(&a))));
+    // A new central policy whose entries expire sooner still: the cache follows it.
+    let policy = mssp_core::policy::parse_policy(
+        central(4, 5).as_bytes(),
+        &mssp_core::policy::Capacity::default(),
+    )
+    .unwrap();
+    let origin = crate::state::Origin {
+        digest: "test".into(),
+        source: "test".into(),
+    };
+    a.agent.lock().set_central(policy, origin, "test").unwrap();
+    assert!((4..=5).contains(&in_minutes(next(&a))));
+}

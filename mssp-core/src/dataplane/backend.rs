@@ -39,6 +39,12 @@ pub trait MapBackend {
     fn current(&self, slot: u32) -> OpResult<u32>;
     /// Returns once no packet can still be reading anything unpublished before the call.
     fn barrier(&mut self) -> OpResult;
+    /// The same barrier as a call that needs nothing of the backend, so a caller can wait
+    /// for it without holding the publisher (see `Dataplane::take_reclaim`). `None`: use
+    /// [`MapBackend::barrier`].
+    fn detached_barrier(&self) -> Option<Box<dyn FnOnce() -> OpResult + Send>> {
+        None
+    }
     /// Zeroes the `(slot, verdict, reason)` counters of `slot` (before the slot is reused).
     fn reset_slot_counters(&mut self, slot: u32) -> OpResult;
     /// Zeroes the hit counters of entry ids (before the ids are reused).

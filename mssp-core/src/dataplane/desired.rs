@@ -138,6 +138,15 @@ impl Desired {
 
     /// The earliest expiry still ahead of `now`, when the publisher must run again.
     pub fn next_expiry(&self, now: OffsetDateTime) -> Option<OffsetDateTime> {
+        self.expiry_times().filter(|t| *t > now).min()
+    }
+
+    /// Every expiry of its entries and rules (unsorted, with repeats).
+    pub fn expiries(&self) -> Vec<OffsetDateTime> {
+        self.expiry_times().collect()
+    }
+
+    fn expiry_times(&self) -> impl Iterator<Item = OffsetDateTime> + '_ {
         self.global
             .iter()
             .chain(self.customers.iter().flat_map(|c| c.entries.iter()))
@@ -147,7 +156,5 @@ impl Desired {
                     .iter()
                     .flat_map(|c| c.rules.iter().filter_map(|r| r.expires)),
             )
-            .filter(|t| *t > now)
-            .min()
     }
 }

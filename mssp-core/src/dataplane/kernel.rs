@@ -292,6 +292,13 @@ impl MapBackend for KernelBackend {
         self.barrier.wait().map_err(|e| err("barrier", "update", e))
     }
 
+    fn detached_barrier(&self) -> Option<Box<dyn FnOnce() -> OpResult + Send>> {
+        let b = self.barrier.clone();
+        Some(Box::new(move || {
+            b.wait().map_err(|e| err("barrier", "update", e))
+        }))
+    }
+
     fn reset_slot_counters(&mut self, slot: u32) -> OpResult {
         let keys: Vec<u32> = slot_indices(slot, self.caps.slots).collect();
         self.counters.zero::<Counter>(&keys)

@@ -56,16 +56,20 @@ fn create_map(map_type: u32, value_size: u32, inner_fd: Option<i32>) -> io::Resu
 /// still running. Updating an array-of-maps makes the kernel call `synchronize_rcu()` before
 /// returning (`maybe_wait_bpf_programs`), and XDP programs run inside RCU read sections; so
 /// after `wait()`, memory that was unpublished before it may be reused.
+#[derive(Clone)]
 pub struct Barrier {
-    outer: OwnedFd,
-    inner: OwnedFd,
+    outer: std::sync::Arc<OwnedFd>,
+    inner: std::sync::Arc<OwnedFd>,
 }
 
 impl Barrier {
     pub fn new() -> io::Result<Barrier> {
         let inner = create_map(BPF_MAP_TYPE_ARRAY, 4, None)?;
         let outer = create_map(BPF_MAP_TYPE_ARRAY_OF_MAPS, 4, Some(inner.as_raw_fd()))?;
-        Ok(Barrier { outer, inner })
+        Ok(Barrier {
+            outer: outer.into(),
+            inner: inner.into(),
+        })
     }
 
     pub fn wait(&self) -> io::Result<()> {
