@@ -203,6 +203,7 @@ impl<B: MapBackend> Agent<B> {
         state.apply("start")?;
         if let Some(c) = &state.central {
             state.store.save_central(c, &state.policy.doc)?;
+            state.policy.slim_doc();
         }
         if pruned > 0 {
             info!("{pruned} local entries expired while no agent ran; removed");
@@ -316,7 +317,10 @@ impl<B: MapBackend> Agent<B> {
                     digest: document_digest(&bytes),
                     source: format!("file {} (reload)", p.display()),
                 };
-                let before = (state.policy.clone(), state.central.clone());
+                let whole = state
+                    .policy_with_whole_doc()
+                    .map_err(|e| nothing(e.into()))?;
+                let before = (whole, state.central.clone());
                 state
                     .set_central(policy, origin, "reload")
                     .map_err(nothing)?;

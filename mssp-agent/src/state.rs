@@ -21,7 +21,7 @@ use crate::{
     host::Host,
     idlog::IdLog,
     layers::desired,
-    store::{CentralMeta, LocalFile, Store},
+    store::{CentralMeta, LocalFile, StateError, Store, state_err},
 };
 
 /// The last successful apply.
@@ -230,12 +230,49 @@ impl<B: MapBackend> AgentState<B> {
             return Err(e.into());
         }
         self.central = Some(meta);
+        // The state directory holds the whole document now; memory keeps it slim.
+        self.policy.slim_doc();
         drop(old);
         release_freed_memory();
         Ok(stats)
     }
 
-    /// Puts a central layer back as it was (a reload that could not finish).
+    /// The central document in force, whole: from memory, or from the state directory when
+    /// memory holds it slim (it was written there before the slimming, and is rewritten only
+    /// with the policy it belongs to).
+    pub fn central_doc(&self) -> Result<mssp_core::policy::PolicyDoc, StateError> {
+        if !self.policy.doc_slim {
+            return Ok(self.policy.doc.clone());
+        }
+        let path = self.store.central_path();
+        match self.store.load_central_doc()? {
+            Some(doc) if doc.version == self.policy.version => Ok(doc),
+            Some(doc) => Err(state_err(
+                &path,
+                format!(
+                    "holds version {}, not the {} in force",
+                    doc.version, self.policy.version
+                ),
+            )),
+            None => Err(state_err(
+                &path,
+                "missing, but a central policy is in force",
+            )),
+        }
+    }
+
+    /// A copy of the policy with its document whole (for putting it back later).
+    pub fn policy_with_whole_doc(&self) -> Result<Policy, StateError> {
+        let mut p = self.policy.clone();
+        if p.doc_slim {
+            p.doc = self.central_doc()?;
+            p.doc_slim = false;
+        }
+        Ok(p)
+    }
+
+    /// Puts a central layer back as it was (a reload that could not finish); `policy`'s
+    /// document must be whole ([`AgentState::policy_with_whole_doc`]).
     pub fn restore_central(&mut self, policy: Policy, meta: Option<CentralMeta>) {
         self.replace_policy(policy);
         self.central = meta.clone();
@@ -243,11 +280,17 @@ impl<B: MapBackend> AgentState<B> {
             error!("re-applying the previous central policy failed: {e}");
         }
         let saved = match &meta {
+            Some(_) if self.policy.doc_slim => Err(state_err(
+                &self.store.central_path(),
+                "the previous document was not kept whole (see `policy_with_whole_doc`)",
+            )),
             Some(m) => self.store.save_central(m, &self.policy.doc),
             None => self.store.remove_central(),
         };
-        if let Err(e) = saved {
-            error!("writing back the previous central policy failed: {e}");
+        match saved {
+            Ok(()) if meta.is_some() => self.policy.slim_doc(),
+            Ok(()) => {}
+            Err(e) => error!("writing back the previous central policy failed: {e}"),
         }
     }
 

@@ -214,6 +214,20 @@ impl Store {
         Ok(Some((file.meta, policy)))
     }
 
+    /// The stored central document as written (not validated again): what `policy show
+    /// --full` answers once the agent keeps only a slim copy (`Policy::slim_doc`).
+    pub fn load_central_doc(&self) -> Result<Option<PolicyDoc>, StateError> {
+        let path = self.central_path();
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(state_err(&path, format!("cannot read: {e}"))),
+        };
+        let file: CentralIn = serde_json::from_slice(&bytes)
+            .map_err(|e| state_err(&path, format!("not a central state file: {e}")))?;
+        Ok(Some(file.policy))
+    }
+
     pub fn save_central(&self, meta: &CentralMeta, doc: &PolicyDoc) -> Result<(), StateError> {
         let path = self.central_path();
         let bytes = serde_json::to_vec(&CentralOut { meta, policy: doc })

@@ -385,3 +385,45 @@ async fn the_next_expiry_is_the_earliest_of_every_layer() {
     a.agent.lock().set_central(policy, origin, "test").unwrap();
     assert!((4..=5).contains(&in_minutes(next(&a))));
 }
+
+/// The agent keeps the central document slim once the state directory holds it whole: the
+/// full policy view, a version reset and a rule listing still see the whole document.
+#[tokio::test]
+async fn a_slim_central_document_is_read_whole_from_the_state_directory() {
+    let a = agent("slim-doc", POLICY);
+    {
+        let s = a.agent.lock();
+        assert!(s.policy.doc_slim, "slim once persisted at start");
+        assert!(s.policy.doc.customers[0].sources.is_empty());
+        assert_eq!(
+            s.policy.customers[0].sources.len(),
+            1,
+            "the validated policy is whole"
+        );
+    }
+    let (status, body) = call(&a, "GET", "/v1/policy?full=true", "").await;
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        v["policy"]["customers"][0]["sources"][0]["comment"], "central block",
+        "{v}"
+    );
+    let (status, body) = call(&a, "POST", "/v1/policy/reset-version", r#"{"to":1,"confirm":true}"#).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let (_, body) = call(&a, "GET", "/v1/policy?full=true", "").await;
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["version"], 1);
+    assert_eq!(v["policy"]["version"], 1);
+    assert_eq!(
+        v["policy"]["customers"][0]["sources"][0]["prefix"],
+        "198.18.66.0/24"
+    );
+    // A missing state file is said, not answered with an empty document.
+    std::fs::remove_file(a.agent.lock().store.central_path()).unwrap();
+    let (_, body) = call(&a, "GET", "/v1/policy?full=true", "").await;
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert!(
+        v["policy"]["error"].as_str().unwrap().contains("missing"),
+        "{v}"
+    );
+}

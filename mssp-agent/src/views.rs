@@ -192,7 +192,11 @@ pub fn central_view<B: MapBackend>(state: &AgentState<B>, full: bool) -> PolicyV
             digest: Some(c.digest.clone()),
             applied_at: Some(ts(c.applied_at)),
             source: c.source.clone(),
-            policy: full.then(|| serde_json::to_value(&state.policy.doc).unwrap_or_default()),
+            policy: full.then(|| match state.central_doc() {
+                Ok(doc) => serde_json::to_value(&doc).unwrap_or_default(),
+                // Said in place of the document, never an empty one passed off as it.
+                Err(e) => serde_json::json!({ "error": e.to_string() }),
+            }),
             layers: Vec::new(),
         },
         None => PolicyVersion {

@@ -66,13 +66,16 @@ pub(crate) async fn reset_version<B: MapBackend + Send + 'static>(
             )));
         }
         meta.version = to;
-        let mut doc = state.policy.doc.clone();
+        let mut doc = state
+            .central_doc()
+            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("nothing changed: {e}")))?;
         doc.version = to;
         state
             .store
             .save_central(&meta, &doc)
             .map_err(|e| ApiError(StatusCode::INSUFFICIENT_STORAGE, format!("nothing changed: {e}")))?;
         state.policy.doc = doc;
+        state.policy.slim_doc();
         state.policy.version = to;
         state.central = Some(meta);
         Ok(VersionReset { from, to })

@@ -141,6 +141,9 @@ pub struct Policy {
     pub global_filtering: Option<filtering::Filtering>,
     /// The document it came from, for `policy show` and the state directory.
     pub doc: PolicyDoc,
+    /// `doc` without its source lists, which a stored copy of the whole document holds
+    /// (see [`Policy::slim_doc`]).
+    pub doc_slim: bool,
     /// Customer id -> position in `customers` (a linear search per customer made building
     /// the desired state quadratic: ~150 ms of every CLI edit at 10k customers).
     pub(crate) by_id: std::collections::HashMap<u32, usize>,
@@ -157,8 +160,20 @@ impl Policy {
             detection: None,
             global_filtering: None,
             doc: PolicyDoc::default(),
+            doc_slim: false,
             by_id: Default::default(),
         }
+    }
+
+    /// Drops the document's source lists (~110 MiB at a million entries) once the whole
+    /// document is stored elsewhere; `doc` keeps the rest (names, prefixes, rules, settings)
+    /// and the validated policy keeps every entry.
+    pub fn slim_doc(&mut self) {
+        self.doc.global.sources = Vec::new();
+        for c in &mut self.doc.customers {
+            c.sources = Vec::new();
+        }
+        self.doc_slim = true;
     }
 
     /// The index of [`Policy::by_id`] for these customers.

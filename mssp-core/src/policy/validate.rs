@@ -318,6 +318,7 @@ pub fn validate(doc: &PolicyDoc, cap: &Capacity) -> Result<Policy, PolicyError> 
         detection,
         global_filtering,
         doc: doc.clone(),
+        doc_slim: false,
     })
 }
 
