@@ -357,8 +357,15 @@ async fn put_policy<B: MapBackend + Send + 'static>(
     }
     let force = q.force_version;
     let auditor = who.clone();
-    let r = tokio::task::spawn_blocking(move || apply(&agent, &body, &who, force))
-        .await
+    let r = tokio::task::spawn_blocking(move || {
+        let r = apply(&agent, &body, &who, force);
+        // The document's bytes went through the heap too: hand it back now, not at the next
+        // push.
+        drop(body);
+        crate::state::release_freed_memory();
+        r
+    })
+    .await
         .unwrap_or_else(|e| {
             Err(Box::new(error(
                 StatusCode::INTERNAL_SERVER_ERROR,
