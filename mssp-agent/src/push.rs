@@ -366,12 +366,12 @@ async fn put_policy<B: MapBackend + Send + 'static>(
         r
     })
     .await
-        .unwrap_or_else(|e| {
-            Err(Box::new(error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("agent task failed: {e}"),
-            )))
-        });
+    .unwrap_or_else(|e| {
+        Err(Box::new(error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("agent task failed: {e}"),
+        )))
+    });
     crate::audit::record(&crate::audit::Event {
         who: &auditor,
         what: "push",

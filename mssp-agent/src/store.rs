@@ -201,31 +201,34 @@ impl Store {
         &self,
         cap: &Capacity,
     ) -> Result<Option<(CentralMeta, Policy)>, StateError> {
-        let path = self.central_path();
-        let bytes = match fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(state_err(&path, format!("cannot read: {e}"))),
+        let Some(file) = self.read_central()? else {
+            return Ok(None);
         };
-        let file: CentralIn = serde_json::from_slice(&bytes)
-            .map_err(|e| state_err(&path, format!("not a central state file: {e}")))?;
-        let policy = validate(&file.policy, cap)
-            .map_err(|e| state_err(&path, format!("the policy in it is invalid: {e}")))?;
+        let policy = validate(&file.policy, cap).map_err(|e| {
+            state_err(
+                &self.central_path(),
+                format!("the policy in it is invalid: {e}"),
+            )
+        })?;
         Ok(Some((file.meta, policy)))
     }
 
     /// The stored central document as written (not validated again): what `policy show
     /// --full` answers once the agent keeps only a slim copy (`Policy::slim_doc`).
     pub fn load_central_doc(&self) -> Result<Option<PolicyDoc>, StateError> {
+        Ok(self.read_central()?.map(|f| f.policy))
+    }
+
+    fn read_central(&self) -> Result<Option<CentralIn>, StateError> {
         let path = self.central_path();
         let bytes = match fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(state_err(&path, format!("cannot read: {e}"))),
         };
-        let file: CentralIn = serde_json::from_slice(&bytes)
-            .map_err(|e| state_err(&path, format!("not a central state file: {e}")))?;
-        Ok(Some(file.policy))
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| state_err(&path, format!("not a central state file: {e}")))
     }
 
     pub fn save_central(&self, meta: &CentralMeta, doc: &PolicyDoc) -> Result<(), StateError> {

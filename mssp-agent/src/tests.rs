@@ -408,7 +408,13 @@ async fn a_slim_central_document_is_read_whole_from_the_state_directory() {
         v["policy"]["customers"][0]["sources"][0]["comment"], "central block",
         "{v}"
     );
-    let (status, body) = call(&a, "POST", "/v1/policy/reset-version", r#"{"to":1,"confirm":true}"#).await;
+    let (status, body) = call(
+        &a,
+        "POST",
+        "/v1/policy/reset-version",
+        r#"{"to":1,"confirm":true}"#,
+    )
+    .await;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     let (_, body) = call(&a, "GET", "/v1/policy?full=true", "").await;
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();

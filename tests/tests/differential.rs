@@ -331,6 +331,26 @@ fn random_frame(rng: &mut StdRng, pool: &Pool) -> Vec<u8> {
     bytes
 }
 
+/// One frame through the kernel program and the reference: (action, reason, customer) each.
+type Outcome = (&'static str, &'static str, Option<u32>);
+fn both(
+    h: &mut Harness,
+    reference: &mssp_common::reference::RefPolicy,
+    frame: &[u8],
+    now: u64,
+) -> (Outcome, Outcome) {
+    let k = h.run(frame);
+    let r = classify(reference, frame, now);
+    let r_action = match r.verdict {
+        Verdict::Pass => "pass",
+        Verdict::Drop => "drop",
+    };
+    (
+        (k.action, k.reason, k.customer),
+        (r_action, r.reason.name(), r.customer),
+    )
+}
+
 #[test]
 fn kernel_and_reference_agree_on_10000_packets() {
     let seed: u64 = std::env::var("MSSP_DIFF_SEED")
@@ -350,20 +370,14 @@ fn kernel_and_reference_agree_on_10000_packets() {
         let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos() as u64;
         for i in 0..PACKETS_PER_POLICY {
             let frame = random_frame(&mut rng, &pool);
-            let k = h.run(&frame);
-            let r = classify(&reference, &frame, now);
-            let r_action = match r.verdict {
-                Verdict::Pass => "pass",
-                Verdict::Drop => "drop",
-            };
+            let (k, r) = both(&mut h, &reference, &frame, now);
             assert_eq!(
-                (k.action, k.reason, k.customer),
-                (r_action, r.reason.name(), r.customer),
+                k, r,
                 "kernel (left) and reference (right) disagree: seed {seed}, policy {round}, packet {i}\n\
                  frame: {frame:02x?}\npolicy: {json}"
             );
             compared += 1;
-            *seen.entry(k.reason).or_default() += 1;
+            *seen.entry(k.1).or_default() += 1;
         }
     }
     println!("reasons over {compared} packets: {seen:?}");
@@ -526,21 +540,16 @@ fn deep_trees_agree_at_every_interval_boundary() {
         f.src = ip(v6, s);
         f.dst = ip(v6, d);
         let frame = f.udp(40000, 53).build();
-        let k = h.run(&frame);
-        let r = classify(&reference, &frame, now);
-        let r_action = match r.verdict {
-            Verdict::Pass => "pass",
-            Verdict::Drop => "drop",
-        };
+        let (k, r) = both(&mut h, &reference, &frame, now);
         assert_eq!(
-            (k.action, k.reason, k.customer),
-            (r_action, r.reason.name(), r.customer),
+            k,
+            r,
             "kernel (left) and reference (right) disagree on probe {i}: {} -> {}",
             ip(v6, s),
             ip(v6, d)
         );
-        *seen.entry(k.reason).or_default() += 1;
-        customers_seen.insert(k.customer);
+        *seen.entry(k.1).or_default() += 1;
+        customers_seen.insert(k.2);
     }
     println!(
         "{} probes: {seen:?}, {} customers",

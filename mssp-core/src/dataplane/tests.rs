@@ -66,6 +66,15 @@ fn ip4(a: [u8; 4]) -> u128 {
     u32::from_be_bytes(a) as u128
 }
 
+/// [`P1`] without its customer 9.
+fn without_customer_9() -> String {
+    P1.replace(
+        r#",
+    {"id":9,"prefixes":["198.19.0.0/16"],"sources":[{"prefix":"198.18.1.0/24","action":"monitor"}]}"#,
+        "",
+    )
+}
+
 fn policy(json: &str) -> Desired {
     Desired::from_policy(&parse_policy(json.as_bytes(), &Capacity::default()).unwrap())
 }
@@ -192,8 +201,7 @@ fn removing_a_customer_frees_its_slot() {
     let mut dp = Dataplane::new(MemBackend::new(small()));
     dp.apply(&policy(P1), &Clock::now()).unwrap();
     let slot9 = dp.slot(9).unwrap();
-    let p = P1.replace(r#",
-    {"id":9,"prefixes":["198.19.0.0/16"],"sources":[{"prefix":"198.18.1.0/24","action":"monitor"}]}"#, "");
+    let p = without_customer_9();
     let s = dp.apply(&policy(&p), &Clock::now()).unwrap();
     assert_eq!(s.customers_removed, 1);
     assert!(s.root_changed);
@@ -411,8 +419,7 @@ fn a_deferred_reclaim_publishes_first_and_reclaims_before_the_next_apply() {
     );
     let fill = dp.fill();
     let slot9 = dp.slot(9).unwrap();
-    let without9 = P1.replace(r#",
-    {"id":9,"prefixes":["198.19.0.0/16"],"sources":[{"prefix":"198.18.1.0/24","action":"monitor"}]}"#, "");
+    let without9 = without_customer_9();
     let changed = without9.replace("198.18.66.0/24", "198.18.67.0/24");
     let barriers = dp.backend().barriers;
     let s = dp.apply(&policy(&changed), &Clock::now()).unwrap();
@@ -494,8 +501,7 @@ fn a_ticket_finished_after_another_apply_frees_only_what_its_barrier_covers() {
     dp.reclaim(&mut |_| Ok(())).unwrap();
     let fill = dp.fill();
     let slot9 = dp.slot(9).unwrap();
-    let without9 = P1.replace(r#",
-    {"id":9,"prefixes":["198.19.0.0/16"],"sources":[{"prefix":"198.18.1.0/24","action":"monitor"}]}"#, "");
+    let without9 = without_customer_9();
     let no66 = without9.replace(r#"{"prefix":"198.18.66.0/24","action":"drop"},"#, "");
     dp.apply(&policy(&no66), &Clock::now()).unwrap();
     let t = dp.take_reclaim().expect("something to reclaim");
