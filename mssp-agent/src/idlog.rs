@@ -12,7 +12,7 @@ use std::{
 use mssp_common::{Layer, Scope};
 use mssp_core::{
     dataplane::{EntryKey, IdTable, Journal, StatKey, StatKind},
-    policy::cidr::parse_cidr,
+    policy::cidr::{parse_cidr, push_net},
 };
 use serde::{Deserialize, Serialize};
 
@@ -48,6 +48,43 @@ fn parse_scope(s: &str) -> Option<Scope> {
 
 fn parse_layer(s: &str) -> Option<Layer> {
     Layer::from_name(s)
+}
+
+/// Lines on their way to a file, in chunks of about a MiB.
+struct Lines<'a> {
+    sink: &'a mut dyn Write,
+    buf: Vec<u8>,
+    bytes: u64,
+    lines: usize,
+}
+
+impl<'a> Lines<'a> {
+    const CHUNK: usize = 1 << 20;
+
+    fn new(sink: &'a mut dyn Write) -> Lines<'a> {
+        Lines {
+            sink,
+            buf: Vec::with_capacity(Self::CHUNK + 4096),
+            bytes: 0,
+            lines: 0,
+        }
+    }
+
+    fn end_line(&mut self) -> std::io::Result<()> {
+        self.buf.push(b'\n');
+        self.lines += 1;
+        if self.buf.len() >= Self::CHUNK {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.sink.write_all(&self.buf)?;
+        self.bytes += self.buf.len() as u64;
+        self.buf.clear();
+        Ok(())
+    }
 }
 
 /// Append-only record of slot and hit-counter id assignments, so a restarted agent keeps
@@ -173,60 +210,77 @@ impl IdLog {
         ))
     }
 
-    fn encode(j: &Journal) -> String {
-        let mut out = String::with_capacity(64 * j.assigned_ids.len());
-        let push = |out: &mut String, l: IdLine| {
-            out.push_str(&serde_json::to_string(&l).expect("id line"));
-            out.push('\n');
+    /// Writes `j` as log lines to `w`, a chunk at a time (a million lines are ~60 MiB).
+    fn write(j: &Journal, w: &mut Lines<'_>) -> std::io::Result<()> {
+        let push = |w: &mut Lines<'_>, l: IdLine| {
+            serde_json::to_writer(&mut w.buf, &l).expect("id line");
+            w.end_line()
         };
         for (c, s) in &j.assigned_slots {
-            push(&mut out, IdLine::Slot(*c, *s));
+            push(w, IdLine::Slot(*c, *s))?;
         }
         // The bulk of a large push: written directly, in exactly the form serde gives
-        // `IdLine::Id` (see the test), without four allocations per line.
+        // `IdLine::Id` (see the test), without allocating per line.
         for (k, id) in &j.assigned_ids {
-            use std::fmt::Write as _;
-            let _ = write!(out, "{{\"id\":[{id},\"");
-            let _ = match k.scope {
-                Scope::Global => write!(out, "global"),
-                Scope::Customer(c) => write!(out, "customer:{c}"),
-            };
-            let _ = write!(out, "\",\"{}\",\"", k.layer.name());
-            let _ = if k.net.v6 {
-                write!(out, "{}", std::net::Ipv6Addr::from(k.net.addr))
-            } else {
-                write!(out, "{}", std::net::Ipv4Addr::from(k.net.addr as u32))
-            };
-            let _ = writeln!(out, "/{}\"]}}", k.net.len);
+            let mut num = itoa::Buffer::new();
+            let b = &mut w.buf;
+            b.extend_from_slice(b"{\"id\":[");
+            b.extend_from_slice(num.format(*id).as_bytes());
+            match k.scope {
+                Scope::Global => b.extend_from_slice(b",\"global\",\""),
+                Scope::Customer(c) => {
+                    b.extend_from_slice(b",\"customer:");
+                    b.extend_from_slice(num.format(c).as_bytes());
+                    b.extend_from_slice(b"\",\"");
+                }
+            }
+            b.extend_from_slice(k.layer.name().as_bytes());
+            b.extend_from_slice(b"\",\"");
+            push_net(b, &k.net);
+            b.extend_from_slice(b"\"]}");
+            w.end_line()?;
         }
         for (k, id) in &j.assigned_stats {
             let (kind, rule) = match k.kind {
                 StatKind::Limit => ("limit".to_string(), 0),
                 StatKind::Rule { layer, id } => (layer.name().to_string(), id),
             };
-            push(&mut out, IdLine::Stat(*id, k.customer, kind, rule));
+            push(w, IdLine::Stat(*id, k.customer, kind, rule))?;
         }
         for (c, s) in &j.released_slots {
-            push(&mut out, IdLine::Unslot(*c, *s));
+            push(w, IdLine::Unslot(*c, *s))?;
         }
         for id in &j.released_ids {
-            push(&mut out, IdLine::Free(*id));
+            push(w, IdLine::Free(*id))?;
         }
         for id in &j.released_stats {
-            push(&mut out, IdLine::Freestat(*id));
+            push(w, IdLine::Freestat(*id))?;
         }
+        w.flush()
+    }
+
+    /// `j` as the log's text.
+    fn encode(j: &Journal) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut w = Lines::new(&mut out);
+        Self::write(j, &mut w).expect("writing to memory");
+        drop(w);
         out
     }
 
-    /// Appends a journal and makes it durable.
     /// Appends a journal and makes it durable. A write that fails half way (a full disk)
     /// is cut off again, so the log stays a sequence of whole records.
     pub fn record(&mut self, j: &Journal) -> Result<(), String> {
-        let text = Self::encode(j);
-        let written = self
-            .file
-            .write_all(text.as_bytes())
-            .and_then(|()| self.file.sync_data());
+        let t = std::time::Instant::now();
+        let mut w = Lines::new(&mut self.file);
+        let written = Self::write(j, &mut w);
+        let (bytes, lines) = (w.bytes, w.lines);
+        let t1 = t.elapsed();
+        let written = written.and_then(|()| self.file.sync_data());
+        log::debug!(
+            "id log: {lines} lines written in {t1:?}, durable at {:?}",
+            t.elapsed()
+        );
         if let Err(e) = written {
             if let Err(e2) = self.file.set_len(self.len) {
                 log::error!(
@@ -236,8 +290,8 @@ impl IdLog {
             }
             return Err(format!("{}: {e}", self.path.display()));
         }
-        self.len += text.len() as u64;
-        self.lines += text.lines().count();
+        self.len += bytes;
+        self.lines += lines;
         Ok(())
     }
 
@@ -260,8 +314,7 @@ impl IdLog {
             ..Journal::default()
         };
         let text = Self::encode(&j);
-        atomic_write(&self.path, text.as_bytes())
-            .map_err(|e| format!("{}: {e}", self.path.display()))?;
+        atomic_write(&self.path, &text).map_err(|e| format!("{}: {e}", self.path.display()))?;
         self.file = OpenOptions::new()
             .append(true)
             .open(&self.path)
@@ -306,7 +359,10 @@ mod tests {
                 mssp_core::policy::cidr::format_net(&k.net),
             ))
             .unwrap();
-            assert_eq!(IdLog::encode(&j), format!("{serde}\n"));
+            assert_eq!(
+                String::from_utf8(IdLog::encode(&j)).unwrap(),
+                format!("{serde}\n")
+            );
         }
     }
 

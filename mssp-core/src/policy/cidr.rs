@@ -66,6 +66,67 @@ pub fn format_net(net: &Net) -> String {
     }
 }
 
+/// Appends `net` as [`format_net`] writes it, without `fmt`'s machinery or an allocation:
+/// the id log writes a million of these per large push.
+pub fn push_net(out: &mut Vec<u8>, net: &Net) {
+    let mut num = itoa::Buffer::new();
+    if !net.v6 {
+        for (i, b) in (net.addr as u32).to_be_bytes().iter().enumerate() {
+            if i > 0 {
+                out.push(b'.');
+            }
+            out.extend_from_slice(num.format(*b).as_bytes());
+        }
+    } else {
+        let a = Ipv6Addr::from(net.addr);
+        if a.to_ipv4_mapped().is_some() {
+            // `::ffff:a.b.c.d`: rare enough for std.
+            out.extend_from_slice(a.to_string().as_bytes());
+        } else {
+            push_v6_groups(out, &a.segments());
+        }
+    }
+    out.push(b'/');
+    out.extend_from_slice(num.format(net.len).as_bytes());
+}
+
+/// RFC 5952 as std's `Display` does it: the first longest run of two or more zero groups
+/// becomes `::`, groups in lower-case hex without leading zeros.
+fn push_v6_groups(out: &mut Vec<u8>, g: &[u16; 8]) {
+    let (mut best, mut best_len, mut cur, mut cur_len) = (0, 0, 0, 0);
+    for (i, &x) in g.iter().enumerate() {
+        if x == 0 {
+            if cur_len == 0 {
+                cur = i;
+            }
+            cur_len += 1;
+            if cur_len > best_len {
+                (best, best_len) = (cur, cur_len);
+            }
+        } else {
+            cur_len = 0;
+        }
+    }
+    let hex = |out: &mut Vec<u8>, groups: &[u16]| {
+        for (i, &x) in groups.iter().enumerate() {
+            if i > 0 {
+                out.push(b':');
+            }
+            let digits = (16 - x.leading_zeros() as usize).div_ceil(4).max(1);
+            for d in (0..digits).rev() {
+                out.push(b"0123456789abcdef"[((x >> (4 * d)) & 0xf) as usize]);
+            }
+        }
+    };
+    if best_len > 1 {
+        hex(out, &g[..best]);
+        out.extend_from_slice(b"::");
+        hex(out, &g[best + best_len..]);
+    } else {
+        hex(out, g);
+    }
+}
+
 /// An address of `net`'s family as text.
 pub fn format_addr(v6: bool, addr: u128) -> String {
     if v6 {
@@ -97,6 +158,45 @@ mod tests {
             format_net(&parse_cidr("0.0.0.0/0", false).unwrap()),
             "0.0.0.0/0"
         );
+    }
+
+    #[test]
+    fn push_net_writes_what_format_net_writes() {
+        // Every pattern of zero and non-zero groups (which decides where `::` goes), with
+        // small and large group values, IPv4-mapped addresses, and IPv4 at the edges.
+        let mut nets = Vec::new();
+        for pattern in 0u32..256 {
+            for value in [1u16, 0xa, 0xab, 0xdb8, 0xffff] {
+                let mut g = [0u16; 8];
+                for (i, x) in g.iter_mut().enumerate() {
+                    if pattern & (1 << i) != 0 {
+                        *x = value.wrapping_add(i as u16 * 0x101);
+                    }
+                }
+                let addr = u128::from(Ipv6Addr::from(g));
+                nets.push(Net::new(true, addr, (pattern % 129) as u8));
+            }
+        }
+        nets.push(Net::new(
+            true,
+            u128::from(Ipv6Addr::new(0, 0, 0, 0, 0, 0xffff, 0xc612, 1)),
+            128,
+        ));
+        nets.push(Net::new(
+            true,
+            u128::from(Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0xc612, 1)),
+            128,
+        ));
+        for a in [0u32, 1, 0x0a00_0001, 0xc612_4201, 0xffff_ffff] {
+            for len in [0u8, 9, 24, 32] {
+                nets.push(Net::new(false, a as u128, len));
+            }
+        }
+        for n in &nets {
+            let mut out = Vec::new();
+            push_net(&mut out, n);
+            assert_eq!(String::from_utf8(out).unwrap(), format_net(n), "{n:?}");
+        }
     }
 
     #[test]
