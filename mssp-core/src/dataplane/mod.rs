@@ -531,15 +531,19 @@ impl<B: MapBackend> Dataplane<B> {
             .prepare(desired, clock, &mut tx, &mut stats)
             .and_then(|p| {
                 log::debug!("apply: prepared in {:?}", started.elapsed());
+                // Lent to the journal, not copied (a million keys), and handed back for a
+                // rollback.
                 let j = Journal {
-                    assigned_slots: tx.new_slots.clone(),
-                    assigned_ids: tx.new_ids.clone(),
-                    assigned_stats: tx.new_stats.clone(),
+                    assigned_slots: std::mem::take(&mut tx.new_slots),
+                    assigned_ids: std::mem::take(&mut tx.new_ids),
+                    assigned_stats: std::mem::take(&mut tx.new_stats),
                     ..Journal::default()
                 };
-                if !j.is_empty() {
-                    journal(&j).map_err(DataplaneError::Journal)?;
-                }
+                let r = if j.is_empty() { Ok(()) } else { journal(&j) };
+                tx.new_slots = j.assigned_slots;
+                tx.new_ids = j.assigned_ids;
+                tx.new_stats = j.assigned_stats;
+                r.map_err(DataplaneError::Journal)?;
                 Ok(p)
             });
         match prepared {
