@@ -322,7 +322,7 @@ impl<B: MapBackend> Agent<B> {
                     .map_err(|e| nothing(e.into()))?;
                 let before = (whole, state.central.clone());
                 state
-                    .set_central(policy, origin, "reload")
+                    .set_central(policy, &bytes, origin, "reload")
                     .map_err(nothing)?;
                 previous = Some(before);
                 notes.push(format!(

@@ -359,10 +359,9 @@ async fn put_policy<B: MapBackend + Send + 'static>(
     let auditor = who.clone();
     let r = tokio::task::spawn_blocking(move || {
         let r = apply(&agent, &body, &who, force);
-        // The document's bytes went through the heap too: hand it back now, not at the next
-        // push.
-        drop(body);
-        crate::state::release_freed_memory();
+        // The document's bytes went through the heap too: hand it back now (after the reply
+        // is on its way), not at the next push.
+        crate::state::dispose(body);
         r
     })
     .await
@@ -471,7 +470,7 @@ fn apply<B: MapBackend>(
         digest: digest.clone(),
         source: format!("push from {who}"),
     };
-    match state.set_central(policy, origin, "push") {
+    match state.set_central(policy, body, origin, "push") {
         Ok(stats) => {
             let applied_at = state.central.as_ref().map(|c| ts(c.applied_at));
             drop(state);

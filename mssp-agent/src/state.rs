@@ -81,6 +81,21 @@ pub struct AgentState<B: MapBackend> {
     pub(crate) central_expiries: Option<(u64, Vec<OffsetDateTime>)>,
 }
 
+/// Frees `garbage` (a replaced million-entry policy, a document's bytes) on a thread of its
+/// own and then hands the freed memory back ([`release_freed_memory`]), so the reply that
+/// made it garbage does not wait for either.
+pub fn dispose<T: Send + 'static>(garbage: T) {
+    let spawned = std::thread::Builder::new()
+        .name("mssp-dispose".into())
+        .spawn(move || {
+            drop(garbage);
+            release_freed_memory();
+        });
+    if let Err(e) = spawned {
+        log::warn!("cannot start a thread to free memory ({e}); it is freed later");
+    }
+}
+
 /// Hands the heap's free memory back to the kernel. A million-entry push parses, validates
 /// and compiles through a few hundred MiB that glibc keeps otherwise (measured: the agent's
 /// RSS 608 MiB before, 414 MiB after, with the same policy in force).
@@ -198,16 +213,27 @@ impl<B: MapBackend> AgentState<B> {
     /// Replaces the central layer: applied first, then persisted, so what the state
     /// directory holds is always something that was enforced. If it cannot be persisted, the
     /// previous policy is put back (a restart would otherwise silently roll back to it).
+    ///
+    /// `body` is the document's bytes as received, which `policy` was parsed from:
+    /// central.json keeps them, written while the policy is applied.
     pub fn set_central(
         &mut self,
         policy: Policy,
+        body: &[u8],
         origin: Origin,
         trigger: &str,
     ) -> Result<ApplyStats, AgentError> {
         let old = self.replace_policy(policy);
-        let stats = match self.apply(trigger) {
+        let store = self.store.clone();
+        let (applied, draft) = std::thread::scope(|s| {
+            let drafting = s.spawn(|| store.draft_central(body));
+            let applied = self.apply(trigger);
+            (applied, drafting.join())
+        });
+        let stats = match applied {
             Ok(stats) => stats,
             Err(e) => {
+                // The draft, if any, is discarded as it drops.
                 self.replace_policy(old);
                 return Err(e.into());
             }
@@ -219,7 +245,14 @@ impl<B: MapBackend> AgentState<B> {
             source: Some(origin.source),
         };
         let t = Instant::now();
-        let saved = self.store.save_central(&meta, &self.policy.doc);
+        let saved = match draft {
+            Ok(Ok(d)) => self.store.commit_central(d, &meta),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(state_err(
+                &self.store.central_path(),
+                "the thread writing it failed",
+            )),
+        };
         log::debug!("central policy persisted in {:?}", t.elapsed());
         if let Err(e) = saved {
             error!("{e}; putting the previous central policy back");
@@ -231,9 +264,8 @@ impl<B: MapBackend> AgentState<B> {
         }
         self.central = Some(meta);
         // The state directory holds the whole document now; memory keeps it slim.
-        self.policy.slim_doc();
-        drop(old);
-        release_freed_memory();
+        let lists = self.policy.slim_doc();
+        dispose((old, lists));
         Ok(stats)
     }
 
@@ -288,7 +320,7 @@ impl<B: MapBackend> AgentState<B> {
             None => self.store.remove_central(),
         };
         match saved {
-            Ok(()) if meta.is_some() => self.policy.slim_doc(),
+            Ok(()) if meta.is_some() => dispose(self.policy.slim_doc()),
             Ok(()) => {}
             Err(e) => error!("writing back the previous central policy failed: {e}"),
         }

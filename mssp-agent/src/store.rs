@@ -165,7 +165,22 @@ pub struct LocalDetectionDoc {
     pub by: Provenance,
 }
 
+/// central.json on its way: see [`Store::draft_central`]. Dropped without
+/// [`Store::commit_central`] (the policy was not applied), the temporary file goes.
+pub struct CentralDraft {
+    tmp: PathBuf,
+    file: File,
+}
+
+impl Drop for CentralDraft {
+    fn drop(&mut self) {
+        // After a commit the temporary name no longer exists; otherwise it is discarded.
+        let _ = fs::remove_file(&self.tmp);
+    }
+}
+
 /// Paths of the state directory.
+#[derive(Clone)]
 pub struct Store {
     pub dir: PathBuf,
 }
@@ -236,6 +251,51 @@ impl Store {
         let bytes = serde_json::to_vec(&CentralOut { meta, policy: doc })
             .map_err(|e| state_err(&path, e.to_string()))?;
         atomic_write(&path, &bytes).map_err(|e| state_err(&path, format!("cannot write: {e}")))
+    }
+
+    /// Starts central.json from the document's bytes as received (they parsed as the policy
+    /// about to be applied): written to a temporary file while the policy is applied, the
+    /// metadata appended and the file put in place by [`Store::commit_central`] once it is
+    /// enforced. A large document is thus never serialised again, and its ~50 MB are on
+    /// their way to the disk on the second core while the first compiles.
+    pub fn draft_central(&self, body: &[u8]) -> Result<CentralDraft, StateError> {
+        let tmp = self
+            .dir
+            .join(format!(".central.json.draft-{}", std::process::id()));
+        let written = File::create(&tmp).and_then(|mut f| {
+            f.write_all(b"{\"policy\":")?;
+            f.write_all(body)?;
+            Ok(f)
+        });
+        match written {
+            Ok(file) => Ok(CentralDraft { tmp, file }),
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                Err(state_err(&tmp, format!("cannot write: {e}")))
+            }
+        }
+    }
+
+    /// Finishes a draft: the metadata, then durably in place of central.json.
+    pub fn commit_central(
+        &self,
+        mut d: CentralDraft,
+        meta: &CentralMeta,
+    ) -> Result<(), StateError> {
+        let path = self.central_path();
+        let meta_json = serde_json::to_vec(meta).map_err(|e| state_err(&path, e.to_string()))?;
+        let done = (|| {
+            // `{"version":…}` continues the object after the document: `,"version":…}`.
+            d.file.write_all(b",")?;
+            d.file.write_all(&meta_json[1..])?;
+            d.file.sync_all()?;
+            fs::rename(&d.tmp, &path)?;
+            File::open(&self.dir)?.sync_all()
+        })();
+        done.map_err(|e| {
+            let _ = fs::remove_file(&d.tmp);
+            state_err(&path, format!("cannot write: {e}"))
+        })
     }
 
     /// Forgets the central layer (an agent back to "no push yet").

@@ -295,7 +295,10 @@ async fn a_cli_edit_after_a_new_central_policy_publishes_the_new_policy() {
         digest: "test".into(),
         source: "test".into(),
     };
-    a.agent.lock().set_central(policy, origin, "test").unwrap();
+    a.agent
+        .lock()
+        .set_central(policy, next.as_bytes(), origin, "test")
+        .unwrap();
     let (status, _) = call(
         &a,
         "POST",
@@ -373,16 +376,18 @@ async fn the_next_expiry_is_the_earliest_of_every_layer() {
     assert_eq!(status, 200);
     assert!((9..=10).contains(&in_minutes(next(&a))));
     // A new central policy whose entries expire sooner still: the cache follows it.
-    let policy = mssp_core::policy::parse_policy(
-        central(4, 5).as_bytes(),
-        &mssp_core::policy::Capacity::default(),
-    )
-    .unwrap();
+    let body = central(4, 5);
+    let policy =
+        mssp_core::policy::parse_policy(body.as_bytes(), &mssp_core::policy::Capacity::default())
+            .unwrap();
     let origin = crate::state::Origin {
         digest: "test".into(),
         source: "test".into(),
     };
-    a.agent.lock().set_central(policy, origin, "test").unwrap();
+    a.agent
+        .lock()
+        .set_central(policy, body.as_bytes(), origin, "test")
+        .unwrap();
     assert!((4..=5).contains(&in_minutes(next(&a))));
 }
 
@@ -432,4 +437,54 @@ async fn a_slim_central_document_is_read_whole_from_the_state_directory() {
         v["policy"]["error"].as_str().unwrap().contains("missing"),
         "{v}"
     );
+}
+
+#[tokio::test]
+async fn central_json_keeps_the_bytes_applied_and_a_refused_apply_leaves_it_alone() {
+    let a = agent("raw-central", POLICY);
+    let cap = mssp_core::policy::Capacity::default();
+    let drafts = |a: &TestAgent| {
+        let dir = a.agent.lock().store.dir.clone();
+        std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().contains("draft"))
+            .count()
+    };
+    let body = "{ \"version\": 4,\n  \"customers\": [{\"id\":7,\"name\":\"acme\",\"prefixes\":[\"198.19.7.0/24\"],\n  \"sources\":[{\"prefix\":\"198.18.77.0/24\",\"action\":\"drop\",\"comment\":\"as sent\"}]}] }\n";
+    let policy = mssp_core::policy::parse_policy(body.as_bytes(), &cap).unwrap();
+    let origin = crate::state::Origin {
+        digest: "sha256:test".into(),
+        source: "test".into(),
+    };
+    a.agent
+        .lock()
+        .set_central(policy, body.as_bytes(), origin.clone(), "test")
+        .unwrap();
+    let path = a.agent.lock().store.central_path();
+    let kept = std::fs::read_to_string(&path).unwrap();
+    assert!(kept.contains(body), "the document's bytes are kept: {kept}");
+    let (meta, p) = a.agent.lock().store.load_central(&cap).unwrap().unwrap();
+    assert_eq!((meta.version, meta.digest.as_str()), (4, "sha256:test"));
+    assert_eq!(
+        p.doc.customers[0].sources[0].comment.as_deref(),
+        Some("as sent")
+    );
+    assert_eq!(drafts(&a), 0);
+
+    // 70 customers do not fit the 64 slots: refused by the data path, after the draft
+    // was written; central.json and the policy in force stay as they were.
+    let customers: Vec<String> = (1..=70)
+        .map(|i| format!(r#"{{"id":{i},"prefixes":["198.19.{i}.0/24"]}}"#))
+        .collect();
+    let big = format!(r#"{{"version":5,"customers":[{}]}}"#, customers.join(","));
+    let policy = mssp_core::policy::parse_policy(big.as_bytes(), &cap).unwrap();
+    let r = a
+        .agent
+        .lock()
+        .set_central(policy, big.as_bytes(), origin, "test");
+    assert!(r.is_err(), "70 customers in 64 slots were applied");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), kept);
+    assert_eq!(a.agent.lock().policy.version, 4);
+    assert_eq!(drafts(&a), 0, "the draft of a refused policy is removed");
 }
