@@ -1,7 +1,12 @@
 //! An IP prefix in the form both the compiler and the reference classifier use: the address as
 //! a number (IPv4 in the low 32 bits), so containment is plain integer arithmetic.
 
+///
+/// Packed to 4-byte alignment: 20 bytes instead of 32, over three copies of a million-entry
+/// policy (validated, desired, id keys) ~50 MiB of the agent's memory. Fields are read by
+/// value (`{ n.addr }` where a reference would be taken).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(packed(4))]
 pub struct Net {
     pub v6: bool,
     /// Network address, host bits zero. IPv4 uses the low 32 bits.
@@ -65,9 +70,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_net_is_twenty_bytes() {
+        assert_eq!(core::mem::size_of::<Net>(), 20);
+    }
+
+    #[test]
     fn ranges() {
         let n = Net::new(false, 0xc612_4201, 24);
-        assert_eq!(n.addr, 0xc612_4200);
+        assert_eq!({ n.addr }, 0xc612_4200);
         assert_eq!(n.end(), 0xc612_42ff);
         assert!(n.contains(false, 0xc612_42ff));
         assert!(!n.contains(true, 0xc612_42ff));

@@ -80,7 +80,7 @@ impl PrefixSet {
     fn contains(&self, v6: bool, addr: u128) -> bool {
         self.by_len
             .iter()
-            .any(|((nv6, len), set)| *nv6 == v6 && set.contains(&Net::new(v6, addr, *len).addr))
+            .any(|((nv6, len), set)| *nv6 == v6 && set.contains(&{ Net::new(v6, addr, *len).addr }))
     }
 }
 
