@@ -180,7 +180,9 @@ pub fn percpu_zero_batch(
 ) -> io::Result<()> {
     const CHUNK: usize = 4096;
     let stride = value_size.div_ceil(8) * 8 * ncpus;
-    let zeros = vec![0u64; CHUNK * stride / 8];
+    // As many zeros as the largest call needs: a slot's counters are a few dozen keys, and
+    // 10k new customers allocated (and faulted in) 64 KiB each.
+    let zeros = vec![0u64; keys.len().min(CHUNK) * stride / 8];
     for chunk in keys.chunks(CHUNK) {
         let mut a = Attr([0; 32]);
         set_u64(&mut a, 4, chunk.as_ptr() as u64);
