@@ -11,7 +11,7 @@ use std::{
 
 use mssp_common::{Net, Scope, abi::SourceAction};
 use mssp_core::policy::{
-    Capacity, Policy, PolicyDoc, cidr::parse_cidr, rules_doc::RuleDoc, validate,
+    Capacity, Policy, PolicyDoc, cidr::parse_cidr, rules_doc::RuleDoc, validate_owned,
 };
 use mssp_wire::Provenance;
 use serde::{Deserialize, Serialize};
@@ -219,7 +219,7 @@ impl Store {
         let Some(file) = self.read_central()? else {
             return Ok(None);
         };
-        let policy = validate(&file.policy, cap).map_err(|e| {
+        let policy = validate_owned(file.policy, cap).map_err(|e| {
             state_err(
                 &self.central_path(),
                 format!("the policy in it is invalid: {e}"),

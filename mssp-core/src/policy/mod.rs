@@ -16,7 +16,7 @@ use mssp_common::{Net, abi::SourceAction};
 use time::OffsetDateTime;
 
 pub use doc::PolicyDoc;
-pub use validate::{Capacity, parse_policy, validate};
+pub use validate::{Capacity, parse_policy, validate, validate_owned};
 
 /// A document as the agent reports it (`GET /v1/policy?full=true`), validated with no capacity
 /// limit (it is in force already).

@@ -90,7 +90,7 @@ pub fn parse_policy(bytes: &[u8], cap: &Capacity) -> Result<Policy, PolicyError>
     // Tracking the path costs a third of parsing a million entries: a document that parses
     // does without it, one that does not is parsed again to say where.
     if let Ok(doc) = serde_json::from_slice::<PolicyDoc>(bytes) {
-        return validate(&doc, cap);
+        return validate_owned(doc, cap);
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let doc: PolicyDoc = match serde_path_to_error::deserialize(&mut de) {
@@ -100,7 +100,7 @@ pub fn parse_policy(bytes: &[u8], cap: &Capacity) -> Result<Policy, PolicyError>
     if let Err(e) = de.end() {
         return Err(PolicyError::Syntax(e.to_string()));
     }
-    validate(&doc, cap)
+    validate_owned(doc, cap)
 }
 
 fn json_error(e: serde_path_to_error::Error<serde_json::Error>) -> PolicyError {
@@ -194,6 +194,19 @@ fn nesting(entries: &[SourceEntry], path: &str, errors: &mut Errors) {
 
 /// Validates a parsed document against the contract and the map capacity.
 pub fn validate(doc: &PolicyDoc, cap: &Capacity) -> Result<Policy, PolicyError> {
+    validate_doc(std::borrow::Cow::Borrowed(doc), cap)
+}
+
+/// [`validate`], keeping `doc` in the policy without copying it (a million entries' strings).
+pub fn validate_owned(doc: PolicyDoc, cap: &Capacity) -> Result<Policy, PolicyError> {
+    validate_doc(std::borrow::Cow::Owned(doc), cap)
+}
+
+fn validate_doc(
+    doc_in: std::borrow::Cow<'_, PolicyDoc>,
+    cap: &Capacity,
+) -> Result<Policy, PolicyError> {
+    let doc: &PolicyDoc = &doc_in;
     let mut errors = Errors(Vec::new());
 
     let mut infrastructure = Vec::new();
@@ -322,7 +335,7 @@ pub fn validate(doc: &PolicyDoc, cap: &Capacity) -> Result<Policy, PolicyError> 
         customers,
         detection,
         global_filtering,
-        doc: doc.clone(),
+        doc: doc_in.into_owned(),
         doc_slim: false,
     })
 }
