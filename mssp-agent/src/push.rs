@@ -230,7 +230,8 @@ async fn get_policy<B: MapBackend + Send + 'static>(
 ) -> Response {
     let agent = s.agent.clone();
     match tokio::task::spawn_blocking(move || central_view(&agent.lock(), false)).await {
-        Ok(v) => reply(StatusCode::OK, v),
+        Ok(Ok(v)) => reply(StatusCode::OK, v),
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
         Err(e) => error(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("agent task failed: {e}"),

@@ -430,13 +430,18 @@ async fn a_slim_central_document_is_read_whole_from_the_state_directory() {
         "198.18.66.0/24"
     );
     // A missing state file is said, not answered with an empty document.
+    // Regression: this was an HTTP 200 with {"policy": {"error": …}}.
     std::fs::remove_file(a.agent.lock().store.central_path()).unwrap();
-    let (_, body) = call(&a, "GET", "/v1/policy?full=true", "").await;
-    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let (status, body) = call(&a, "GET", "/v1/policy?full=true", "").await;
+    assert_eq!(status, 500);
+    let e: ErrorBody = serde_json::from_slice(&body).unwrap();
     assert!(
-        v["policy"]["error"].as_str().unwrap().contains("missing"),
-        "{v}"
+        e.error.contains("cannot be read back") && e.error.contains("missing"),
+        "{}",
+        e.error
     );
+    let (status, _) = call(&a, "GET", "/v1/policy", "").await;
+    assert_eq!(status, 200, "the summary needs no document");
 }
 
 #[tokio::test]

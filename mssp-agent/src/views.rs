@@ -172,8 +172,13 @@ pub fn stats_view<B: MapBackend>(
     Ok(StatsView { customers: out })
 }
 
-pub fn policy_view<B: MapBackend>(state: &AgentState<B>, full: bool) -> PolicyVersion {
-    let mut v = central_view(state, full);
+/// The layers in force; with `full`, their documents too (an error if the central one
+/// cannot be read back from the state directory).
+pub fn policy_view<B: MapBackend>(
+    state: &AgentState<B>,
+    full: bool,
+) -> Result<PolicyVersion, String> {
+    let mut v = central_view(state, full)?;
     v.layers = vec![LayerSummary {
         layer: Layer::Local.name().into(),
         version: state.local.version,
@@ -181,22 +186,33 @@ pub fn policy_view<B: MapBackend>(state: &AgentState<B>, full: bool) -> PolicyVe
         rules: state.local.rules.len(),
         content: full.then(|| serde_json::to_value(&state.local).unwrap_or_default()),
     }];
-    v
+    Ok(v)
 }
 
 /// The central layer alone (what the push API answers).
-pub fn central_view<B: MapBackend>(state: &AgentState<B>, full: bool) -> PolicyVersion {
-    match &state.central {
+/// With `full`, the document is read back from the state directory when memory holds it
+/// slim: if that fails, the error says so (never an empty document passed off as it).
+pub fn central_view<B: MapBackend>(
+    state: &AgentState<B>,
+    full: bool,
+) -> Result<PolicyVersion, String> {
+    Ok(match &state.central {
         Some(c) => PolicyVersion {
             version: c.version,
             digest: Some(c.digest.clone()),
             applied_at: Some(ts(c.applied_at)),
             source: c.source.clone(),
-            policy: full.then(|| match state.central_doc() {
-                Ok(doc) => serde_json::to_value(&doc).unwrap_or_default(),
-                // Said in place of the document, never an empty one passed off as it.
-                Err(e) => serde_json::json!({ "error": e.to_string() }),
-            }),
+            policy: match full {
+                true => Some(
+                    state
+                        .central_doc()
+                        .map(|doc| serde_json::to_value(&doc).unwrap_or_default())
+                        .map_err(|e| {
+                            format!("the central document in force cannot be read back: {e}")
+                        })?,
+                ),
+                false => None,
+            },
             layers: Vec::new(),
         },
         None => PolicyVersion {
@@ -207,7 +223,7 @@ pub fn central_view<B: MapBackend>(state: &AgentState<B>, full: bool) -> PolicyV
             policy: None,
             layers: Vec::new(),
         },
-    }
+    })
 }
 
 /// One list: its scope, its entries of every layer, and the central entries' comments.

@@ -280,5 +280,10 @@ async fn policy<B: MapBackend + Send + 'static>(
     State(agent): State<Arc<Agent<B>>>,
     Query(q): Query<PolicyQuery>,
 ) -> Result<Json<PolicyVersion>, ApiError> {
-    blocking(&agent, move |state| Ok(Json(policy_view(state, q.full)))).await
+    blocking(&agent, move |state| {
+        policy_view(state, q.full)
+            .map(Json)
+            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e))
+    })
+    .await
 }
