@@ -54,11 +54,19 @@ fn lt128(khi: u64, klo: u64, addr: (u64, u64)) -> u64 {
 ///
 /// Not inlined: the descent's spills get a frame of their own, which keeps the main
 /// function's stack small enough for the rule loop's call chain (512 bytes in all).
-#[inline(never)]
+///
+/// An empty tree (no infrastructure, no global list: most policies) is answered here, without
+/// the call.
+#[inline(always)]
 pub fn tree4(tree: &Tree, addr: u32) -> Result<u32, Internal> {
     if tree.root == TREE_EMPTY {
         return Ok(0);
     }
+    walk4(tree, addr)
+}
+
+#[inline(never)]
+fn walk4(tree: &Tree, addr: u32) -> Result<u32, Internal> {
     let addr = core::hint::black_box(addr as u64);
     let mut idx = tree.root;
     let height = tree.height;
@@ -99,11 +107,16 @@ pub fn touch_root(v6: bool, root: u32) -> u32 {
 }
 
 /// IPv6 version of [`tree4`].
-#[inline(never)]
+#[inline(always)]
 pub fn tree6(tree: &Tree, addr: (u64, u64)) -> Result<u32, Internal> {
     if tree.root == TREE_EMPTY {
         return Ok(0);
     }
+    walk6(tree, addr)
+}
+
+#[inline(never)]
+fn walk6(tree: &Tree, addr: (u64, u64)) -> Result<u32, Internal> {
     let addr = (core::hint::black_box(addr.0), core::hint::black_box(addr.1));
     let mut idx = tree.root;
     let height = tree.height;
