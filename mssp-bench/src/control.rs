@@ -214,6 +214,9 @@ pub fn control_plane(
             }
             lat.push(t.elapsed().as_secs_f64() * 1000.0);
         }
+        // In the order they were made, so an outlier can be placed.
+        control.insert("cli_block_to_enforced_ms".into(), json!(lat));
+        let mut lat = lat.clone();
         lat.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
         control.insert(
             "cli_block_to_enforced_p50_ms".into(),
