@@ -7,7 +7,7 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
-use mssp_common::abi::SourceAction;
+use mssp_common::{Net, abi::SourceAction};
 use mssp_core::policy::{
     PolicyDoc,
     doc::{CustomerDoc, SourceDoc},
@@ -38,12 +38,6 @@ pub(crate) fn cust6(i: u32) -> u128 {
     (0x2001_0db8_c000u128 << 80) | ((i as u128) << 64)
 }
 
-/// The host bits of an IPv6 prefix of `len` bits (none for a /128: `u128::MAX >> 128`
-/// would wrap to a shift of 0 in a release build).
-fn host_mask6(len: u8) -> u128 {
-    u128::MAX.checked_shr(len as u32).unwrap_or(0)
-}
-
 pub fn generate(customers: u32, per_customer: u32, seed: u64) -> Gen {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut sources = Vec::with_capacity((customers * per_customer) as usize);
@@ -55,7 +49,7 @@ pub fn generate(customers: u32, per_customer: u32, seed: u64) -> Gen {
                 let len = [128u8, 128, 64, 64, 56, 48][rng.random_range(0..6)];
                 // 2001:db8:0::/33 for sources; customers live in 2001:db8:c000::/34.
                 let a = (0x2001_0db8u128 << 96) | (rng.random::<u128>() >> 33);
-                (a & !host_mask6(len), len)
+                (a & !Net::host_mask(true, len), len)
             } else {
                 let len =
                     [32u8, 32, 32, 32, 32, 32, 24, 24, 24, 28, 28, 20][rng.random_range(0..12)];
@@ -141,11 +135,8 @@ impl Gen {
                 } else {
                     fam[rng.random_range(0..fam.len())]
                 };
-                let host = if s.v6 {
-                    host_mask6(s.len)
-                } else {
-                    (u32::MAX as u128) >> s.len
-                };
+                // (Not `u128::MAX >> len`: a /128 wraps to a shift of 0 in a release build.)
+                let host = Net::host_mask(s.v6, s.len);
                 let src = s.addr | (rng.random::<u128>() & host);
                 let (dst, dhost) = if v6 {
                     (cust6(s.customer), u64::MAX as u128)
@@ -246,11 +237,8 @@ mod tests {
                         (IpAddr::V6(s), IpAddr::V6(d)) => (u128::from(s), u128::from(d)),
                         _ => panic!("mixed families"),
                     };
-                    let bits = if v6 { 128 } else { 32 };
-                    let covers = |addr: u128, len: u8, a: u128| {
-                        let shift = bits - len as u32;
-                        shift >= bits || (addr >> shift) == (a >> shift)
-                    };
+                    let covers =
+                        |addr: u128, len: u8, a: u128| Net::new(v6, addr, len).contains(v6, a);
                     let from = g
                         .sources
                         .iter()

@@ -174,7 +174,7 @@ mod tests {
                     }
                 }
                 let addr = u128::from(Ipv6Addr::from(g));
-                nets.push(Net::new(true, addr, (pattern % 129) as u8));
+                nets.push(Net::new(true, addr, 128));
             }
         }
         nets.push(Net::new(
@@ -187,6 +187,10 @@ mod tests {
             u128::from(Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0xc612, 1)),
             128,
         ));
+        for len in [0u8, 1, 17, 48, 64, 127] {
+            let a = Ipv6Addr::new(0x2001, 0xdb8, 0, 0xabcd, 0, 0, 0, 1);
+            nets.push(Net::new(true, u128::from(a), len));
+        }
         for a in [0u32, 1, 0x0a00_0001, 0xc612_4201, 0xffff_ffff] {
             for len in [0u8, 9, 24, 32] {
                 nets.push(Net::new(false, a as u128, len));
