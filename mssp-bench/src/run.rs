@@ -26,9 +26,10 @@ use serde_json::json;
 
 use crate::{
     control::control_plane,
+    machine::{measure as measure_machine, miss_ns},
     policy_gen::generate,
     traffic::{Generator, udp_template},
-    variants::{Throughput, Variant, attach, detach, lpm_variant, measure, mssp_variant},
+    variants::{RX_CPU, Throughput, Variant, attach, detach, lpm_variant, measure, mssp_variant},
 };
 
 /// Per variant: the Mpps, the ns/packet and the on-the-wire Mpps of each round.
@@ -52,7 +53,7 @@ fn median(v: &mut [f64]) -> f64 {
     if v.is_empty() { 0.0 } else { v[v.len() / 2] }
 }
 
-pub const NAMES: [&str; 8] = [
+pub const NAMES: [&str; 9] = [
     "parse_only",
     "mssp_1k",
     "mssp_1m",
@@ -61,11 +62,13 @@ pub const NAMES: [&str; 8] = [
     "mssp_1m_to_record",
     "mssp_1m_to_root",
     "mssp_1m_to_leaf",
+    "mssp_1m_to_slot",
 ];
 
 /// The breakdown variants (index in [`NAMES`], where they stop): mssp_1m's program over
 /// mssp_1m's own policy maps (shared, so the same memory), stopping after one step.
-const BREAKDOWN: [(usize, Breakdown); 3] = [
+const BREAKDOWN: [(usize, Breakdown); 4] = [
+    (8, Breakdown::Slot),
     (5, Breakdown::Record),
     (6, Breakdown::Root),
     (7, Breakdown::Leaf),
@@ -96,6 +99,8 @@ pub fn run(opts: &BenchOpts) -> anyhow::Result<()> {
     let wanted = |name: &str| opts.only.is_empty() || opts.only.iter().any(|o| o == name);
     let started = Instant::now();
     let mut control = BTreeMap::new();
+    eprintln!("bench: measuring this machine's dependent-load latency on CPU {RX_CPU}");
+    let machine = measure_machine(RX_CPU, 2_000_000)?;
     eprintln!(
         "bench: generating policies (1k: 100 customers x 10 sources; 1M: 10k customers x 100 sources)"
     );
@@ -283,7 +288,8 @@ pub fn run(opts: &BenchOpts) -> anyhow::Result<()> {
                 mix.clone(),
                 json!({
                     "parse_and_count": ns("parse_only"),
-                    "customer_record": ns("mssp_1m_to_record") - ns("parse_only"),
+                    "destination_tree": ns("mssp_1m_to_slot") - ns("parse_only"),
+                    "customer_record": ns("mssp_1m_to_record") - ns("mssp_1m_to_slot"),
                     "source_tree_root": ns("mssp_1m_to_root") - ns("mssp_1m_to_record"),
                     "rest_of_tree_to_leaf": ns("mssp_1m_to_leaf") - ns("mssp_1m_to_root"),
                     "entry_hit_count": ns("mssp_1m") - ns("mssp_1m_to_leaf"),
@@ -292,6 +298,22 @@ pub fn run(opts: &BenchOpts) -> anyhow::Result<()> {
             )
         })
         .collect();
+    // The same steps in units of one cold dependent load on this machine.
+    let breakdown_misses: serde_json::Map<String, serde_json::Value> = match miss_ns(&machine) {
+        Some(unit) => breakdown
+            .iter()
+            .map(|(mix, steps)| {
+                let per: serde_json::Map<String, serde_json::Value> = steps
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|(k, v)| Some((k.clone(), json!(v.as_f64()? / unit))))
+                    .collect();
+                (mix.clone(), per.into())
+            })
+            .collect(),
+        None => serde_json::Map::new(),
+    };
     let summary = json!({
         "variants": headline,
         "headline_traffic": "ipv4_uniform",
@@ -299,6 +321,8 @@ pub fn run(opts: &BenchOpts) -> anyhow::Result<()> {
         "ratios": ratios,
         "targets": targets,
         "breakdown_ns": breakdown,
+        "breakdown_in_dependent_misses": breakdown_misses,
+        "machine": machine,
         "control_plane": control,
         "method": {
             "rounds": rounds, "seconds_per_measurement": secs, "quick": opts.quick,
@@ -324,7 +348,7 @@ fn print_table(s: &serde_json::Value) {
         let _ = writeln!(out, "\n{mix}: median (min-max)");
         let _ = writeln!(
             out,
-            "  {:<12} {:>22} {:>24}",
+            "  {:<18} {:>22} {:>24}",
             "variant", "Mpps", "ns/pkt (program)"
         );
         for name in NAMES {
@@ -342,7 +366,7 @@ fn print_table(s: &serde_json::Value) {
             };
             let _ = writeln!(
                 out,
-                "  {name:<12} {:>22} {ns:>24}",
+                "  {name:<18} {:>22} {ns:>24}",
                 format!(
                     "{:.3} ({:.3}-{:.3})",
                     v["mpps"].as_f64().unwrap_or(0.0),
@@ -356,6 +380,11 @@ fn print_table(s: &serde_json::Value) {
         out,
         "\nbreakdown of mssp_1m (ns/packet each step adds): {}",
         s["breakdown_ns"]
+    );
+    let _ = writeln!(
+        out,
+        "dependent-load latency on this machine (ns): {}",
+        s["machine"]["dependent_load_ns"]
     );
     let _ = writeln!(out, "ratios: {}", s["ratios"]);
     for (k, v) in s["targets"].as_object().into_iter().flatten() {

@@ -204,7 +204,7 @@ impl Throughput {
 }
 
 /// The CPU the receiving side runs on in the pinned method.
-const RX_CPU: usize = 1;
+pub const RX_CPU: usize = 1;
 
 /// Makes the receiving veth's NAPI threaded and pins its kthread to [`RX_CPU`]. Attaching or
 /// detaching XDP recreates the NAPI instance (and its kthread), so this runs after each attach.

@@ -63,6 +63,9 @@ pub enum Breakdown {
     /// After the whole source lookup (to the leaf, expiry chains resolved), without counting
     /// the entry's hit.
     Leaf = 3,
+    /// After the root's destination tree (the customer's slot known), before the customer's
+    /// record is read.
+    Slot = 4,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -45,9 +45,10 @@ static SLOTS: u32 = mssp_common::abi::MAX_SLOTS;
 static PARSE_ONLY: u32 = 0;
 
 /// The benchmark's breakdown (load time; 0 in production, pruned by the verifier): stop and
-/// drop after the customer's record (1), after the root node of its source tree (2), or
-/// after the whole source lookup but without counting the entry's hit (3), so each step's
-/// cost is measured. See `mssp_core::loader::Breakdown`.
+/// drop after the customer's record (1), after the root node of its source tree (2), after
+/// the whole source lookup but without counting the entry's hit (3), or after the
+/// destination tree, before the customer's record (4), so each step's cost is measured.
+/// See `mssp_core::loader::Breakdown`.
 #[unsafe(no_mangle)]
 static STOP_AFTER: u32 = 0;
 
@@ -227,6 +228,12 @@ fn evaluate(p: &Packet, bytes: u64) -> Result<Decision, Internal> {
     } else {
         lookup::tree4(&root.dst4, p.dst4)?
     };
+    let stop = unsafe { core::ptr::read_volatile(&STOP_AFTER) };
+    if stop == 4 {
+        d.verdict = Verdict::Drop;
+        d.entry = slot;
+        return Ok(d);
+    }
     let customer = if slot != 0 {
         lookup::record(slot)?
     } else {
@@ -253,7 +260,6 @@ fn evaluate(p: &Packet, bytes: u64) -> Result<Decision, Internal> {
         return Ok(d);
     }
 
-    let stop = unsafe { core::ptr::read_volatile(&STOP_AFTER) };
     if stop != 0 {
         return breakdown(stop, customer, p, d);
     }
