@@ -22,6 +22,13 @@ pub enum Pages {
 /// Nanoseconds per dependent load over a random cycle through every line of a `bytes`
 /// buffer (`loads` loads after one warm lap), on the calling thread.
 pub fn dependent_load_ns(bytes: usize, pages: Pages, loads: usize) -> anyhow::Result<f64> {
+    chase_ns(bytes, pages, loads, 1)
+}
+
+/// As [`dependent_load_ns`], with `chains` independent chases advanced together (each
+/// step loads one line of each): nanoseconds per step. Against one chain it shows how
+/// many misses this machine overlaps (1.0: fully, `chains`: not at all).
+pub fn chase_ns(bytes: usize, pages: Pages, loads: usize, chains: usize) -> anyhow::Result<f64> {
     let lines = bytes / LINE;
     anyhow::ensure!(
         lines >= 2,
@@ -50,13 +57,13 @@ pub fn dependent_load_ns(bytes: usize, pages: Pages, loads: usize) -> anyhow::Re
     // SAFETY: the range is the mapping just made. Advice is a hint; failure only means
     // the kernel's default pages, which the figure then measures.
     unsafe { libc::madvise(base, bytes, advice) };
-    let result = chase(base.cast::<usize>(), lines, loads);
+    let result = chase(base.cast::<usize>(), lines, loads, chains);
     // SAFETY: the mapping made above; nothing points into it any more.
     unsafe { libc::munmap(base, bytes) };
     Ok(result)
 }
 
-fn chase(base: *mut usize, lines: usize, loads: usize) -> f64 {
+fn chase(base: *mut usize, lines: usize, loads: usize, chains: usize) -> f64 {
     let stride = LINE / size_of::<usize>();
     let mut order: Vec<usize> = (0..lines).collect();
     order.shuffle(&mut rand::rng());
@@ -66,16 +73,27 @@ fn chase(base: *mut usize, lines: usize, loads: usize) -> f64 {
         // address of the next line in the first word of each line.
         unsafe { *base.add(from * stride) = base.add(to * stride) as usize };
     }
-    let mut p = base as usize;
-    // One warm lap (bounded), so the figure is the steady state, not first-touch faults.
-    for _ in 0..lines.min(loads) {
-        // SAFETY: p is always the address of a line of the cycle.
-        p = unsafe { std::ptr::read_volatile(p as *const usize) };
+    // Chains start evenly spaced around the one cycle, so they never meet in `loads` steps
+    // (the caller keeps loads * chains within a lap or accepts the overlap as warm lines).
+    let mut p = [0usize; 4];
+    let chains = chains.clamp(1, p.len());
+    for (c, slot) in p.iter_mut().enumerate().take(chains) {
+        // SAFETY: an index < lines, inside the mapping.
+        *slot = unsafe { base.add(order[c * lines / chains] * stride) } as usize;
+    }
+    let step = |p: &mut [usize; 4]| {
+        for slot in p.iter_mut().take(chains) {
+            // SAFETY: every p is the address of a line of the cycle.
+            *slot = unsafe { std::ptr::read_volatile(*slot as *const usize) };
+        }
+    };
+    // A warm-up (bounded), so the figure is the steady state, not first-touch faults.
+    for _ in 0..(lines / chains).min(loads) {
+        step(&mut p);
     }
     let t = Instant::now();
     for _ in 0..loads {
-        // SAFETY: as above.
-        p = unsafe { std::ptr::read_volatile(p as *const usize) };
+        step(&mut p);
     }
     let ns = t.elapsed().as_nanos() as f64 / loads as f64;
     std::hint::black_box(p);
@@ -115,10 +133,16 @@ pub fn measure(cpu: usize, loads: usize) -> anyhow::Result<Value> {
             };
             lat.insert(key, json!((ns * 10.0).round() / 10.0));
         }
+        // Two independent misses at a time, over the largest buffer with 4 KiB pages: what
+        // overlapping two of the data path's cold steps could save at best.
+        let one = lat["256_mib_4k_pages"].as_f64().unwrap_or(f64::NAN);
+        let two = chase_ns(256 << 20, Pages::Small, loads, 2)?;
         Ok(json!({
             "cpu": if pinned { json!(cpu) } else { json!("unpinned") },
             "dependent_load_ns": lat,
-            "method": "pointer chase: one random cycle through every 64-byte line of an anonymous buffer, one dependent load per line, after a warm lap",
+            "two_chains_256_mib_4k_pages_ns_per_step": (two * 10.0).round() / 10.0,
+            "overlap_of_two_misses": ((two / one) * 100.0).round() / 100.0,
+            "method": "pointer chase: one random cycle through every 64-byte line of an anonymous buffer, one dependent load per line, after a warm lap; two chains: two independent chases advanced together, ns per step of both (overlap 1.0 = two misses cost one, 2.0 = no overlap)",
         }))
     })
     .join()
@@ -158,6 +182,7 @@ mod tests {
     #[test]
     fn the_section_names_every_size_and_the_unit_is_found() {
         let m = measure(0, 20_000).unwrap();
+        eprintln!("this machine: {m}");
         for key in [
             "1_mib_4k_pages",
             "4_mib_4k_pages",
@@ -169,5 +194,7 @@ mod tests {
             assert!(ns.is_finite() && ns > 0.0, "{key}: {ns}");
         }
         assert!(miss_ns(&m).unwrap() > 0.0);
+        let overlap = m["overlap_of_two_misses"].as_f64().unwrap();
+        assert!(overlap.is_finite() && overlap > 0.0, "overlap {overlap}");
     }
 }

@@ -53,7 +53,7 @@ fn median(v: &mut [f64]) -> f64 {
     if v.is_empty() { 0.0 } else { v[v.len() / 2] }
 }
 
-pub const NAMES: [&str; 9] = [
+pub const NAMES: [&str; 10] = [
     "parse_only",
     "mssp_1k",
     "mssp_1m",
@@ -63,15 +63,17 @@ pub const NAMES: [&str; 9] = [
     "mssp_1m_to_root",
     "mssp_1m_to_leaf",
     "mssp_1m_to_slot",
+    "mssp_1m_hit_cells",
 ];
 
 /// The breakdown variants (index in [`NAMES`], where they stop): mssp_1m's program over
 /// mssp_1m's own policy maps (shared, so the same memory), stopping after one step.
-const BREAKDOWN: [(usize, Breakdown); 4] = [
+const BREAKDOWN: [(usize, Breakdown); 5] = [
     (8, Breakdown::Slot),
     (5, Breakdown::Record),
     (6, Breakdown::Root),
     (7, Breakdown::Leaf),
+    (9, Breakdown::Cells),
 ];
 
 pub fn run(opts: &BenchOpts) -> anyhow::Result<()> {
@@ -293,6 +295,7 @@ pub fn run(opts: &BenchOpts) -> anyhow::Result<()> {
                     "source_tree_root": ns("mssp_1m_to_root") - ns("mssp_1m_to_record"),
                     "rest_of_tree_to_leaf": ns("mssp_1m_to_leaf") - ns("mssp_1m_to_root"),
                     "entry_hit_count": ns("mssp_1m") - ns("mssp_1m_to_leaf"),
+                    "entry_hit_count_in_leaf_cells": ns("mssp_1m_hit_cells") - ns("mssp_1m_to_leaf"),
                     "total": ns("mssp_1m"),
                 }),
             )

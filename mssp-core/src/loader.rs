@@ -66,6 +66,9 @@ pub enum Breakdown {
     /// After the root's destination tree (the customer's slot known), before the customer's
     /// record is read.
     Slot = 4,
+    /// The whole lookup, the hit counted in a cell keyed by the leaf's position whose lines
+    /// are read before the leaf (the hit-cell probe; mssp_1m minus this is its gain).
+    Cells = 5,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -200,6 +203,10 @@ fn array_shapes(c: &Capacities, cpus: u32) -> Vec<(&'static str, u32, u32)> {
     ]
 }
 
+/// Cells per CPU for the hit-cell probe: 16 per IPv4 leaf over 300k node indices (the 1M
+/// bench policy uses ~261k nodes).
+const PROBE_CELLS_STRIDE: u32 = 300_000 * 16;
+
 /// Loads the object and the program (not attached anywhere).
 pub fn load(opts: &LoadOptions) -> Result<Ebpf, LoadError> {
     let mut loader = EbpfLoader::new();
@@ -220,6 +227,11 @@ pub fn load(opts: &LoadOptions) -> Result<Ebpf, LoadError> {
     let stop = opts.breakdown.map_or(0u32, |b| b as u32);
     if stop != 0 {
         loader.override_global("STOP_AFTER", &stop, true);
+    }
+    if opts.breakdown == Some(Breakdown::Cells) {
+        loader
+            .override_global("CELLS_STRIDE", &PROBE_CELLS_STRIDE, true)
+            .map_max_entries("HIT_CELLS", PROBE_CELLS_STRIDE * ncpus());
     }
     let caps = opts.capacities.unwrap_or_default();
     let globals = Globals::new(&caps);

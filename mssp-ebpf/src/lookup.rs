@@ -32,7 +32,7 @@ pub fn record(slot: u32) -> Result<Option<&'static Record>, Internal> {
 
 /// 1 if `k < x`, for `k` < 2^32 and `x` < 2^32 (the difference goes negative exactly then).
 #[inline(always)]
-fn lt32(k: u32, x: u64) -> u32 {
+pub(crate) fn lt32(k: u32, x: u64) -> u32 {
     ((k as u64).wrapping_sub(x) >> 63) as u32
 }
 
@@ -46,7 +46,7 @@ fn borrow64(a: u64, b: u64, borrow: u64) -> u64 {
 
 /// 1 if the key `(khi, klo)` is below `addr`: the borrow out of a 128-bit subtraction.
 #[inline(always)]
-fn lt128(khi: u64, klo: u64, addr: (u64, u64)) -> u64 {
+pub(crate) fn lt128(khi: u64, klo: u64, addr: (u64, u64)) -> u64 {
     borrow64(khi, addr.0, borrow64(klo, addr.1, 0))
 }
 

@@ -8,6 +8,7 @@
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
+mod cells;
 mod filter;
 mod lookup;
 mod maps;
@@ -47,7 +48,8 @@ static PARSE_ONLY: u32 = 0;
 /// The benchmark's breakdown (load time; 0 in production, pruned by the verifier): stop and
 /// drop after the customer's record (1), after the root node of its source tree (2), after
 /// the whole source lookup but without counting the entry's hit (3), or after the
-/// destination tree, before the customer's record (4), so each step's cost is measured.
+/// destination tree, before the customer's record (4), so each step's cost is measured; or
+/// the whole lookup with the hit counted in a cell keyed by the leaf's position (5, `cells.rs`).
 /// See `mssp_core::loader::Breakdown`.
 #[unsafe(no_mangle)]
 static STOP_AFTER: u32 = 0;
@@ -367,6 +369,21 @@ fn breakdown(
     }
     if stop == 2 {
         d.entry = lookup::touch_root(p.v6, root);
+        return Ok(d);
+    }
+    if stop == 5 {
+        let (v, cell) = if p.v6 {
+            cells::walk6(&c.src6, p.src6)?
+        } else {
+            cells::walk4(&c.src4, p.src4)?
+        };
+        let v = lookup::resolve(v)?;
+        if v != 0 {
+            // The frame's length is not at hand (BPF passes five arguments); the same
+            // read-modify-write of the cell's packets and bytes.
+            cells::count(cell, 64);
+        }
+        d.entry = value::id(v);
         return Ok(d);
     }
     let v = lookup::resolve(if p.v6 {

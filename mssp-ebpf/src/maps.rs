@@ -49,6 +49,11 @@ pub static COUNTERS: Array<Counter> = Array::with_max_entries(MAX_COUNTERS, 0);
 #[map]
 pub static ENTRY_HITS: Array<Counter> = Array::with_max_entries(MAX_ENTRY_IDS, 0);
 
+/// cpu * CELLS_STRIDE + leaf index * cells per leaf + value position -> hits. The benchmark's
+/// hit-cell probe only (`cells.rs`); one entry otherwise.
+#[map]
+pub static HIT_CELLS: Array<Counter> = Array::with_max_entries(1, 0);
+
 /// 0 -> the packet being evaluated on this CPU (see `parse::Packet` for why not the stack).
 #[map]
 pub static SCRATCH: PerCpuArray<mssp_ebpf::parse::Packet> = PerCpuArray::with_max_entries(1, 0);
