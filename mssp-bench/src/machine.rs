@@ -20,7 +20,7 @@ pub enum Pages {
 }
 
 /// Nanoseconds per dependent load over a random cycle through every line of a `bytes`
-/// buffer (`loads` loads after one warm lap), on the calling thread.
+/// buffer (`loads` loads after a warm-up of up to one lap; building the cycle wrote every line), on the calling thread.
 pub fn dependent_load_ns(bytes: usize, pages: Pages, loads: usize) -> anyhow::Result<f64> {
     chase_ns(bytes, pages, loads, 1)
 }
@@ -142,7 +142,7 @@ pub fn measure(cpu: usize, loads: usize) -> anyhow::Result<Value> {
             "dependent_load_ns": lat,
             "two_chains_256_mib_4k_pages_ns_per_step": (two * 10.0).round() / 10.0,
             "overlap_of_two_misses": ((two / one) * 100.0).round() / 100.0,
-            "method": "pointer chase: one random cycle through every 64-byte line of an anonymous buffer, one dependent load per line, after a warm lap; two chains: two independent chases advanced together, ns per step of both (overlap 1.0 = two misses cost one, 2.0 = no overlap)",
+            "method": "pointer chase: one random cycle through every 64-byte line of an anonymous buffer, one dependent load per line, after a warm-up of up to one lap (building the cycle wrote every line); two chains: two independent chases advanced together, ns per step of both (overlap 1.0 = two misses cost one, 2.0 = no overlap)",
         }))
     })
     .join()

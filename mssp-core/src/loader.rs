@@ -204,7 +204,7 @@ fn array_shapes(c: &Capacities, cpus: u32) -> Vec<(&'static str, u32, u32)> {
 }
 
 /// Cells per CPU for the hit-cell probe: 16 per IPv4 leaf over 300k node indices (the 1M
-/// bench policy uses ~261k nodes).
+/// bench policy uses ~261k nodes; a leaf past them is not counted, see `cells.rs`).
 const PROBE_CELLS_STRIDE: u32 = 300_000 * 16;
 
 /// Loads the object and the program (not attached anywhere).
@@ -231,7 +231,7 @@ pub fn load(opts: &LoadOptions) -> Result<Ebpf, LoadError> {
     if opts.breakdown == Some(Breakdown::Cells) {
         loader
             .override_global("CELLS_STRIDE", &PROBE_CELLS_STRIDE, true)
-            .map_max_entries("HIT_CELLS", PROBE_CELLS_STRIDE * ncpus());
+            .map_max_entries("HIT_CELLS", PROBE_CELLS_STRIDE.saturating_mul(ncpus()));
     }
     let caps = opts.capacities.unwrap_or_default();
     let globals = Globals::new(&caps);

@@ -26,6 +26,10 @@ const CELLS6: u32 = 8;
 #[inline(always)]
 fn cell(idx: u32) -> Option<*mut Counter> {
     let stride = unsafe { core::ptr::read_volatile(&CELLS_STRIDE) };
+    // A node index past the loader's stride would land in the next CPU's block.
+    if idx >= stride {
+        return None;
+    }
     let cpu = unsafe { aya_ebpf::helpers::bpf_get_smp_processor_id() };
     HIT_CELLS.get_ptr_mut(cpu.wrapping_mul(stride).wrapping_add(idx))
 }
