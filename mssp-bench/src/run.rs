@@ -271,16 +271,7 @@ pub fn run(opts: &BenchOpts) -> anyhow::Result<()> {
         "mssp_1k_over_parse_only_ns": f("mssp_1k", "ns_per_pkt") / f("parse_only", "ns_per_pkt"),
         "mssp_1m_over_nft_set_1m_mpps": f("mssp_1m", "mpps") / f("nft_set_1m", "mpps"),
     });
-    let r = |k: &str| ratios[k].as_f64().unwrap_or(f64::NAN);
-    // NaN (a variant not run) compares false: missed.
-    let targets = json!({
-        "mssp_1m ns/pkt <= 0.22 x lpm_trie_1m (ipv4_uniform)": r("mssp_1m_over_lpm_trie_1m_ns") <= 0.22,
-        "mssp_1m ns/pkt <= 0.25 x lpm_trie_1m (ipv6_uniform)": r("mssp_1m_over_lpm_trie_1m_ns_ipv6") <= 0.25,
-        "mssp_1k ns/pkt <= 1.6 x parse_only": r("mssp_1k_over_parse_only_ns") <= 1.6,
-        "mssp_1k >= 0.8 x parse_only Mpps": r("mssp_1k_over_parse_only_mpps") >= 0.8,
-        "mssp_1m >= 0.5 x parse_only Mpps": r("mssp_1m_over_parse_only_mpps") >= 0.5,
-        "mssp_1m >= 3 x nft_set_1m Mpps": r("mssp_1m_over_nft_set_1m_mpps") >= 3.0,
-    });
+    let targets = targets(&ratios);
     // The breakdown: what each step of mssp_1m's lookup adds (median ns/packet differences).
     let breakdown: serde_json::Map<String, serde_json::Value> = mixes_json
         .keys()
@@ -345,6 +336,28 @@ pub fn run(opts: &BenchOpts) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The targets from the ratios: true (met), false (missed), or null where a ratio's
+/// variants were not run (`--only`, `--mixes`), so a partial run claims neither.
+fn targets(ratios: &serde_json::Value) -> serde_json::Value {
+    let r = |k: &str| ratios[k].as_f64().unwrap_or(f64::NAN);
+    // A ratio whose variants were not run (NaN) is null: neither met nor missed.
+    let judge = |x: f64, met: fn(f64) -> bool| {
+        if x.is_nan() {
+            serde_json::Value::Null
+        } else {
+            json!(met(x))
+        }
+    };
+    json!({
+        "mssp_1m ns/pkt <= 0.22 x lpm_trie_1m (ipv4_uniform)": judge(r("mssp_1m_over_lpm_trie_1m_ns"), |x| x <= 0.22),
+        "mssp_1m ns/pkt <= 0.25 x lpm_trie_1m (ipv6_uniform)": judge(r("mssp_1m_over_lpm_trie_1m_ns_ipv6"), |x| x <= 0.25),
+        "mssp_1k ns/pkt <= 1.6 x parse_only": judge(r("mssp_1k_over_parse_only_ns"), |x| x <= 1.6),
+        "mssp_1k >= 0.8 x parse_only Mpps": judge(r("mssp_1k_over_parse_only_mpps"), |x| x >= 0.8),
+        "mssp_1m >= 0.5 x parse_only Mpps": judge(r("mssp_1m_over_parse_only_mpps"), |x| x >= 0.5),
+        "mssp_1m >= 3 x nft_set_1m Mpps": judge(r("mssp_1m_over_nft_set_1m_mpps"), |x| x >= 3.0),
+    })
+}
+
 fn print_table(s: &serde_json::Value) {
     let mut out = std::io::stdout().lock();
     for (mix, per) in s["traffic"].as_object().into_iter().flatten() {
@@ -394,10 +407,10 @@ fn print_table(s: &serde_json::Value) {
         let _ = writeln!(
             out,
             "  {} {k}",
-            if v.as_bool() == Some(true) {
-                "MET   "
-            } else {
-                "MISSED"
+            match v.as_bool() {
+                Some(true) => "MET    ",
+                Some(false) => "MISSED ",
+                None => "NOT RUN",
             }
         );
     }
@@ -435,4 +448,32 @@ fn wait_until_idle(limit: Duration) -> Duration {
         }
     }
     t.elapsed()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn a_target_whose_variants_were_not_run_is_neither_met_nor_missed() {
+        // What `--only mssp_1m --mixes ipv4_uniform` leaves: NaN ratios serialise as null.
+        let ratios = json!({
+            "mssp_1m_over_lpm_trie_1m_ns": f64::NAN,
+            "mssp_1m_over_nft_set_1m_mpps": 3.5,
+            "mssp_1k_over_parse_only_ns": 1.7,
+        });
+        let t = super::targets(&ratios);
+        let t = t.as_object().unwrap();
+        assert_eq!(t.len(), 6);
+        assert_eq!(
+            t["mssp_1m ns/pkt <= 0.22 x lpm_trie_1m (ipv4_uniform)"],
+            json!(null)
+        );
+        assert_eq!(
+            t["mssp_1m ns/pkt <= 0.25 x lpm_trie_1m (ipv6_uniform)"],
+            json!(null)
+        );
+        assert_eq!(t["mssp_1m >= 3 x nft_set_1m Mpps"], json!(true));
+        assert_eq!(t["mssp_1k ns/pkt <= 1.6 x parse_only"], json!(false));
+    }
 }
