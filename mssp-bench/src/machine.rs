@@ -20,7 +20,8 @@ pub enum Pages {
 }
 
 /// Nanoseconds per dependent load over a random cycle through every line of a `bytes`
-/// buffer (`loads` loads after a warm-up of up to one lap; building the cycle wrote every line), on the calling thread.
+/// buffer (`loads` loads after a warm-up of up to one lap; building the cycle wrote every
+/// line), on the calling thread.
 pub fn dependent_load_ns(bytes: usize, pages: Pages, loads: usize) -> anyhow::Result<f64> {
     chase_ns(bytes, pages, loads, 1)
 }

@@ -340,7 +340,6 @@ pub fn run(opts: &BenchOpts) -> anyhow::Result<()> {
 /// variants were not run (`--only`, `--mixes`), so a partial run claims neither.
 fn targets(ratios: &serde_json::Value) -> serde_json::Value {
     let r = |k: &str| ratios[k].as_f64().unwrap_or(f64::NAN);
-    // A ratio whose variants were not run (NaN) is null: neither met nor missed.
     let judge = |x: f64, met: fn(f64) -> bool| {
         if x.is_nan() {
             serde_json::Value::Null
