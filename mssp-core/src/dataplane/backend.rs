@@ -45,8 +45,9 @@ pub trait MapBackend {
     fn detached_barrier(&self) -> Option<Box<dyn FnOnce() -> OpResult + Send>> {
         None
     }
-    /// Zeroes the `(slot, verdict, reason)` counters of `slot` (before the slot is reused).
-    fn reset_slot_counters(&mut self, slot: u32) -> OpResult;
+    /// Zeroes the `(slot, verdict, reason)` counters of `slots` (before they are reused), in
+    /// as few calls as the backend allows: 10k new customers are one call, not 10k.
+    fn reset_slot_counters(&mut self, slots: &[u32]) -> OpResult;
     /// Zeroes the hit counters of entry ids (before the ids are reused).
     fn reset_entry_hits(&mut self, ids: &[u32]) -> OpResult;
     /// Counter at `index`, summed over CPUs.
@@ -102,6 +103,8 @@ pub struct MemBackend {
     pub rule_cidrs: Vec<RuleCidr>,
     pub rule_stats: Vec<RuleCounter>,
     pub barriers: u32,
+    /// Calls of `reset_slot_counters` (one per apply that adds customers, however many).
+    pub slot_resets: u32,
     /// Fail the n-th write from now (for rollback tests); 0 = never.
     pub fail_write_in: u32,
     /// Fail this many barriers from now (for the "published but not reclaimed" path).
@@ -123,6 +126,7 @@ impl MemBackend {
             rule_cidrs: vec![RuleCidr::default(); caps.rule_cidrs as usize],
             rule_stats: vec![RuleCounter::default(); caps.buckets as usize],
             barriers: 0,
+            slot_resets: 0,
             fail_write_in: 0,
             fail_barriers: 0,
         }
@@ -234,8 +238,9 @@ impl MapBackend for MemBackend {
         Ok(())
     }
 
-    fn reset_slot_counters(&mut self, slot: u32) -> OpResult {
-        for idx in slot_indices(slot, self.caps.slots) {
+    fn reset_slot_counters(&mut self, slots: &[u32]) -> OpResult {
+        self.slot_resets += 1;
+        for idx in slots.iter().flat_map(|&s| slot_indices(s, self.caps.slots)) {
             self.counters[idx as usize] = Counter::default();
         }
         Ok(())

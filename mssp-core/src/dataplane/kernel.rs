@@ -299,8 +299,14 @@ impl MapBackend for KernelBackend {
         }))
     }
 
-    fn reset_slot_counters(&mut self, slot: u32) -> OpResult {
-        let keys: Vec<u32> = slot_indices(slot, self.caps.slots).collect();
+    fn reset_slot_counters(&mut self, slots: &[u32]) -> OpResult {
+        if slots.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<u32> = slots
+            .iter()
+            .flat_map(|&s| slot_indices(s, self.caps.slots))
+            .collect();
         self.counters.zero::<Counter>(&keys)
     }
 

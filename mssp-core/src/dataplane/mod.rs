@@ -36,7 +36,7 @@ use mssp_common::{
 use time::OffsetDateTime;
 
 use crate::compile::{
-    CompileError, Fnv, SourceItem, Unit, compile_sources, compile_values,
+    CompileError, Digest, SourceItem, Unit, compile_sources, compile_values,
     rules::{CompiledRules, compile_rules, limit_params},
     tree::Built,
 };
@@ -671,7 +671,7 @@ impl<B: MapBackend> Dataplane<B> {
         entries: &[DesiredEntry],
         clock: &Clock,
         tx: &mut Allocations,
-        digest: &mut Fnv,
+        digest: &mut Digest,
     ) -> Result<Vec<SourceItem>, DataplaneError> {
         let eff: Vec<DesiredEntry> = Desired::effective(entries, clock.wall)
             .into_iter()
@@ -686,9 +686,9 @@ impl<B: MapBackend> Dataplane<B> {
             };
             let id = self.id_for(key, tx)?;
             let expires_unix = e.expires.map_or(i128::MAX, |t| t.unix_timestamp_nanos());
-            digest.bytes(&e.net.addr.to_le_bytes());
+            digest.u128(e.net.addr);
             digest.u64(((e.net.len as u64) << 40) | ((e.net.v6 as u64) << 32) | e.action as u64);
-            digest.bytes(&expires_unix.to_le_bytes());
+            digest.u128(expires_unix as u128);
             digest.u64(id as u64);
             out.push(SourceItem {
                 net: e.net,
@@ -706,7 +706,7 @@ impl<B: MapBackend> Dataplane<B> {
         c: &DesiredCustomer,
         clock: &Clock,
         tx: &mut Allocations,
-        digest: &mut Fnv,
+        digest: &mut Digest,
     ) -> Result<RecordRules, DataplaneError> {
         if let Some(e) = too_many_rules(c) {
             return Err(e);
@@ -809,12 +809,13 @@ impl<B: MapBackend> Dataplane<B> {
                         })?;
                     self.slot_of.insert(c.id, s);
                     tx.new_slots.push((c.id, s));
-                    self.backend.reset_slot_counters(s)?;
                     s
                 }
             };
             slots.push(slot);
         }
+        let fresh: Vec<u32> = tx.new_slots.iter().map(|&(_, s)| s).collect();
+        self.backend.reset_slot_counters(&fresh)?;
 
         // Customers.
         let mut memos = Vec::new();
@@ -841,7 +842,7 @@ impl<B: MapBackend> Dataplane<B> {
                 }
                 continue;
             }
-            let mut digest = Fnv::new();
+            let mut digest = Digest::new();
             digest.u64(c.id as u64);
             let items = self.items(Scope::Customer(c.id), &c.entries, clock, tx, &mut digest)?;
             let record_rules = self.compile_rules_of(c, clock, tx, &mut digest)?;
@@ -881,7 +882,7 @@ impl<B: MapBackend> Dataplane<B> {
         }
 
         // Root: infrastructure, customer prefixes, global list.
-        let mut digest = Fnv::new();
+        let mut digest = Digest::new();
         let global = self.items(Scope::Global, &desired.global, clock, tx, &mut digest)?;
         let mut infra: Vec<(Net, u32)> = desired.infrastructure.iter().map(|n| (*n, 1)).collect();
         infra.sort_unstable();
@@ -893,7 +894,7 @@ impl<B: MapBackend> Dataplane<B> {
         dst.sort_unstable();
         dst.dedup();
         for (n, v) in infra.iter().chain(dst.iter()) {
-            digest.bytes(&n.addr.to_le_bytes());
+            digest.u128(n.addr);
             digest.u64(((n.len as u64) << 40) | ((n.v6 as u64) << 32) | *v as u64);
         }
         digest.u64(infra.len() as u64);
