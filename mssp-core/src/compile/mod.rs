@@ -84,27 +84,25 @@ impl Unit {
     }
 }
 
-/// FNV-1a, 64 bit: stable across builds, unlike `DefaultHasher`.
-pub struct Fnv(u64);
+/// Digest of what a record was compiled from, stored in the record: a record whose digest
+/// matches is not rewritten, so this must not collide in practice (foldhash's quality
+/// variant, 64 bit, fixed seed: the same input gives the same digest in one build; a build
+/// with another foldhash merely recompiles everything once). It takes words, not bytes: a
+/// million source entries are ~4 M words, and byte-wise FNV-1a took ~90 ms of a 1M push.
+pub struct Digest(foldhash::quality::FoldHasher<'static>);
 
-impl Fnv {
-    pub fn new() -> Fnv {
-        Fnv(0xcbf2_9ce4_8422_2325)
+impl Digest {
+    pub fn new() -> Digest {
+        use std::hash::BuildHasher;
+        Digest(foldhash::quality::FixedState::with_seed(0x6d73_7370_6469_6773).build_hasher())
     }
 
     pub fn u64(&mut self, v: u64) {
-        for b in v.to_le_bytes() {
-            self.0 ^= b as u64;
-            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
-        }
+        std::hash::Hasher::write_u64(&mut self.0, v);
     }
 
-    pub fn bytes(&mut self, bs: &[u8]) {
-        for b in bs {
-            self.0 ^= *b as u64;
-            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        self.u64(bs.len() as u64);
+    pub fn u128(&mut self, v: u128) {
+        std::hash::Hasher::write_u128(&mut self.0, v);
     }
 
     /// The bytes of a map value type (`#[repr(C)]`, no padding: every byte is a field's).
@@ -112,17 +110,18 @@ impl Fnv {
         // SAFETY: `Pod` types are plain old data without padding (asserted in mssp-common).
         let bytes =
             unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) };
-        self.bytes(bytes);
+        std::hash::Hasher::write(&mut self.0, bytes);
+        self.u64(bytes.len() as u64);
     }
 
     pub fn finish(&self) -> u64 {
-        self.0
+        std::hash::Hasher::finish(&self.0)
     }
 }
 
-impl Default for Fnv {
+impl Default for Digest {
     fn default() -> Self {
-        Fnv::new()
+        Digest::new()
     }
 }
 
