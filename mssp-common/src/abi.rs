@@ -21,7 +21,7 @@ use crate::reason::{NREASONS, NVERDICTS};
 
 /// Bumped whenever a layout in this file changes incompatibly. Pinned maps made by another
 /// ABI version are never edited: the agent refuses and says how to upgrade.
-pub const ABI_VERSION: u32 = 3;
+pub const ABI_VERSION: u32 = 4;
 
 /// Customer slots, including slot 0 (the root record / the "no customer" counters).
 pub const MAX_SLOTS: u32 = 16_384;
@@ -261,7 +261,8 @@ pub mod record_flags {
 }
 
 /// A customer's compiled policy (or, in slot 0, the root: infrastructure, customer prefixes
-/// and the global source list). 192 bytes; what every packet reads sits in the first 64.
+/// and the global source list). 448 bytes; what every packet reads sits in the first 64, and
+/// the root nodes of its source trees ride along at the end ([`Record::src4_head`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Record {
@@ -296,8 +297,15 @@ pub struct Record {
     pub limit_reserved: u32,
     pub limit: RateParams,
     pub reserved: [u32; 10],
+    /// Copies of the source trees' root nodes (`NODES4[src4.root]`, `NODES6[src6.root]`;
+    /// padding when the tree is empty). A packet's source lookup starts here: their address
+    /// is known as soon as the record's is, so the CPU fetches the record and the root
+    /// together instead of one after the other (issue 15's "customer head"). The arena keeps
+    /// its own copy, which the benchmark's probes and userspace walk.
+    pub src4_head: Node4,
+    pub src6_head: Node6,
 }
-const _: () = assert!(size_of::<Record>() == 192);
+const _: () = assert!(size_of::<Record>() == 448);
 
 /// Token-bucket parameters (GCRA). Time runs in sixteenths of a nanosecond ("t16"), so rates
 /// up to 10^9 packets per second keep a sub-nanosecond resolution; a packet conforms when the
@@ -537,6 +545,8 @@ impl Record {
             byte_tau: 0,
         },
         reserved: [0; 10],
+        src4_head: Node4::PAD,
+        src6_head: Node6::PAD,
     };
 }
 

@@ -3,8 +3,8 @@
 
 use aya_ebpf::helpers::bpf_ktime_get_boot_ns;
 use mssp_common::abi::{
-    CHAIN_MAX_LINKS, LEAF4_KEYS, LEAF4_VALUES, LEAF6_KEYS, NODE4_KEYS, NODE6_KEYS, Record,
-    TREE_EMPTY, TREE4_MAX_HEIGHT, TREE6_MAX_HEIGHT, Tree, value,
+    CHAIN_MAX_LINKS, LEAF4_KEYS, LEAF4_VALUES, LEAF6_KEYS, NODE4_KEYS, NODE6_KEYS, Node4, Node6,
+    Record, TREE_EMPTY, TREE4_MAX_HEIGHT, TREE6_MAX_HEIGHT, Tree, value,
 };
 
 use crate::maps::{CHAIN, CUR, NODES4, NODES6, RECORDS};
@@ -52,9 +52,6 @@ pub(crate) fn lt128(khi: u64, klo: u64, addr: (u64, u64)) -> u64 {
 
 /// The value of the interval containing `addr` (0 outside every prefix).
 ///
-/// Not inlined: the descent's spills get a frame of their own, which keeps the main
-/// function's stack small enough for the rule loop's call chain (512 bytes in all).
-///
 /// An empty tree (no infrastructure, no global list: most policies) is answered here, without
 /// the call.
 #[inline(always)]
@@ -62,47 +59,70 @@ pub fn tree4(tree: &Tree, addr: u32) -> Result<u32, Internal> {
     if tree.root == TREE_EMPTY {
         return Ok(0);
     }
-    walk4(tree, addr)
+    let first = NODES4.get(tree.root).ok_or(Internal)?;
+    walk4(first, tree.height, addr)
 }
 
-#[inline(never)]
-fn walk4(tree: &Tree, addr: u32) -> Result<u32, Internal> {
-    let addr = core::hint::black_box(addr as u64);
-    let mut idx = tree.root;
-    let height = tree.height;
-    for level in 0..TREE4_MAX_HEIGHT {
-        if level >= height {
-            break;
-        }
-        let node = NODES4.get(idx).ok_or(Internal)?;
-        let mut c = 0u32;
-        for i in 0..NODE4_KEYS {
-            c += lt32(node.w[1 + i], addr);
-        }
-        idx = node.w[0].wrapping_add(c);
+/// [`tree4`] for a record's source list, from the root node's copy in the record
+/// ([`Record::src4_head`]): the record's lines and the root's are fetched together.
+#[inline(always)]
+pub fn src4(rec: &Record, addr: u32) -> Result<u32, Internal> {
+    if rec.src4.root == TREE_EMPTY {
+        return Ok(0);
     }
-    let leaf = NODES4.get(idx).ok_or(Internal)?;
+    walk4(&rec.src4_head, rec.src4.height, addr)
+}
+
+/// The child `addr` takes at an internal node, relative to its first child.
+#[inline(always)]
+fn pick4(node: &Node4, addr: u64) -> u32 {
+    let mut c = 0u32;
+    for i in 0..NODE4_KEYS {
+        c += lt32(node.w[1 + i], addr);
+    }
+    c
+}
+
+#[inline(always)]
+fn leaf4(leaf: &Node4, addr: u64) -> u32 {
     let mut c = 0usize;
     for i in 0..LEAF4_KEYS {
         c += lt32(leaf.w[LEAF4_VALUES + i], addr) as usize;
     }
-    Ok(leaf.w[c & (LEAF4_VALUES - 1)])
+    leaf.w[c & (LEAF4_VALUES - 1)]
 }
 
-/// The benchmark's breakdown: reads the first word of a tree's root node and nothing else.
+/// The descent from `first` (the root node, wherever it sits) through `height` internal
+/// levels to the leaf.
+///
+/// Not inlined: the descent's spills get a frame of their own, which keeps the main
+/// function's stack small enough for the rule loop's call chain (512 bytes in all).
 #[inline(never)]
-pub fn touch_root(v6: bool, root: u32) -> u32 {
-    if root == TREE_EMPTY {
-        return 0;
+fn walk4(first: &Node4, height: u32, addr: u32) -> Result<u32, Internal> {
+    let addr = core::hint::black_box(addr as u64);
+    if height == 0 {
+        return Ok(leaf4(first, addr));
     }
+    let mut idx = first.w[0].wrapping_add(pick4(first, addr));
+    for level in 1..TREE4_MAX_HEIGHT {
+        if level >= height {
+            break;
+        }
+        let node = NODES4.get(idx).ok_or(Internal)?;
+        idx = node.w[0].wrapping_add(pick4(node, addr));
+    }
+    let leaf = NODES4.get(idx).ok_or(Internal)?;
+    Ok(leaf4(leaf, addr))
+}
+
+/// The benchmark's breakdown: reads the first word of a record's source root (its copy in
+/// the record) and nothing else.
+#[inline(never)]
+pub fn touch_head(v6: bool, rec: &Record) -> u32 {
     if v6 {
-        NODES6
-            .get(root)
-            .map_or(0, |n| unsafe { core::ptr::read_volatile(&n.w[0]) } as u32)
+        unsafe { core::ptr::read_volatile(&rec.src6_head.w[0]) as u32 }
     } else {
-        NODES4
-            .get(root)
-            .map_or(0, |n| unsafe { core::ptr::read_volatile(&n.w[0]) })
+        unsafe { core::ptr::read_volatile(&rec.src4_head.w[0]) }
     }
 }
 
@@ -112,33 +132,55 @@ pub fn tree6(tree: &Tree, addr: (u64, u64)) -> Result<u32, Internal> {
     if tree.root == TREE_EMPTY {
         return Ok(0);
     }
-    walk6(tree, addr)
+    let first = NODES6.get(tree.root).ok_or(Internal)?;
+    walk6(first, tree.height, addr)
 }
 
-#[inline(never)]
-fn walk6(tree: &Tree, addr: (u64, u64)) -> Result<u32, Internal> {
-    let addr = (core::hint::black_box(addr.0), core::hint::black_box(addr.1));
-    let mut idx = tree.root;
-    let height = tree.height;
-    for level in 0..TREE6_MAX_HEIGHT {
-        if level >= height {
-            break;
-        }
-        let node = NODES6.get(idx).ok_or(Internal)?;
-        let mut c = 0u32;
-        for i in 0..NODE6_KEYS {
-            c += lt128(node.w[2 + 2 * i], node.w[3 + 2 * i], addr) as u32;
-        }
-        idx = (node.w[0] as u32).wrapping_add(c);
+/// IPv6 version of [`src4`] ([`Record::src6_head`]).
+#[inline(always)]
+pub fn src6(rec: &Record, addr: (u64, u64)) -> Result<u32, Internal> {
+    if rec.src6.root == TREE_EMPTY {
+        return Ok(0);
     }
-    let leaf = NODES6.get(idx).ok_or(Internal)?;
+    walk6(&rec.src6_head, rec.src6.height, addr)
+}
+
+#[inline(always)]
+fn pick6(node: &Node6, addr: (u64, u64)) -> u32 {
+    let mut c = 0u32;
+    for i in 0..NODE6_KEYS {
+        c += lt128(node.w[2 + 2 * i], node.w[3 + 2 * i], addr) as u32;
+    }
+    c
+}
+
+#[inline(always)]
+fn leaf6(leaf: &Node6, addr: (u64, u64)) -> u32 {
     let mut c = 0usize;
     for i in 0..LEAF6_KEYS {
         c += lt128(leaf.w[2 * i], leaf.w[2 * i + 1], addr) as usize;
     }
     // c is at most LEAF6_KEYS (6): values sit two per word in w[12..16].
     let word = leaf.w[12 + ((c >> 1) & 3)];
-    Ok((word >> (32 * (c & 1))) as u32)
+    (word >> (32 * (c & 1))) as u32
+}
+
+#[inline(never)]
+fn walk6(first: &Node6, height: u32, addr: (u64, u64)) -> Result<u32, Internal> {
+    let addr = (core::hint::black_box(addr.0), core::hint::black_box(addr.1));
+    if height == 0 {
+        return Ok(leaf6(first, addr));
+    }
+    let mut idx = (first.w[0] as u32).wrapping_add(pick6(first, addr));
+    for level in 1..TREE6_MAX_HEIGHT {
+        if level >= height {
+            break;
+        }
+        let node = NODES6.get(idx).ok_or(Internal)?;
+        idx = (node.w[0] as u32).wrapping_add(pick6(node, addr));
+    }
+    let leaf = NODES6.get(idx).ok_or(Internal)?;
+    Ok(leaf6(leaf, addr))
 }
 
 /// Follows an expiry chain to the first link that is still in force; plain values pass

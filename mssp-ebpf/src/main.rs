@@ -46,7 +46,8 @@ static SLOTS: u32 = mssp_common::abi::MAX_SLOTS;
 static PARSE_ONLY: u32 = 0;
 
 /// The benchmark's breakdown (load time; 0 in production, pruned by the verifier): stop and
-/// drop after the customer's record (1), after the root node of its source tree (2), after
+/// drop after the customer's record (1), after the root node of its source tree (2: its copy
+/// in the record, `Record::src4_head`), after
 /// the whole source lookup but without counting the entry's hit (3), or after the
 /// destination tree, before the customer's record (4), so each step's cost is measured; or
 /// the whole lookup with the hit counted in a cell keyed by the leaf's position (5, `cells.rs`).
@@ -269,9 +270,9 @@ fn evaluate(p: &Packet, bytes: u64) -> Result<Decision, Internal> {
     // Step 4: the customer's own source list; allow beats the global list.
     let cust_v = match customer {
         Some(c) => lookup::resolve(if p.v6 {
-            lookup::tree6(&c.src6, p.src6)?
+            lookup::src6(c, p.src6)?
         } else {
-            lookup::tree4(&c.src4, p.src4)?
+            lookup::src4(c, p.src4)?
         })?,
         None => 0,
     };
@@ -285,9 +286,9 @@ fn evaluate(p: &Packet, bytes: u64) -> Result<Decision, Internal> {
 
     // Step 5: the global list.
     let glob_v = lookup::resolve(if p.v6 {
-        lookup::tree6(&root.src6, p.src6)?
+        lookup::src6(root, p.src6)?
     } else {
-        lookup::tree4(&root.src4, p.src4)?
+        lookup::src4(root, p.src4)?
     })?;
     let glob_action = value::action(glob_v);
     if glob_action == SourceAction::Drop as u32 {
@@ -368,7 +369,7 @@ fn breakdown(
         return Ok(d);
     }
     if stop == 2 {
-        d.entry = lookup::touch_root(p.v6, root);
+        d.entry = lookup::touch_head(p.v6, c);
         return Ok(d);
     }
     if stop == 5 {
@@ -387,9 +388,9 @@ fn breakdown(
         return Ok(d);
     }
     let v = lookup::resolve(if p.v6 {
-        lookup::tree6(&c.src6, p.src6)?
+        lookup::src6(c, p.src6)?
     } else {
-        lookup::tree4(&c.src4, p.src4)?
+        lookup::src4(c, p.src4)?
     })?;
     d.entry = value::id(v);
     Ok(d)

@@ -31,7 +31,10 @@ pub use desired::{Desired, DesiredCustomer, DesiredEntry, DesiredRule, Layer, Sc
 use ids::Ids;
 use mssp_common::{
     Net,
-    abi::{ABI_VERSION, MAX_RULES_PER_CUSTOMER, ROOT_SLOT, RateParams, Record, Tree, record_flags},
+    abi::{
+        ABI_VERSION, MAX_RULES_PER_CUSTOMER, Node4, Node6, ROOT_SLOT, RateParams, Record, Tree,
+        record_flags,
+    },
 };
 use time::OffsetDateTime;
 
@@ -997,7 +1000,12 @@ impl<B: MapBackend> Dataplane<B> {
             match role {
                 Role::Infra => (rec.infra4, rec.infra6) = (t4, t6),
                 Role::Dst => (rec.dst4, rec.dst6) = (t4, t6),
-                Role::Src => (rec.src4, rec.src6) = (t4, t6),
+                Role::Src => {
+                    (rec.src4, rec.src6) = (t4, t6);
+                    // The data path starts the source lookups at these copies of the roots.
+                    rec.src4_head = u.t4.nodes.first().copied().unwrap_or(Node4::PAD);
+                    rec.src6_head = u.t6.nodes.first().copied().unwrap_or(Node6::PAD);
+                }
             }
             o4 += u.t4.nodes.len() as u32;
             o6 += u.t6.nodes.len() as u32;

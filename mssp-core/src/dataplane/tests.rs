@@ -35,10 +35,21 @@ fn walk<N: NodeKind>(nodes: &[N], t: &Tree, addr: u128) -> u32 {
     nodes[idx as usize].leaf_value(addr)
 }
 
+/// The data path starts a record's source lookups at the copies of the roots in the record:
+/// they must be the arena's root nodes (padding for an empty tree).
+fn assert_heads(b: &MemBackend, rec: &Record) {
+    let empty = mssp_common::abi::TREE_EMPTY;
+    let h4 = (rec.src4.root != empty).then(|| b.nodes4[rec.src4.root as usize]);
+    let h6 = (rec.src6.root != empty).then(|| b.nodes6[rec.src6.root as usize]);
+    assert_eq!(rec.src4_head, h4.unwrap_or(Node4::PAD), "slot {}", rec.slot);
+    assert_eq!(rec.src6_head, h6.unwrap_or(Node6::PAD), "slot {}", rec.slot);
+}
+
 /// (customer id, customer source value, global source value, infrastructure) as the data
 /// path would see them.
 fn look(b: &MemBackend, v6: bool, src: u128, dst: u128) -> (Option<u32>, u32, u32, bool) {
     let root = &b.records[b.cur[0] as usize];
+    assert_heads(b, root);
     let get = |t4: &Tree, t6: &Tree, a: u128| {
         if v6 {
             walk::<Node6>(&b.nodes6, t6, a)
@@ -54,6 +65,7 @@ fn look(b: &MemBackend, v6: bool, src: u128, dst: u128) -> (Option<u32>, u32, u3
         return (None, 0, glob, infra);
     }
     let rec = &b.records[b.cur[slot as usize] as usize];
+    assert_heads(b, rec);
     (
         Some(rec.customer_id),
         get(&rec.src4, &rec.src6, src),
