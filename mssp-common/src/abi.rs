@@ -29,7 +29,7 @@ pub const MAX_SLOTS: u32 = 16_384;
 pub const MAX_RECORDS: u32 = 2 * MAX_SLOTS + 64;
 /// IPv4 tree nodes (128 bytes each): about 2M intervals of live policy plus room to build the next.
 pub const MAX_NODES4: u32 = 524_288;
-/// IPv6 tree nodes (128 bytes each).
+/// IPv6 tree nodes (256 bytes each, up to 13 intervals per leaf).
 pub const MAX_NODES6: u32 = 262_144;
 /// Expiry chains (see [`ChainLink`]).
 pub const MAX_CHAIN: u32 = 65_536;
@@ -41,9 +41,9 @@ pub const MAX_COUNTERS: u32 = MAX_SLOTS * NVERDICTS * NREASONS;
 /// An empty tree: every lookup yields value 0.
 pub const TREE_EMPTY: u32 = u32::MAX;
 /// Deepest tree the data path descends (internal levels). 32^5 * 16 IPv4 intervals and
-/// 8^7 * 7 IPv6 intervals are far beyond the node arenas, so this bound is never the limit.
+/// 16^5 * 13 IPv6 intervals are far beyond the node arenas, so this bound is never the limit.
 pub const TREE4_MAX_HEIGHT: u32 = 5;
-pub const TREE6_MAX_HEIGHT: u32 = 7;
+pub const TREE6_MAX_HEIGHT: u32 = 5;
 
 /// Index into `CUR` of the root record.
 pub const ROOT_SLOT: u32 = 0;
@@ -96,40 +96,44 @@ pub const NODE4_KEYS: usize = 31;
 pub const LEAF4_VALUES: usize = 16;
 pub const LEAF4_KEYS: usize = 15;
 
-/// IPv6 tree node, 128 bytes. Keys are `u128` (interval start minus one) stored as
+/// IPv6 tree node, 256 bytes (twice an IPv4 node: a `u128` key is four times a `u32`, and
+/// at 128 bytes a customer's few hundred intervals took two internal levels, one more
+/// dependent miss per packet). Keys are `u128` (interval start minus one) stored as
 /// `(high, low)` pairs of `u64`.
 ///
-/// * internal: `w[0]` = first child; `w[1]` unused; `w[2..16]` = 7 keys (fan-out 8).
-/// * leaf: `w[0..12]` = 6 keys; `w[12..16]` = 7 values packed two per word, value `i` at
-///   bits `32 * (i % 2)` of `w[12 + i / 2]` (7 intervals per leaf).
+/// * internal: `w[0]` = first child; `w[1]` unused; `w[2..32]` = 15 keys (fan-out 16).
+/// * leaf: `w[0..24]` = 12 keys; `w[24..31]` = 13 values packed two per word, value `i` at
+///   bits `32 * (i % 2)` of `w[24 + i / 2]` (13 intervals per leaf); `w[31]` unused.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Node6 {
-    pub w: [u64; 16],
+    pub w: [u64; 32],
 }
-const _: () = assert!(size_of::<Node6>() == 128);
+const _: () = assert!(size_of::<Node6>() == 256);
 
-pub const NODE6_FANOUT: usize = 8;
-pub const NODE6_KEYS: usize = 7;
-pub const LEAF6_VALUES: usize = 7;
-pub const LEAF6_KEYS: usize = 6;
+pub const NODE6_FANOUT: usize = 16;
+pub const NODE6_KEYS: usize = 15;
+pub const LEAF6_VALUES: usize = 13;
+pub const LEAF6_KEYS: usize = 12;
+/// The word of a leaf where its packed values start.
+pub const LEAF6_VALUE_WORD: usize = 24;
 
 impl Node4 {
     pub const PAD: Node4 = Node4 { w: [u32::MAX; 32] };
 }
 
 impl Node6 {
-    pub const PAD: Node6 = Node6 { w: [u64::MAX; 16] };
+    pub const PAD: Node6 = Node6 { w: [u64::MAX; 32] };
 
     #[inline(always)]
     pub const fn leaf_value(&self, i: usize) -> u32 {
-        (self.w[12 + i / 2] >> (32 * (i % 2))) as u32
+        (self.w[LEAF6_VALUE_WORD + i / 2] >> (32 * (i % 2))) as u32
     }
 
     #[inline(always)]
     pub const fn set_leaf_value(&mut self, i: usize, v: u32) {
         let shift = 32 * (i % 2);
-        let word = &mut self.w[12 + i / 2];
+        let word = &mut self.w[LEAF6_VALUE_WORD + i / 2];
         *word = (*word & !(0xffff_ffffu64 << shift)) | ((v as u64) << shift);
     }
 }
@@ -261,7 +265,7 @@ pub mod record_flags {
 }
 
 /// A customer's compiled policy (or, in slot 0, the root: infrastructure, customer prefixes
-/// and the global source list). 448 bytes; what every packet reads sits in the first 64, and
+/// and the global source list). 576 bytes; what every packet reads sits in the first 64, and
 /// the root nodes of its source trees ride along at the end ([`Record::src4_head`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -305,7 +309,7 @@ pub struct Record {
     pub src4_head: Node4,
     pub src6_head: Node6,
 }
-const _: () = assert!(size_of::<Record>() == 448);
+const _: () = assert!(size_of::<Record>() == 576);
 
 /// Token-bucket parameters (GCRA). Time runs in sixteenths of a nanosecond ("t16"), so rates
 /// up to 10^9 packets per second keep a sub-nanosecond resolution; a packet conforms when the

@@ -5,13 +5,10 @@
 //! count then lands on a warm line. It measures that design's gain on this machine without
 //! the agent's side of it (mapping cells back to entries), which is not built.
 
-use mssp_common::abi::{
-    Counter, LEAF4_KEYS, LEAF4_VALUES, LEAF6_KEYS, NODE4_KEYS, NODE6_KEYS, TREE_EMPTY,
-    TREE4_MAX_HEIGHT, TREE6_MAX_HEIGHT, Tree,
-};
+use mssp_common::abi::{Counter, LEAF4_VALUES, TREE_EMPTY, Tree};
 
 use crate::{
-    lookup::{Internal, lt32, lt128},
+    lookup::{self, Internal},
     maps::{HIT_CELLS, NODES4, NODES6},
 };
 
@@ -21,7 +18,7 @@ static CELLS_STRIDE: u32 = 1;
 
 /// Cells per leaf: one per value, rounded up to a power of two.
 const CELLS4: u32 = LEAF4_VALUES as u32;
-const CELLS6: u32 = 8;
+const CELLS6: u32 = 16;
 
 #[inline(always)]
 fn cell(idx: u32) -> Option<*mut Counter> {
@@ -63,64 +60,43 @@ pub fn count(idx: u32, bytes: u64) {
     }
 }
 
-/// [`crate::lookup::tree4`]'s walk, returning the value and its cell.
+/// [`crate::lookup::tree4`]'s walk (from the arena's root), returning the value and its cell.
 #[inline(never)]
 pub fn walk4(tree: &Tree, addr: u32) -> Result<(u32, u32), Internal> {
     if tree.root == TREE_EMPTY {
         return Ok((0, 0));
     }
     let addr = core::hint::black_box(addr as u64);
-    let mut idx = tree.root;
-    let height = tree.height;
-    for level in 0..TREE4_MAX_HEIGHT {
-        if level >= height {
-            break;
-        }
-        let node = NODES4.get(idx).ok_or(Internal)?;
-        let mut c = 0u32;
-        for i in 0..NODE4_KEYS {
-            c += lt32(node.w[1 + i], addr);
-        }
-        idx = node.w[0].wrapping_add(c);
-    }
+    let root = NODES4.get(tree.root).ok_or(Internal)?;
+    let idx = match tree.height {
+        0 => tree.root,
+        h => lookup::descend4(root, h, addr)?,
+    };
     let first = idx.wrapping_mul(CELLS4);
     core::hint::black_box(touch(first, CELLS4));
     let leaf = NODES4.get(idx).ok_or(Internal)?;
-    let mut c = 0u32;
-    for i in 0..LEAF4_KEYS {
-        c += lt32(leaf.w[LEAF4_VALUES + i], addr);
-    }
-    let c = c & (LEAF4_VALUES as u32 - 1);
-    Ok((leaf.w[c as usize], first + c))
+    let c = lookup::leaf4_pos(leaf, addr);
+    Ok((leaf.w[c], first + c as u32))
 }
 
-/// [`crate::lookup::tree6`]'s walk, returning the value and its cell.
+/// [`crate::lookup::tree6`]'s walk (from the arena's root), returning the value and its cell.
 #[inline(never)]
 pub fn walk6(tree: &Tree, addr: (u64, u64)) -> Result<(u32, u32), Internal> {
     if tree.root == TREE_EMPTY {
         return Ok((0, 0));
     }
     let addr = (core::hint::black_box(addr.0), core::hint::black_box(addr.1));
-    let mut idx = tree.root;
-    let height = tree.height;
-    for level in 0..TREE6_MAX_HEIGHT {
-        if level >= height {
-            break;
-        }
-        let node = NODES6.get(idx).ok_or(Internal)?;
-        let mut c = 0u32;
-        for i in 0..NODE6_KEYS {
-            c += lt128(node.w[2 + 2 * i], node.w[3 + 2 * i], addr) as u32;
-        }
-        idx = (node.w[0] as u32).wrapping_add(c);
-    }
+    let root = NODES6.get(tree.root).ok_or(Internal)?;
+    let idx = match tree.height {
+        0 => tree.root,
+        h => lookup::descend6(root, h, addr)?,
+    };
     let first = idx.wrapping_mul(CELLS6);
     core::hint::black_box(touch(first, CELLS6));
     let leaf = NODES6.get(idx).ok_or(Internal)?;
-    let mut c = 0usize;
-    for i in 0..LEAF6_KEYS {
-        c += lt128(leaf.w[2 * i], leaf.w[2 * i + 1], addr) as usize;
-    }
-    let word = leaf.w[12 + ((c >> 1) & 3)];
-    Ok(((word >> (32 * (c & 1))) as u32, first + (c as u32 & 7)))
+    let c = lookup::leaf6_pos(leaf, addr);
+    Ok((
+        lookup::leaf6_value(leaf, c),
+        first + (c as u32 & (CELLS6 - 1)),
+    ))
 }

@@ -3,8 +3,8 @@
 
 use aya_ebpf::helpers::bpf_ktime_get_boot_ns;
 use mssp_common::abi::{
-    CHAIN_MAX_LINKS, LEAF4_KEYS, LEAF4_VALUES, LEAF6_KEYS, NODE4_KEYS, NODE6_KEYS, Node4, Node6,
-    Record, TREE_EMPTY, TREE4_MAX_HEIGHT, TREE6_MAX_HEIGHT, Tree, value,
+    CHAIN_MAX_LINKS, LEAF4_KEYS, LEAF4_VALUES, LEAF6_KEYS, LEAF6_VALUE_WORD, NODE4_KEYS,
+    NODE6_KEYS, Node4, Node6, Record, TREE_EMPTY, TREE4_MAX_HEIGHT, TREE6_MAX_HEIGHT, Tree, value,
 };
 
 use crate::maps::{CHAIN, CUR, NODES4, NODES6, RECORDS};
@@ -83,13 +83,29 @@ fn pick4(node: &Node4, addr: u64) -> u32 {
     c
 }
 
+/// The position in a leaf of the value `addr` takes.
 #[inline(always)]
-fn leaf4(leaf: &Node4, addr: u64) -> u32 {
+pub(crate) fn leaf4_pos(leaf: &Node4, addr: u64) -> usize {
     let mut c = 0usize;
     for i in 0..LEAF4_KEYS {
         c += lt32(leaf.w[LEAF4_VALUES + i], addr) as usize;
     }
-    leaf.w[c & (LEAF4_VALUES - 1)]
+    c & (LEAF4_VALUES - 1)
+}
+
+/// The index in `NODES4` of the leaf `addr` falls in, below `first`, an internal node
+/// (`height` >= 1) wherever it sits.
+#[inline(always)]
+pub(crate) fn descend4(first: &Node4, height: u32, addr: u64) -> Result<u32, Internal> {
+    let mut idx = first.w[0].wrapping_add(pick4(first, addr));
+    for level in 1..TREE4_MAX_HEIGHT {
+        if level >= height {
+            break;
+        }
+        let node = NODES4.get(idx).ok_or(Internal)?;
+        idx = node.w[0].wrapping_add(pick4(node, addr));
+    }
+    Ok(idx)
 }
 
 /// The descent from `first` (the root node, wherever it sits) through `height` internal
@@ -101,18 +117,10 @@ fn leaf4(leaf: &Node4, addr: u64) -> u32 {
 fn walk4(first: &Node4, height: u32, addr: u32) -> Result<u32, Internal> {
     let addr = core::hint::black_box(addr as u64);
     if height == 0 {
-        return Ok(leaf4(first, addr));
+        return Ok(first.w[leaf4_pos(first, addr)]);
     }
-    let mut idx = first.w[0].wrapping_add(pick4(first, addr));
-    for level in 1..TREE4_MAX_HEIGHT {
-        if level >= height {
-            break;
-        }
-        let node = NODES4.get(idx).ok_or(Internal)?;
-        idx = node.w[0].wrapping_add(pick4(node, addr));
-    }
-    let leaf = NODES4.get(idx).ok_or(Internal)?;
-    Ok(leaf4(leaf, addr))
+    let leaf = NODES4.get(descend4(first, height, addr)?).ok_or(Internal)?;
+    Ok(leaf.w[leaf4_pos(leaf, addr)])
 }
 
 /// The benchmark's breakdown: reads the first word of a record's source root (its copy in
@@ -154,23 +162,27 @@ fn pick6(node: &Node6, addr: (u64, u64)) -> u32 {
     c
 }
 
+/// The position in a leaf of the value `addr` takes (at most `LEAF6_KEYS`).
 #[inline(always)]
-fn leaf6(leaf: &Node6, addr: (u64, u64)) -> u32 {
+pub(crate) fn leaf6_pos(leaf: &Node6, addr: (u64, u64)) -> usize {
     let mut c = 0usize;
     for i in 0..LEAF6_KEYS {
         c += lt128(leaf.w[2 * i], leaf.w[2 * i + 1], addr) as usize;
     }
-    // c is at most LEAF6_KEYS (6): values sit two per word in w[12..16].
-    let word = leaf.w[12 + ((c >> 1) & 3)];
+    c
+}
+
+/// The value at position `c` of a leaf: values sit two per word from `LEAF6_VALUE_WORD`
+/// (the mask keeps the word inside the node for the verifier; `c` is at most 12).
+#[inline(always)]
+pub(crate) fn leaf6_value(leaf: &Node6, c: usize) -> u32 {
+    let word = leaf.w[LEAF6_VALUE_WORD + ((c >> 1) & 7)];
     (word >> (32 * (c & 1))) as u32
 }
 
-#[inline(never)]
-fn walk6(first: &Node6, height: u32, addr: (u64, u64)) -> Result<u32, Internal> {
-    let addr = (core::hint::black_box(addr.0), core::hint::black_box(addr.1));
-    if height == 0 {
-        return Ok(leaf6(first, addr));
-    }
+/// IPv6 version of [`descend4`].
+#[inline(always)]
+pub(crate) fn descend6(first: &Node6, height: u32, addr: (u64, u64)) -> Result<u32, Internal> {
     let mut idx = (first.w[0] as u32).wrapping_add(pick6(first, addr));
     for level in 1..TREE6_MAX_HEIGHT {
         if level >= height {
@@ -179,8 +191,17 @@ fn walk6(first: &Node6, height: u32, addr: (u64, u64)) -> Result<u32, Internal> 
         let node = NODES6.get(idx).ok_or(Internal)?;
         idx = (node.w[0] as u32).wrapping_add(pick6(node, addr));
     }
-    let leaf = NODES6.get(idx).ok_or(Internal)?;
-    Ok(leaf6(leaf, addr))
+    Ok(idx)
+}
+
+#[inline(never)]
+fn walk6(first: &Node6, height: u32, addr: (u64, u64)) -> Result<u32, Internal> {
+    let addr = (core::hint::black_box(addr.0), core::hint::black_box(addr.1));
+    if height == 0 {
+        return Ok(leaf6_value(first, leaf6_pos(first, addr)));
+    }
+    let leaf = NODES6.get(descend6(first, height, addr)?).ok_or(Internal)?;
+    Ok(leaf6_value(leaf, leaf6_pos(leaf, addr)))
 }
 
 /// Follows an expiry chain to the first link that is still in force; plain values pass

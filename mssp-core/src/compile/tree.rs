@@ -120,7 +120,7 @@ impl NodeKind for Node6 {
         for i in 0..LEAF6_VALUES {
             n.set_leaf_value(i, *values.get(i).unwrap_or(&last));
         }
-        // The unused eighth value slot.
+        // The unused value slot beside the last one.
         n.set_leaf_value(LEAF6_VALUES, last);
         n
     }
@@ -285,7 +285,9 @@ mod tests {
 
     #[test]
     fn sizes_around_every_boundary() {
-        for n in [1, 2, 15, 16, 17, 31, 32, 33, 511, 512, 513, 5000, 20_000] {
+        for n in [
+            1, 2, 13, 14, 15, 16, 17, 31, 32, 33, 208, 209, 511, 512, 513, 5000, 20_000,
+        ] {
             let iv = many(n, 3);
             let probes: Vec<u128> = (0..(n as u128 * 3 + 4)).collect();
             check::<Node4>(&iv, &probes);
