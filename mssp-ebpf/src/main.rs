@@ -318,8 +318,8 @@ fn evaluate(p: &Packet, bytes: u64) -> Result<Decision, Internal> {
 
     // Step 7: the customer's rules; then the clean-pipe limit on what would pass.
     if let Some(c) = customer {
-        let mut rc = rules::RuleCtx::new(p, bytes, c.rules.start);
-        rules::run(c, &mut rc);
+        let rc = rules::RuleCtx::fill(p, bytes, c.rules.start).ok_or(Internal)?;
+        rules::run(c);
         match rc.outcome {
             rules::outcome::DROP => {
                 d.verdict = Verdict::Drop;
@@ -339,7 +339,7 @@ fn evaluate(p: &Packet, bytes: u64) -> Result<Decision, Internal> {
             }
             _ => {}
         }
-        if !rules::customer_limit_ok(c, &mut rc) {
+        if !rules::customer_limit_ok(c, rc) {
             d.verdict = Verdict::Drop;
             d.reason = Reason::CustomerLimit;
             return Ok(d);

@@ -58,6 +58,13 @@ pub static HIT_CELLS: Array<Counter> = Array::with_max_entries(1, 0);
 #[map]
 pub static SCRATCH: PerCpuArray<mssp_ebpf::parse::Packet> = PerCpuArray::with_max_entries(1, 0);
 
+/// 0 -> the rule loop's context on this CPU (`rules::RuleCtx`). In a map rather than on the
+/// stack so the verifier does not track what the `bpf_loop` callback writes into it (the
+/// outcome, the clock) as a distinct state per iteration and per call path: on the stack it
+/// ran the program past the verifier's million instructions on kernel 6.18.44.
+#[map]
+pub static RULE_CTX: PerCpuArray<crate::rules::RuleCtx> = PerCpuArray::with_max_entries(1, 0);
+
 /// index -> rule. Arena of every customer's rule list (a record names its range).
 #[map]
 pub static RULES: Array<Rule> = Array::with_max_entries(MAX_RULES, 0);

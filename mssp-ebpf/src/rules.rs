@@ -24,7 +24,7 @@ use mssp_common::{
 
 use mssp_ebpf::parse::{Packet, frag};
 
-use crate::maps::{BUCKETS, RULE_CIDRS, RULE_STATS, RULES, SRC_BUCKETS};
+use crate::maps::{BUCKETS, RULE_CIDRS, RULE_CTX, RULE_STATS, RULES, SRC_BUCKETS};
 
 /// What the rules decided.
 pub mod outcome {
@@ -36,7 +36,8 @@ pub mod outcome {
     pub const LIMITED: u32 = 3;
 }
 
-/// The packet fields rules look at, copied where the `bpf_loop` callback can read them.
+/// The packet fields rules look at, copied where the `bpf_loop` callback can read them: this
+/// CPU's `RULE_CTX` (see there why not the stack).
 #[repr(C)]
 pub struct RuleCtx {
     pub src: [u32; 4],
@@ -65,7 +66,17 @@ pub struct RuleCtx {
 }
 
 impl RuleCtx {
-    pub fn new(p: &Packet, bytes: u64, rules_start: u32) -> RuleCtx {
+    /// This CPU's context, filled in for `p`.
+    #[inline(always)]
+    pub fn fill(p: &Packet, bytes: u64, rules_start: u32) -> Option<&'static mut RuleCtx> {
+        let c = RULE_CTX.get_ptr_mut(0)?;
+        let c = unsafe { &mut *c };
+        *c = RuleCtx::new(p, bytes, rules_start);
+        Some(c)
+    }
+
+    #[inline(always)]
+    fn new(p: &Packet, bytes: u64, rules_start: u32) -> RuleCtx {
         let (src, dst) = if p.v6 {
             (words(p.src6), words(p.dst6))
         } else {
@@ -330,8 +341,11 @@ fn count(stat: u32, bytes: u64, limited: bool) {
 }
 
 /// The `bpf_loop` body: rule `index` of the customer. Returns 1 to stop at a terminal match.
-unsafe extern "C" fn rule_step(index: u64, ctx: *mut c_void) -> i64 {
-    let c = unsafe { &mut *(ctx as *mut RuleCtx) };
+unsafe extern "C" fn rule_step(index: u64, _ctx: *mut c_void) -> i64 {
+    let Some(c) = RULE_CTX.get_ptr_mut(0) else {
+        return 1;
+    };
+    let c = unsafe { &mut *c };
     let Some(r) = RULES.get(c.rules_start.wrapping_add(index as u32)) else {
         return 1;
     };
@@ -374,7 +388,7 @@ unsafe extern "C" fn rule_step(index: u64, ctx: *mut c_void) -> i64 {
 
 /// Runs the customer's rules over the packet.
 #[inline(always)]
-pub fn run(rec: &Record, c: &mut RuleCtx) {
+pub fn run(rec: &Record) {
     let n = if rec.rules.len > MAX_RULES_PER_CUSTOMER {
         MAX_RULES_PER_CUSTOMER
     } else {
@@ -387,7 +401,7 @@ pub fn run(rec: &Record, c: &mut RuleCtx) {
         bpf_loop(
             n,
             rule_step as *mut c_void,
-            c as *mut RuleCtx as *mut c_void,
+            core::ptr::null_mut(),
             0,
         );
     }
