@@ -33,6 +33,10 @@ pub trait MapBackend {
     /// `count` consecutive rule counters from `start`, summed over CPUs.
     fn read_rule_stats(&self, start: u32, count: u32) -> OpResult<Vec<RuleCounter>>;
     fn read_record(&self, idx: u32) -> OpResult<Record>;
+    /// The IPv4 node at `idx` (adoption and `verify` check the heads records carry).
+    fn read_node4(&self, idx: u32) -> OpResult<Node4>;
+    /// The IPv6 node at `idx`.
+    fn read_node6(&self, idx: u32) -> OpResult<Node6>;
     /// Makes `record` the live record of `slot` (0: none), atomically for readers.
     fn publish(&mut self, slot: u32, record: u32) -> OpResult;
     /// The record index live in `slot`.
@@ -147,6 +151,14 @@ impl MemBackend {
     }
 }
 
+fn get<T: Copy>(map: &'static str, src: &[T], idx: u32) -> OpResult<T> {
+    src.get(idx as usize).copied().ok_or(MapOpError {
+        map,
+        op: "lookup",
+        detail: format!("index {idx} out of bounds"),
+    })
+}
+
 fn put<T: Copy>(map: &'static str, dst: &mut [T], at: u32, src: &[T]) -> OpResult {
     let at = at as usize;
     let Some(slice) = dst.get_mut(at..at + src.len()) else {
@@ -211,6 +223,14 @@ impl MapBackend for MemBackend {
             op: "lookup",
             detail: format!("index {idx} out of bounds"),
         })
+    }
+
+    fn read_node4(&self, idx: u32) -> OpResult<Node4> {
+        get("NODES4", &self.nodes4, idx)
+    }
+
+    fn read_node6(&self, idx: u32) -> OpResult<Node6> {
+        get("NODES6", &self.nodes6, idx)
     }
 
     fn publish(&mut self, slot: u32, record: u32) -> OpResult {

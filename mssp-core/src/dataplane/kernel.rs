@@ -49,7 +49,9 @@ pub struct KernelBackend {
     _cur_fd: OwnedFd,
     records: Array<MapData, Record>,
     records_fd: OwnedFd,
+    nodes4: Array<MapData, Node4>,
     nodes4_fd: OwnedFd,
+    nodes6: Array<MapData, Node6>,
     nodes6_fd: OwnedFd,
     chain_fd: OwnedFd,
     counters: Striped,
@@ -67,8 +69,8 @@ impl KernelBackend {
     pub fn from_ebpf(ebpf: &mut Ebpf) -> OpResult<KernelBackend> {
         let (cur, cur_fd, slots) = take(ebpf, map_names::CUR)?;
         let (records, records_fd, nrec) = take(ebpf, map_names::RECORDS)?;
-        let (_n4, nodes4_fd, n4) = take(ebpf, map_names::NODES4)?;
-        let (_n6, nodes6_fd, n6) = take(ebpf, map_names::NODES6)?;
+        let (nodes4, nodes4_fd, n4) = take(ebpf, map_names::NODES4)?;
+        let (nodes6, nodes6_fd, n6) = take(ebpf, map_names::NODES6)?;
         let (_c, chain_fd, nchain) = take(ebpf, map_names::CHAIN)?;
         let cpus = crate::capacity::ncpus();
         let counters = Striped::take(ebpf, map_names::COUNTERS, cpus)?;
@@ -97,7 +99,9 @@ impl KernelBackend {
             _cur_fd: cur_fd,
             records: Array::try_from(records).map_err(|e| err(map_names::RECORDS, "open", e))?,
             records_fd,
+            nodes4: Array::try_from(nodes4).map_err(|e| err(map_names::NODES4, "open", e))?,
             nodes4_fd,
+            nodes6: Array::try_from(nodes6).map_err(|e| err(map_names::NODES6, "open", e))?,
             nodes6_fd,
             chain_fd,
             counters,
@@ -263,6 +267,18 @@ impl MapBackend for KernelBackend {
         self.records
             .get(&idx, 0)
             .map_err(|e| err(map_names::RECORDS, "lookup", e))
+    }
+
+    fn read_node4(&self, idx: u32) -> OpResult<Node4> {
+        self.nodes4
+            .get(&idx, 0)
+            .map_err(|e| err(map_names::NODES4, "lookup", e))
+    }
+
+    fn read_node6(&self, idx: u32) -> OpResult<Node6> {
+        self.nodes6
+            .get(&idx, 0)
+            .map_err(|e| err(map_names::NODES6, "lookup", e))
     }
 
     fn publish(&mut self, slot: u32, record: u32) -> OpResult {

@@ -32,8 +32,8 @@ use ids::Ids;
 use mssp_common::{
     Net,
     abi::{
-        ABI_VERSION, MAX_RULES_PER_CUSTOMER, Node4, Node6, ROOT_SLOT, RateParams, Record, Tree,
-        record_flags,
+        ABI_VERSION, MAX_RULES_PER_CUSTOMER, Node4, Node6, ROOT_SLOT, RateParams, Record,
+        TREE_EMPTY, Tree, record_flags,
     },
 };
 use time::OffsetDateTime;
@@ -194,6 +194,33 @@ impl LiveRecord {
             cidrs: r.rule_cidrs,
         }
     }
+}
+
+/// Why a record's copies of its source roots ([`Record::src4_head`], where the data path
+/// starts its source lookups) differ from the arena's root nodes, if they do. An empty tree
+/// has padding there.
+fn head_drift<B: MapBackend>(b: &B, rec: &Record) -> Result<Option<String>, MapOpError> {
+    let root4 = match rec.src4.root {
+        TREE_EMPTY => Node4::PAD,
+        r => b.read_node4(r)?,
+    };
+    let root6 = match rec.src6.root {
+        TREE_EMPTY => Node6::PAD,
+        r => b.read_node6(r)?,
+    };
+    let mut bad = Vec::new();
+    if rec.src4_head != root4 {
+        bad.push(format!("IPv4 node {}", rec.src4.root));
+    }
+    if rec.src6_head != root6 {
+        bad.push(format!("IPv6 node {}", rec.src6.root));
+    }
+    Ok((!bad.is_empty()).then(|| {
+        format!(
+            "its copy of the source root differs from {} (lookups would not follow the published tree)",
+            bad.join(" and ")
+        )
+    }))
 }
 
 /// Fill of one map.
@@ -460,7 +487,16 @@ impl<B: MapBackend> Dataplane<B> {
                     l.customer_id, l.record
                 )),
                 (Some(l), r) => match self.backend.read_record(r) {
-                    Ok(rec) if rec.digest == l.digest && rec.slot == slot => {}
+                    Ok(rec) if rec.digest == l.digest && rec.slot == slot => {
+                        match head_drift(&self.backend, &rec) {
+                            Ok(None) => {}
+                            Ok(Some(d)) => drift.push(format!(
+                                "slot {slot} (customer {}): record {r}: {d}",
+                                l.customer_id
+                            )),
+                            Err(e) => drift.push(format!("record {r}: {e}")),
+                        }
+                    }
                     Ok(rec) => drift.push(format!(
                         "slot {slot} (customer {}): record {r} holds digest {:#x} for slot {}, not {:#x}",
                         l.customer_id, rec.digest, rec.slot, l.digest
@@ -588,6 +624,9 @@ impl<B: MapBackend> Dataplane<B> {
                     "slot {slot} points at record {idx}, which is not a live record of this slot (abi {}, slot {})",
                     rec.abi, rec.slot
                 )));
+            }
+            if let Some(d) = head_drift(&dp.backend, &rec).map_err(|e| AdoptError(e.to_string()))? {
+                return Err(AdoptError(format!("slot {slot} points at record {idx}: {d}")));
             }
             let live = LiveRecord::of(idx, &rec);
             for (i, span) in [

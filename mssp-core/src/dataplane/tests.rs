@@ -439,6 +439,41 @@ fn adoption_refuses_inconsistent_maps() {
     assert!(e.to_string().contains("left untouched"), "{e}");
 }
 
+/// The data path starts source lookups at the record's copies of the roots: a record whose
+/// copy differs from the arena's root is drift for `verify`, and adoption refuses it rather
+/// than take over a data path that does not follow the trees it believes published.
+#[test]
+fn a_head_that_differs_from_the_arena_root_is_drift_and_refused_at_adoption() {
+    let mut dp = Dataplane::new(MemBackend::new(small()));
+    dp.apply(&policy(P1), &Clock::now()).unwrap();
+    assert_eq!(dp.verify(), Vec::<String>::new());
+    let again = Dataplane::adopt(dp.backend().clone(), &dp.id_table()).unwrap();
+    assert_eq!(again.verify(), Vec::<String>::new());
+
+    let slot = dp.slot(7).unwrap();
+    let idx = dp.backend().cur[slot as usize] as usize;
+    for v6 in [false, true] {
+        let mut bad = dp.backend().clone();
+        let rec = &mut bad.records[idx];
+        if v6 {
+            rec.src6_head.w[0] ^= 1;
+        } else {
+            rec.src4_head.w[0] ^= 1;
+        }
+        let family = if v6 { "IPv6" } else { "IPv4" };
+        let e = Dataplane::adopt(bad.clone(), &dp.id_table()).err().unwrap().to_string();
+        assert!(e.contains(&format!("slot {slot} points at record {idx}")), "{e}");
+        assert!(e.contains(family) && e.contains("copy of the source root"), "{e}");
+        assert!(e.contains("left untouched"), "{e}");
+        let good = std::mem::replace(&mut dp.backend_mut().records[idx], bad.records[idx]);
+        let d = dp.verify();
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert!(d[0].contains("customer 7") && d[0].contains(family), "{d:?}");
+        dp.backend_mut().records[idx] = good;
+        assert_eq!(dp.verify(), Vec::<String>::new());
+    }
+}
+
 /// Regression: the record digest (persisted in the kernel's records, so a restarted agent
 /// recognises what is live) hashed `format!("{:?}")` strings, which change with any
 /// rename in the Rust types. It now hashes the published ABI records, whose layout is
