@@ -8,9 +8,10 @@
 use aya::programs::Xdp;
 use mssp_core::loader::{self, Breakdown, CUSTOMER_PROGRAM_NAME, LoadOptions, PROGRAM_NAME};
 
-/// At most this many processed instructions per program: the kernel's limit is 1,000,000;
-/// the rest is the margin for kernels that prune less well than this one.
-const BUDGET: u32 = 750_000;
+/// At most this many processed instructions per program: the kernel's limit is 1,000,000,
+/// and the other half is margin. A build that had passed CI was refused at the limit by
+/// kernel 6.18.44 (the rule loop's context on the stack, then the IPv6 header walk).
+const BUDGET: u32 = 500_000;
 
 fn variants() -> Vec<(&'static str, LoadOptions)> {
     let base = LoadOptions::default;
