@@ -1,4 +1,5 @@
 //! Development aid: mean program time over many distinct frames (BPF_PROG_TEST_RUN, repeat 1).
+//! `micro [customers] [sources per customer] [v4|v6] [parse_only]`.
 use aya::programs::Xdp;
 use mssp_bench::{policy_gen::generate, traffic::udp_template};
 use mssp_core::{
@@ -13,7 +14,12 @@ fn main() {
     let per: u32 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(100);
     let v6 = args.get(3).is_some_and(|s| s == "v6");
     let g = generate(customers, per, 2);
-    let mut ebpf = loader::load(&LoadOptions::default()).unwrap();
+    let parse_only = args.get(4).is_some_and(|s| s == "parse_only");
+    let mut ebpf = loader::load(&LoadOptions {
+        parse_only,
+        ..LoadOptions::default()
+    })
+    .unwrap();
     let mut dp = Dataplane::new(KernelBackend::from_ebpf(&mut ebpf).unwrap());
     let p = validate(&g.doc(), &Capacity::default()).unwrap();
     dp.apply(&Desired::from_policy(&p), &Clock::now()).unwrap();
