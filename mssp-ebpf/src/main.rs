@@ -318,7 +318,7 @@ fn evaluate(p: &Packet, bytes: u64) -> Result<Decision, Internal> {
 
     // Step 7: the customer's rules; then the clean-pipe limit on what would pass.
     if let Some(c) = customer {
-        let rc = rules::RuleCtx::fill(p, bytes, c.rules.start).ok_or(Internal)?;
+        let rc = rules::fill(p, bytes, c.rules.start).ok_or(Internal)?;
         rules::run(c);
         match rc.outcome {
             rules::outcome::DROP => {

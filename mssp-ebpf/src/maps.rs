@@ -63,7 +63,7 @@ pub static SCRATCH: PerCpuArray<mssp_ebpf::parse::Packet> = PerCpuArray::with_ma
 /// outcome, the clock) as a distinct state per iteration and per call path: on the stack it
 /// ran the program past the verifier's million instructions on kernel 6.18.44.
 #[map]
-pub static RULE_CTX: PerCpuArray<crate::rules::RuleCtx> = PerCpuArray::with_max_entries(1, 0);
+pub static RULE_CTX: PerCpuArray<mssp_ebpf::rule_ctx::RuleCtx> = PerCpuArray::with_max_entries(1, 0);
 
 /// index -> rule. Arena of every customer's rule list (a record names its range).
 #[map]

@@ -1,8 +1,9 @@
 //! Step 7: a customer's rules, in order, first terminal match wins; rate limits as shared
 //! token buckets (GCRA over compare-and-swap); the customer's clean-pipe limit.
 //!
-//! The rule loop runs under `bpf_loop`, so the verifier checks the per-rule body once instead
-//! of once per rule.
+//! The rule loop runs under `bpf_loop`, so the verifier checks the per-rule body until its
+//! states converge instead of once per rule; its context is in a map (`RULE_CTX`), which
+//! keeps that to a few passes.
 
 use core::{
     ffi::c_void,
@@ -11,124 +12,30 @@ use core::{
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
-    helpers::{bpf_ktime_get_boot_ns, bpf_ktime_get_ns, bpf_loop},
+    helpers::{bpf_ktime_get_boot_ns, bpf_loop},
 };
 use mssp_common::{
     abi::{
         Bucket, MAX_RULES_PER_CUSTOMER, RULE_MAX_CIDRS, RULE_MAX_PORT_RANGES, RULE_MAX_VLANS,
-        RateParams, Record, Rule, SourceBucketKey, T16_BYTE_AT_1BPS, frag_bits, rule_action,
+        RateParams, Record, Rule, SourceBucketKey, T16_BYTE_AT_1BPS, rule_action,
         rule_fields, rule_flags,
     },
-    proto::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP},
+    proto::{IPPROTO_TCP, IPPROTO_UDP},
 };
 
-use mssp_ebpf::parse::{Packet, frag};
+use mssp_ebpf::parse::Packet;
 
 use crate::maps::{BUCKETS, RULE_CIDRS, RULE_CTX, RULE_STATS, RULES, SRC_BUCKETS};
 
-/// What the rules decided.
-pub mod outcome {
-    /// No terminal rule matched.
-    pub const NONE: u32 = 0;
-    pub const DROP: u32 = 1;
-    pub const PASS: u32 = 2;
-    /// Over a rate limit.
-    pub const LIMITED: u32 = 3;
-}
+pub use mssp_ebpf::rule_ctx::{RuleCtx, outcome};
 
-/// The packet fields rules look at, copied where the `bpf_loop` callback can read them: this
-/// CPU's `RULE_CTX` (see there why not the stack).
-#[repr(C)]
-pub struct RuleCtx {
-    pub src: [u32; 4],
-    pub dst: [u32; 4],
-    pub bytes: u64,
-    pub now16: u64,
-    pub rules_start: u32,
-    pub v6: u32,
-    pub proto: u32,
-    pub frag_bit: u32,
-    pub has_l4: u32,
-    pub sport: u32,
-    pub dport: u32,
-    pub tcp_flags: u32,
-    pub is_tcp: u32,
-    pub is_icmp: u32,
-    pub icmp_type: u32,
-    pub icmp_code: u32,
-    pub ip_len: u32,
-    pub ttl: u32,
-    pub dscp: u32,
-    /// Outer VLAN id, or 0xffff when untagged.
-    pub vlan: u32,
-    pub outcome: u32,
-    pub rule_id: u32,
-}
-
-impl RuleCtx {
-    /// This CPU's context, filled in for `p`.
-    #[inline(always)]
-    pub fn fill(p: &Packet, bytes: u64, rules_start: u32) -> Option<&'static mut RuleCtx> {
-        let c = RULE_CTX.get_ptr_mut(0)?;
-        let c = unsafe { &mut *c };
-        *c = RuleCtx::new(p, bytes, rules_start);
-        Some(c)
-    }
-
-    #[inline(always)]
-    fn new(p: &Packet, bytes: u64, rules_start: u32) -> RuleCtx {
-        let (src, dst) = if p.v6 {
-            (words(p.src6), words(p.dst6))
-        } else {
-            ([p.src4, 0, 0, 0], [p.dst4, 0, 0, 0])
-        };
-        let icmp = if p.v6 { IPPROTO_ICMPV6 } else { IPPROTO_ICMP };
-        RuleCtx {
-            src,
-            dst,
-            bytes,
-            now16: 0,
-            rules_start,
-            v6: p.v6 as u32,
-            proto: p.proto as u32,
-            frag_bit: match p.frag {
-                frag::NONE => frag_bits::NONE,
-                frag::FIRST => frag_bits::FIRST,
-                _ => frag_bits::LATER,
-            },
-            has_l4: p.has_l4 as u32,
-            sport: p.sport as u32,
-            dport: p.dport as u32,
-            tcp_flags: p.tcp_flags as u32,
-            is_tcp: (p.has_l4 && p.proto == IPPROTO_TCP) as u32,
-            is_icmp: (p.has_l4 && p.proto == icmp) as u32,
-            icmp_type: p.icmp_type as u32,
-            icmp_code: p.icmp_code as u32,
-            ip_len: p.ip_len,
-            ttl: p.ttl as u32,
-            dscp: p.dscp as u32,
-            vlan: p.vlan as u32,
-            outcome: outcome::NONE,
-            rule_id: 0,
-        }
-    }
-
-    fn now(&mut self) -> u64 {
-        if self.now16 == 0 {
-            self.now16 = unsafe { bpf_ktime_get_ns() }.wrapping_mul(16);
-        }
-        self.now16
-    }
-}
-
+/// This CPU's rule context, filled in for `p`.
 #[inline(always)]
-fn words(a: (u64, u64)) -> [u32; 4] {
-    [
-        (a.0 >> 32) as u32,
-        a.0 as u32,
-        (a.1 >> 32) as u32,
-        a.1 as u32,
-    ]
+pub fn fill(p: &Packet, bytes: u64, rules_start: u32) -> Option<&'static mut RuleCtx> {
+    let c = RULE_CTX.get_ptr_mut(0)?;
+    let c = unsafe { &mut *c };
+    *c = RuleCtx::new(p, bytes, rules_start);
+    Some(c)
 }
 
 #[inline(always)]
