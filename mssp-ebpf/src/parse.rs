@@ -12,6 +12,8 @@ use mssp_common::{
     },
 };
 
+use crate::arith::{eq, pick};
+
 /// Offsets past this cannot be inside an XDP frame; clamping keeps the verifier's range of
 /// the cursor bounded, which packet-pointer arithmetic requires.
 const MAX_OFF: usize = 0x3fff;
@@ -143,20 +145,6 @@ fn datagram_end(ctx: &XdpContext, l3: usize, claimed: usize) -> ParseResult<usiz
     Ok(l3 + claimed)
 }
 
-/// 1 if `a == b`, for values below 2^32, as arithmetic (see `pick`).
-#[inline(always)]
-fn eq(a: u64, b: u64) -> u64 {
-    let d = a ^ b;
-    (d.wrapping_sub(1) >> 63) & 1
-}
-
-/// `a` if `m` is 1, `b` if it is 0: masks, not a branch the verifier would follow twice.
-#[inline(always)]
-fn pick(m: u64, a: u64, b: u64) -> u64 {
-    let mask = 0u64.wrapping_sub(core::hint::black_box(m));
-    (a & mask) | (b & !mask)
-}
-
 /// 1 if `nh` is an IPv6 extension header the parser walks
 /// ([`mssp_common::proto::is_ipv6_ext`]), as arithmetic.
 #[inline(always)]
@@ -277,7 +265,7 @@ fn parse_ipv6(ctx: &XdpContext, off: usize, p: &mut Packet) -> ParseResult<(usiz
     )?;
     let mut nh = ip.next_header;
     let mut off = off + size_of::<Ipv6Hdr>();
-    // The walk is branch-free arithmetic (`pick`) but for its exits: as branches, the three
+    // The walk is branch-free arithmetic (`crate::arith`) but for its exits: as branches, the three
     // header lengths and the fragment states multiplied over 8 headers into ~300k verified
     // instructions (3^8 paths), in both programs.
     let mut fr = frag::NONE as u64;

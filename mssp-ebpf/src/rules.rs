@@ -23,7 +23,10 @@ use mssp_common::{
     proto::{IPPROTO_TCP, IPPROTO_UDP},
 };
 
-use mssp_ebpf::parse::Packet;
+use mssp_ebpf::{
+    arith::{eq, ge},
+    parse::Packet,
+};
 
 use crate::maps::{BUCKETS, RULE_CIDRS, RULE_CTX, RULE_STATS, RULES, SRC_BUCKETS};
 
@@ -42,23 +45,6 @@ pub fn fill(p: &Packet, bytes: u64, rules_start: u32) -> Option<&'static mut Rul
 fn bit(map: &[u32; 8], v: u32) -> bool {
     let v = v & 0xff;
     (map[(v >> 5) as usize & 7] >> (v & 31)) & 1 != 0
-}
-
-// Range and equality tests are branch-free arithmetic on values LLVM cannot see through
-// (`black_box`): BPF has no set-on-condition, so `a <= b` as a value becomes a branch that
-// loads a constant, and the verifier then tracks every combination of those constants across
-// the unrolled loops (it refused the program at a million instructions).
-
-/// 1 if `a >= b`, for values below 2^32.
-#[inline(always)]
-fn ge(a: u64, b: u64) -> u64 {
-    b.wrapping_sub(a).wrapping_sub(1) >> 63
-}
-
-/// 1 if `a == b`, for values below 2^32.
-#[inline(always)]
-fn eq(a: u64, b: u64) -> u64 {
-    (a ^ b).wrapping_sub(1) >> 63
 }
 
 #[inline(always)]
